@@ -46,3 +46,29 @@ def test_default_experiment_runs(tmp_path, monkeypatch, repro_fast):
     assert sorted(ratios)[5] < 0.95
     assert result.files[0].exists() and result.files[0].stat().st_size > 10_000
     assert "Σ L_i/L_i(0)" in result.format_table()
+
+
+def test_write_results_json(tmp_path):
+    import json
+
+    from mtl_jax.experiments._registry import ExperimentResult, seeds_from, write_results
+
+    assert seeds_from(7, 3) == [7, 8, 9]
+    result = ExperimentResult(
+        title="t",
+        columns=["m"],
+        rows=[["a"]],
+        seeds=[7, 8, 9],
+        metric="accuracy",
+        per_seed={"a": [0.5, 0.7, 0.9], "b": [0.1]},
+        claim="a beats b",
+        claim_held=True,
+    )
+    path = write_results(result, tmp_path, name="x", form="fast", wall_time_s=1.5)
+    got = json.loads(path.read_text())
+    assert got["experiment"] == "x" and got["form"] == "fast" and got["seeds"] == [7, 8, 9]
+    assert got["methods"]["a"]["mean"] == pytest.approx(0.7)
+    assert got["methods"]["a"]["std"] == pytest.approx(0.2)
+    assert got["methods"]["a"]["per_seed"] == [0.5, 0.7, 0.9]
+    assert got["methods"]["b"]["std"] == 0.0
+    assert got["claim_held"] is True and got["wall_time_s"] == 1.5

@@ -41,11 +41,15 @@ def _run(name: str, *, fast: bool, seed: int, out: pathlib.Path) -> int:
     print(f"mtl-jax: running {name!r} ({'fast' if fast else 'full'} form) -> {out_dir}")
     t0 = time.perf_counter()
     result = exp.fn(fast=fast, out_dir=out_dir, seed=seed)
+    wall = time.perf_counter() - t0
+    path = _registry.write_results(
+        result, out_dir, name=name, form="fast" if fast else "full", wall_time_s=wall
+    )
     print()
     print(result.format_table())
-    for f in result.files:
+    for f in [*result.files, path]:
         print(f"wrote {f}")
-    print(f"done in {time.perf_counter() - t0:.1f} s")
+    print(f"done in {wall:.1f} s")
     return 0
 
 

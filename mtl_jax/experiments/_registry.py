@@ -15,7 +15,27 @@ import pkgutil
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Experiment", "ExperimentResult", "available", "get", "register"]
+__all__ = [
+    "Experiment",
+    "ExperimentResult",
+    "available",
+    "get",
+    "register",
+    "seeds_from",
+    "write_results",
+]
+
+
+def seeds_from(seed: int, n: int) -> list[int]:
+    """The ``n`` seeds an experiment uses when run with ``--seed seed``.
+
+    Every experiment derives its seeds from the CLI's ``--seed`` through this one
+    rule (``seed, seed + 1, ...``), so that ``mtl-jax run NAME --seed S`` checks
+    a claim on seeds nobody tuned on.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return [int(seed) + i for i in range(n)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +47,15 @@ class ExperimentResult:
     rows: list[list[Any]]
     files: list[pathlib.Path] = dataclasses.field(default_factory=list)
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The seeds the run used (see :func:`seeds_from`).
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    #: Name of the headline metric whose per-seed values ``per_seed`` holds.
+    metric: str = ""
+    #: For each method or variant, the headline metric's value on each seed.
+    per_seed: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    #: The paper's claim this run checks, and whether it held on this run.
+    claim: str = ""
+    claim_held: bool | None = None
 
     def format_table(self) -> str:
         cells = [[_fmt(c) for c in row] for row in self.rows]
@@ -35,6 +64,48 @@ class ExperimentResult:
         sep = "  ".join("-" * w for w in widths)
         body = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
         return "\n".join([self.title, line, sep, *body])
+
+
+def write_results(
+    result: ExperimentResult,
+    out_dir: pathlib.Path,
+    *,
+    name: str,
+    form: str,
+    wall_time_s: float,
+) -> pathlib.Path:
+    """Write ``results.json`` next to the experiment's PNG in ``out_dir``.
+
+    For each method or variant: the headline metric's mean, standard deviation
+    (``ddof=1``; 0 for one seed) and per-seed values; plus the experiment's name,
+    form (``"fast"``/``"full"``), seeds, claim and wall time.
+    """
+    import json
+
+    import numpy as np
+
+    methods = {}
+    for method, values in result.per_seed.items():
+        v = np.asarray(values, dtype=np.float64)
+        methods[method] = {
+            "mean": float(v.mean()),
+            "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "per_seed": [float(x) for x in v],
+        }
+    payload = {
+        "experiment": name,
+        "form": form,
+        "seeds": [int(s) for s in result.seeds],
+        "metric": result.metric,
+        "methods": methods,
+        "claim": result.claim,
+        "claim_held": result.claim_held,
+        "wall_time_s": float(wall_time_s),
+        "files": [f.name for f in result.files],
+    }
+    path = pathlib.Path(out_dir) / "results.json"
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    return path
 
 
 def _fmt(value: Any) -> str:
