@@ -26,8 +26,12 @@ __all__ = [
 ]
 
 PyTree = Any
-MaskSpec = PyTree | Callable[[tuple, Any], bool] | None
-"""Which leaves to act on: ``None`` (all), a pytree of bools, or ``fn(path, leaf)``."""
+MaskSpec = PyTree | str | tuple[str, ...] | Callable[[tuple, Any], bool] | None
+"""Which leaves to act on; see :func:`resolve_mask`.
+
+``None`` (every leaf), a key-path prefix such as ``"encoder"`` (or a tuple of
+them), a pytree of bools with the tree's structure, or ``fn(path, leaf) -> bool``.
+"""
 
 
 def num_tasks(task_tree: PyTree) -> int:
@@ -49,20 +53,97 @@ def num_tasks(task_tree: PyTree) -> int:
     return next(iter(sizes))
 
 
+def _key_name(key: Any) -> str:
+    """The name of one key-path entry: a dict key, attribute name or index."""
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _path_names(path: tuple) -> tuple[str, ...]:
+    return tuple(_key_name(k) for k in path)
+
+
+def _is_prefix_spec(mask: Any) -> bool:
+    if isinstance(mask, str):
+        return True
+    return (
+        isinstance(mask, (tuple, list)) and len(mask) > 0 and all(isinstance(m, str) for m in mask)
+    )
+
+
+def _prefix_matches(names: tuple[str, ...], prefix: tuple[str, ...]) -> bool:
+    if names[: len(prefix)] == prefix:
+        return True
+    # Flax variable dicts: ``{"params": {...}}`` -- "encoder" also matches
+    # ``params/encoder/...`` unless the prefix names the collection itself.
+    return len(names) > 0 and names[0] == "params" and names[1 : len(prefix) + 1] == prefix
+
+
+def _split_prefix(prefix: str) -> tuple[str, ...]:
+    parts = tuple(p for p in prefix.split("/") if p)
+    if not parts:
+        raise ValueError(f"shared= path prefix must name at least one key, got {prefix!r}")
+    return parts
+
+
 def resolve_mask(mask: MaskSpec, tree: PyTree) -> PyTree:
-    """Turns a mask spec into a pytree of Python bools with ``tree``'s structure.
+    """Turns a mask spec (the ``shared=`` of every balancer) into a pytree of bools.
+
+    The accepted specs:
+
+    * ``None``: every leaf is selected. As ``shared=``, this means *every*
+      parameter is treated as shared, so task-specific heads are balanced too
+      (their rows of the task Jacobian are zero for the other tasks, which still
+      changes the weights a Gram method computes). Pass the encoder's prefix to
+      balance only the shared trunk, as torchjd's ``mtl_backward`` does.
+    * a key-path prefix: a string such as ``"encoder"`` or ``"encoder/Dense_0"``
+      (key names joined by ``/``), or a tuple of such strings. A leaf is selected
+      when its key path starts with one of the prefixes; a leading Flax
+      ``"params"`` collection is skipped, so ``"encoder"`` selects both
+      ``params["encoder"]`` and ``params["params"]["encoder"]``. A prefix that
+      selects no leaf raises ``ValueError`` listing the tree's top-level keys.
+    * a pytree of bools with ``tree``'s structure (a prefix tree is not accepted),
+      e.g. :meth:`mtl_jax.models.HardParameterSharing.shared_mask`.
+    * a callable ``fn(path, leaf) -> bool``, where ``path`` is the leaf's key path.
 
     Args:
-      mask: ``None`` (every leaf selected), a pytree of bools with ``tree``'s
-        structure (a prefix is not accepted), or a callable ``fn(path, leaf)``
-        returning a bool, where ``path`` is the leaf's key path.
+      mask: the spec, one of the above.
       tree: the pytree whose leaves are selected (params or a task Jacobian).
 
     Returns:
       A pytree of Python bools with the structure of ``tree``.
+
+    Raises:
+      ValueError: if a pytree mask's structure differs from ``tree``'s, or a
+        prefix selects nothing.
+      TypeError: if a tuple/list mixes strings with other values.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> params = {"encoder": {"w": jnp.ones(2)}, "heads": {"w": jnp.ones((2, 3))}}
+      >>> resolve_mask("encoder", params)
+      {'encoder': {'w': True}, 'heads': {'w': False}}
     """
     if mask is None:
         return jax.tree_util.tree_map(lambda _: True, tree)
+    if _is_prefix_spec(mask):
+        raw = (mask,) if isinstance(mask, str) else tuple(mask)
+        prefixes = [_split_prefix(p) for p in raw]
+        out = jax.tree_util.tree_map_with_path(
+            lambda p, _: any(_prefix_matches(_path_names(p), q) for q in prefixes), tree
+        )
+        if not any(jax.tree_util.tree_leaves(out)):
+            tops = sorted(
+                {"/".join(_path_names(p)[:2]) for p, _ in jax.tree_util.tree_leaves_with_path(tree)}
+            )
+            raise ValueError(
+                f"shared={mask!r} selects no leaf; the tree's top-level key paths are {tops}"
+            )
+        return out
+    if isinstance(mask, (tuple, list)) and any(isinstance(m, str) for m in mask):
+        raise TypeError(f"a shared= prefix tuple must hold only strings, got {mask!r}")
     if callable(mask):
         return jax.tree_util.tree_map_with_path(lambda p, x: bool(mask(p, x)), tree)
     tree_def = jax.tree_util.tree_structure(tree)

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _task_tree
+
 __all__ = ["HardParameterSharing", "MultiHeadDense"]
 
 
@@ -78,7 +80,16 @@ class HardParameterSharing(nn.Module):
 
     @staticmethod
     def shared_mask(params) -> dict:
-        """A ``shared=`` mask: True on the encoder's leaves, False on the heads'."""
-        return jax.tree_util.tree_map_with_path(
-            lambda p, _: "encoder" in jax.tree_util.keystr(p), params
-        )
+        """A ``shared=`` mask: True on the encoder's leaves, False on the heads'.
+
+        Equivalent to passing ``shared="encoder"`` (see
+        :func:`mtl_jax._task_tree.resolve_mask`); accepts either the ``"params"``
+        collection or the whole variables dict returned by ``init``.
+
+        Args:
+          params: the model's parameters.
+
+        Returns:
+          A pytree of bools with the structure of ``params``.
+        """
+        return _task_tree.resolve_mask("encoder", params)
