@@ -1,4 +1,4 @@
-"""The benchmark workloads of ``shared/BENCHMARKS.md``: W1 conv-hps, W2 gradnorm-toy, W3 aggregator.
+"""The benchmark workloads of ``benchmarks/PEERS.md``: W1 conv-hps, W2 gradnorm-toy, W3 aggregator.
 
 Each training workload bundles parameters, one fixed batch, the per-task loss
 function ``(params, batch) -> losses[K]``, the encoder/decoder split used by
@@ -70,7 +70,7 @@ def conv_hps(num_tasks: int, *, batch_size: int = 64, seed: int = 0) -> Workload
 
 
 def gradnorm_toy(num_tasks: int = 10, *, seed: int = 0) -> Workload:
-    """W2: the GradNorm synthetic regression, ``K`` tasks (10 in BENCHMARKS.md).
+    """W2: the GradNorm synthetic regression, ``K`` tasks (10 in PEERS.md).
 
     Inputs ``[100, 250]``; targets ``σ_i tanh(x (B + ε_i)ᵀ)``, ``[K, 100, 100]``;
     trunk 4 × Dense(100)+ReLU (55,400 parameters); ``K`` Dense(100→100) heads;

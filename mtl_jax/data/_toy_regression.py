@@ -36,7 +36,7 @@ def toy_regression(
     eps_std: float = 3.5,
     seed: int = 0,
 ) -> ToyRegression:
-    """Generates the toy data; default ``σ = linspace(1, 100, K)`` (BENCHMARKS.md W2).
+    """Generates the toy data; default ``σ = linspace(1, 100, K)`` (W2 in benchmarks/PEERS.md).
 
     Inputs are standard normal. Returns float32 arrays.
     """

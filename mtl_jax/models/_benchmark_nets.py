@@ -1,4 +1,4 @@
-"""The two benchmark networks of ``shared/BENCHMARKS.md``.
+"""The two benchmark networks of ``benchmarks/PEERS.md``.
 
 * W1 ``conv_hps``: a CelebA-like multi-attribute classifier — a three-block
   convolutional encoder (109,760 shared parameters) and ``K`` Dense(128→1) heads.

@@ -230,7 +230,7 @@ def l1_sp(
     beta: float = 0.01,
     pretrained: LeafSelector = None,
 ) -> optax.GradientTransformation:
-    """L1-SP: Ω(w) = α Σ_j |w_j − w⁰_j| + β/2 ‖w_S̄‖².
+    """L1-SP: ``Ω(w) = α Σ_j |w_j − w⁰_j| + β/2 ‖w_S̄‖²``.
 
     Adds the subgradient ``α sign(w − w⁰)`` (0 at the kink) on pretrained leaves and
     ``β w`` on the others.
