@@ -26,3 +26,16 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     # Notebooks show pictures.
     assert any("image/png" in o.get("data", {}) for o in outputs), "no figure in the notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_stored_with_its_outputs(path):
+    """The docs render the stored outputs: every code cell ran, and the file stays small."""
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    not_run = [i for i, c in enumerate(code) if c.get("execution_count") is None]
+    assert not not_run, f"code cells {not_run} of {path.name} have no stored execution"
+    stored = [o for c in code for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in stored), "no stored figure"
+    assert path.stat().st_size < 1_000_000, f"{path.name} is {path.stat().st_size} bytes"
