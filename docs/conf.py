@@ -89,6 +89,8 @@ def _page(modname: str, title: str) -> str:
     if submodules:
         lines += ["Subpackages: " + ", ".join(f":doc:`{modname}.{n}`" for n in submodules), ""]
     members = [n for n in names if n not in submodules]
+    # Functions (the methods a reader looks for) first, then classes (states, modules).
+    members.sort(key=lambda n: inspect.isclass(getattr(mod, n)))
     if not members:
         return "\n".join(lines)
     lines += [".. autosummary::", "   :nosignatures:", ""]
