@@ -46,7 +46,7 @@ def test_unknown_experiment_help_is_a_usage_error(capsys):
 
 def test_run_name_help_describes_the_experiment(capsys):
     assert _cli.main(["run", _cli.DEFAULT_EXPERIMENT, "--help"]) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # the description is wrapped
     exp = available()[_cli.DEFAULT_EXPERIMENT]
     assert out.startswith(f"usage: mtl-jax run {_cli.DEFAULT_EXPERIMENT}")
     assert exp.summary in out and "GradNorm" in exp.summary
@@ -141,6 +141,7 @@ class _MemoryCheckpointer:
 
     store: ClassVar[dict] = {}
     kill_after: ClassVar[int | None] = None  # raise _Killed right after saving this step
+    log: ClassVar[list] = []  # (directory, step) of every save
 
     def __init__(self, directory, *, save_every, keep=2):
         self.directory, self.save_every, self.keep = str(directory), save_every, keep
@@ -165,6 +166,7 @@ class _MemoryCheckpointer:
         if force or step % self.save_every == 0:
             saved = self.store.setdefault(self.directory, [])
             saved.append((step, state, copy.deepcopy(extra)))
+            self.log.append((self.directory, step))
             del saved[: -self.keep]
             if step == type(self).kill_after:
                 raise _Killed(step)
@@ -175,19 +177,23 @@ def test_toy_regression_resumes_bit_identically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(toy_regression, "checkpointer", _MemoryCheckpointer)
     monkeypatch.setattr(toy_regression, "METHODS", ("uncertainty_weighting",))
-    monkeypatch.setattr(toy_regression, "FAST", (200, 1))
-    monkeypatch.setattr(toy_regression, "SAVE_EVERY", 100)
+    monkeypatch.setattr(toy_regression, "FAST", (100, 1))
+    monkeypatch.setattr(toy_regression, "CHUNK", 25)
+    monkeypatch.setattr(toy_regression, "SAVE_EVERY", 50)
     monkeypatch.setattr(_MemoryCheckpointer, "store", {})
+    monkeypatch.setattr(_MemoryCheckpointer, "log", [])
     whole = toy_regression.run(fast=True, out_dir=tmp_path / "a", seed=0)
 
-    monkeypatch.setattr(_MemoryCheckpointer, "kill_after", 100)
+    monkeypatch.setattr(_MemoryCheckpointer, "kill_after", 50)
     with pytest.raises(_Killed):
         toy_regression.run(fast=True, out_dir=tmp_path / "b", seed=0)
     (saved,) = [v for k, v in _MemoryCheckpointer.store.items() if "/b/" in k]
-    assert [s for s, _, _ in saved] == [100]
+    assert [s for s, _, _ in saved] == [50]
     monkeypatch.setattr(_MemoryCheckpointer, "kill_after", None)
+    del _MemoryCheckpointer.log[:]
     resumed = toy_regression.run(fast=True, out_dir=tmp_path / "b", seed=0, resume=True)
-    assert [s for s, _, _ in saved] == [100, 200]  # continued from step 100
+    assert [step for _, step in _MemoryCheckpointer.log] == [100]  # continued from step 50
+    assert [s for s, _, _ in saved] == [50, 100]
     assert resumed.per_seed == whole.per_seed  # bit-identical final test losses
     np.testing.assert_array_equal(
         resumed.summary["final_weights"]["uncertainty_weighting"],
@@ -221,7 +227,8 @@ def test_default_experiment_checks_gradnorm_claims(tmp_path, monkeypatch, capsys
     assert {"equal_weighting", "uncertainty_weighting", "gradnorm"} <= methods.keys()
     assert all(len(m["per_seed"]) == n for m in methods.values())
     # GradNorm's task-normalised test loss is below equal weighting's by a margin
-    # wider than the seed-to-seed spread (measured: TODO).
+    # wider than the seed-to-seed spread (measured at 400 steps on seeds 10-15: EW - GN =
+    # 1.16 ± 0.11, GN's w(σ=1) = 7.8-7.9).
     gn, ew = methods["gradnorm"]["per_seed"], methods["equal_weighting"]["per_seed"]
     assert np.mean(gn) < np.mean(ew) - 0.3, (gn, ew)
     assert all(g < e for g, e in zip(gn, ew))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import textwrap
 import time
 
 from mtl_jax.experiments import _registry
@@ -79,7 +80,7 @@ def _experiment_parser(exp: _registry.Experiment) -> argparse.ArgumentParser:
         lines.append("--resume: not supported by this experiment")
     p = argparse.ArgumentParser(
         prog=f"mtl-jax run {exp.name}",
-        description="\n".join(lines),
+        description="\n".join(textwrap.fill(line, 79) for line in lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_options(p)

@@ -200,7 +200,8 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int, resume: bool = False) -
         curves[name], weights[name], ms[name] = [], [], []
         for s, (initial, _, params0, args) in zip(seeds, per_seed):
             state0 = step.init(params0)
-            w0[name] = np.asarray(getattr(state0.balancer_state, "weights", np.ones(k)))
+            w_start = np.asarray(getattr(state0.balancer_state, "weights", np.ones(k)))
+            w0[name] = w_start if w_start.shape == (k,) else np.ones(k)
             ckpt_dir = out_dir / "checkpoints" / name / f"seed_{s}"
             if not resume:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -287,7 +288,7 @@ def _result(curves, weights, w0, ms, routes, seeds, sigmas, steps, out_dir) -> E
             ]
             + [float(r) for r in ratios]
         )
-    png = _plot(curves, weights, steps, sigmas, claims, out_dir / "toy_regression.png")
+    png = _plot(curves, weights, w0, sigmas, claims, out_dir / "toy_regression.png")
     columns = [
         "method",
         "route",
@@ -319,7 +320,7 @@ def _result(curves, weights, w0, ms, routes, seeds, sigmas, steps, out_dir) -> E
     )
 
 
-def _plot(curves, weights, steps, sigmas, claims, path: pathlib.Path) -> pathlib.Path:
+def _plot(curves, weights, w0, sigmas, claims, path: pathlib.Path) -> pathlib.Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,8 +330,10 @@ def _plot(curves, weights, steps, sigmas, claims, path: pathlib.Path) -> pathlib
     fig, axes = plt.subplots(2, n, figsize=(3.8 * n, 6.8), squeeze=False, sharey="row")
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(sigmas)))
     for j, name in enumerate(curves):
-        hist, w = curves[name][0], weights[name][0]  # the first seed
-        xs = CHUNK * np.arange(1, hist.shape[0] + 1)
+        hist, w = curves[name][0], weights[name][0]  # the first seed, from step 0 on
+        hist = np.concatenate([np.ones((1, hist.shape[1])), hist])
+        w = np.concatenate([np.broadcast_to(w0[name], (1, w.shape[1])), w])
+        xs = CHUNK * np.arange(hist.shape[0])
         ax = axes[0, j]
         for i in range(hist.shape[1]):
             ax.semilogy(xs, hist[:, i], color=colors[i], label=f"σ={sigmas[i]:.0f}")
