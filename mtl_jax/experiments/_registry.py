@@ -62,7 +62,7 @@ def checkpointer(directory: str | pathlib.Path, *, save_every: int, keep: int = 
     this function to inject an in-memory stand-in.
 
     Args:
-      directory: where this run's checkpoints live.
+      directory: where this run's checkpoints live (made absolute, as orbax needs).
       save_every: save every this many steps (``save(..., force=True)`` always saves).
       keep: how many recent checkpoints to keep.
     """
@@ -71,7 +71,7 @@ def checkpointer(directory: str | pathlib.Path, *, save_every: int, keep: int = 
     cls = getattr(training, "Checkpointer", None)
     if cls is None:
         return None
-    return cls(pathlib.Path(directory), save_every=save_every, keep=keep)
+    return cls(pathlib.Path(directory).resolve(), save_every=save_every, keep=keep)
 
 
 __all__ = [
