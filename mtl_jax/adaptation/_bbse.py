@@ -32,6 +32,27 @@ def _check_probs(name: str, probs: jax.Array) -> None:
         raise ValueError(f"{name} must be floating point, got {probs.dtype}")
 
 
+def _is_concrete(x: jax.Array) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_labels(name: str, labels: jax.Array, num_classes: int) -> None:
+    """Raises if concrete integer ``labels`` fall outside ``0..num_classes-1``."""
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"{name} must be integers, got {labels.dtype}")
+    if labels.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not _is_concrete(labels):
+        return
+    values = np.asarray(labels)
+    bad = (values < 0) | (values >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"{name} must lie in 0..{num_classes - 1} (num_classes={num_classes}); got "
+            f"{int(bad.sum())} out of range, e.g. {sorted(set(values[bad].tolist()))[:5]}"
+        )
+
+
 def _as_predictions(probs: jax.Array, soft: bool) -> jax.Array:
     if soft:
         return probs
@@ -47,6 +68,11 @@ def confusion_matrix(probs: ArrayLike, labels: ArrayLike, *, soft: bool = False)
     where ``ê(x)`` is the one-hot arg-max prediction (hard) or the predicted
     probability vector (``soft=True``). Entries sum to one.
 
+    Labels outside ``0..K-1`` raise a ``ValueError`` when ``labels`` is concrete
+    (they would otherwise be dropped and bias ``Ĉ``). Under ``jax.jit`` the check
+    cannot raise: if any label is out of range the whole matrix is NaN, so the
+    error cannot pass silently into :func:`bbse`'s weights.
+
     Args:
       probs: ``[n, K]`` predicted class probabilities (or any scores for hard mode).
       labels: ``[n]`` integer labels in ``0..K-1``.
@@ -60,12 +86,15 @@ def confusion_matrix(probs: ArrayLike, labels: ArrayLike, *, soft: bool = False)
     _check_probs("probs", probs)
     if labels.shape != probs.shape[:1]:
         raise ValueError(f"labels must have shape {probs.shape[:1]}, got {labels.shape}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
     k = probs.shape[-1]
+    _check_labels("labels", labels, k)
     preds = _as_predictions(probs, soft)
     onehot = jax.nn.one_hot(labels, k, dtype=probs.dtype)
-    return preds.T @ onehot / jnp.asarray(probs.shape[0], probs.dtype)
+    c = preds.T @ onehot / jnp.asarray(probs.shape[0], probs.dtype)
+    if _is_concrete(labels):
+        return c
+    in_range = jnp.all((labels >= 0) & (labels < k))
+    return jnp.where(in_range, c, jnp.full_like(c, jnp.nan))
 
 
 def prediction_marginal(probs: ArrayLike, *, soft: bool = False) -> jax.Array:
@@ -103,6 +132,12 @@ def bbse(
     with ``Ĉ`` from :func:`confusion_matrix` on the labelled holdout and ``μ̂`` from
     :func:`prediction_marginal` on the unlabelled target sample. The official code
     uses the ridge form with ``λ = 1 / min(n, m)``.
+
+    A class absent from ``holdout_labels`` (an empty column of ``Ĉ``) has no
+    defined weight (``p(y) = 0``): with concrete inputs a ``ValueError`` names it,
+    whatever ``ridge`` and ``on_singular`` are; under ``jax.jit`` (no check
+    possible) its weight comes out as whatever the ridge or pseudo-inverse gives
+    (0 with ``"pinv"``), so check the labels before jitting.
 
     Singular ``Ĉ`` (a class never predicted, or never present in the holdout):
     with ``ridge == 0`` and ``on_singular="raise"`` the matrix is checked eagerly
@@ -149,6 +184,15 @@ def bbse(
         )
     mu = prediction_marginal(target_probs, soft=soft)
     k = c.shape[0]
+    if _is_concrete(c):
+        counts = np.bincount(np.asarray(holdout_labels).ravel(), minlength=k)
+        absent = np.flatnonzero(counts == 0).tolist()
+        if absent:
+            raise ValueError(
+                f"class(es) {absent} never occur in holdout_labels, so their weight "
+                "q(y)/p(y) is undefined (p(y) = 0); use a holdout that contains every "
+                "class, or drop those classes from the model's output"
+            )
     if ridge > 0:
         lhs = c.T @ c + jnp.asarray(ridge, c.dtype) * jnp.eye(k, dtype=c.dtype)
         w = jnp.linalg.solve(lhs, c.T @ mu)
@@ -162,10 +206,15 @@ def bbse(
             )
         s = np.linalg.svd(np.asarray(c, np.float64), compute_uv=False)
         if s[-1] <= k * np.finfo(np.asarray(c).dtype).eps * s[0]:
+            never = np.flatnonzero(np.asarray(c).sum(axis=1) == 0).tolist()
+            why = (
+                f"class(es) {never} are never predicted on the holdout"
+                if never
+                else "its columns are linearly dependent"
+            )
             raise ValueError(
-                "the confusion matrix is singular (some class is never predicted or "
-                f"absent from the holdout; singular values {s}); use ridge > 0 or "
-                "on_singular='pinv'"
+                f"the confusion matrix is singular ({why}; singular values {s}); "
+                "use ridge > 0 or on_singular='pinv'"
             )
         w = jnp.linalg.solve(c, mu)
     return jnp.maximum(w, 0) if clip else w

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from mtl_jax.adaptation._bbse import _check_labels
+
 __all__ = ["importance_weighted_cross_entropy", "reweight_posteriors"]
 
 
@@ -27,7 +29,7 @@ def importance_weighted_cross_entropy(
 
     Args:
       logits: ``[n, K]``.
-      labels: ``[n]`` integer labels.
+      labels: ``[n]`` integer labels in ``0..K-1`` (checked when concrete).
       class_weights: ``[K]`` importance weights ``ŵ``.
 
     Returns:
@@ -39,6 +41,9 @@ def importance_weighted_cross_entropy(
             f"need logits [n, K], labels [n], class_weights [K]; got {z.shape}, {y.shape}, "
             f"{w.shape}"
         )
+    if z.shape[0] == 0:
+        raise ValueError("logits is empty (n = 0): the mean loss is undefined")
+    _check_labels("labels", y, z.shape[-1])
     w = jnp.maximum(w.astype(z.dtype), 0)
     nll = -jnp.take_along_axis(jax.nn.log_softmax(z, axis=-1), y[:, None], axis=-1)[:, 0]
     return jnp.mean(w[y] * nll)

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from mtl_jax.adaptation._bbse import _check_labels
+
 __all__ = ["BCTSParams", "apply_bcts", "bcts_calibrate", "mlls", "mlls_log_likelihood"]
 
 
@@ -64,8 +66,9 @@ def bcts_calibrate(logits: ArrayLike, labels: ArrayLike, *, num_iters: int = 200
     y = jnp.asarray(labels)
     if z.ndim != 2 or y.shape != z.shape[:1]:
         raise ValueError(f"need logits [n, K] and labels [n], got {z.shape} and {y.shape}")
-    if not jnp.issubdtype(y.dtype, jnp.integer):
-        raise ValueError(f"labels must be integers, got {y.dtype}")
+    if z.shape[0] == 0:
+        raise ValueError("logits is empty (n = 0)")
+    _check_labels("labels", y, z.shape[-1])
     if num_iters < 1:
         raise ValueError(f"num_iters must be >= 1, got {num_iters}")
     return _bcts(z, y, num_iters)
@@ -128,7 +131,8 @@ def mlls(
 
     Args:
       target_probs: ``[m, K]`` calibrated source-model posteriors on target data.
-      source_priors: ``[K]`` positive source class priors summing to one.
+      source_priors: ``[K]`` positive source class priors summing to one
+        (checked to 1e-3 when concrete; a ``ValueError`` otherwise).
       num_iters: maximum EM steps.
       tol: convergence tolerance on the priors.
 
@@ -155,8 +159,17 @@ def mlls(
         )
     if num_iters < 1:
         raise ValueError(f"num_iters must be >= 1, got {num_iters}")
-    if not isinstance(prior, jax.core.Tracer) and bool(jnp.any(prior <= 0)):
-        raise ValueError(f"source_priors must be positive, got {prior}")
+    if p.shape[0] == 0:
+        raise ValueError("target_probs is empty (m = 0)")
+    if not isinstance(prior, jax.core.Tracer):
+        if bool(jnp.any(prior <= 0)):
+            raise ValueError(f"source_priors must be positive, got {prior}")
+        total = float(jnp.sum(prior))
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(
+                f"source_priors must sum to one (a distribution over the {prior.shape[0]} "
+                f"classes), got sum {total:.6g} for {prior}; normalise them first"
+            )
     return _em(p, prior, num_iters, tol)
 
 

@@ -12,16 +12,78 @@ import dataclasses
 import importlib
 import pathlib
 import pkgutil
-from collections.abc import Callable
-from typing import Any
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Turns :func:`progress` bars off (``mtl-jax run ... --quiet``) or back on."""
+    global _QUIET
+    _QUIET = bool(quiet)
+
+
+def progress(iterable: Iterable[T], desc: str, *, total: int | None = None) -> Iterator[T]:
+    """Wraps ``iterable`` in a tqdm progress bar on stderr for long experiment loops.
+
+    The bar is shown only when stderr is a terminal and the CLI was not given
+    ``--quiet``; otherwise the items pass through untouched, so logs and tests
+    stay clean. Experiments use it for their outer training loops::
+
+        for chunk in progress(range(num_chunks), "gradnorm seed 0"):
+            ...
+
+    Args:
+      iterable: the items to iterate over.
+      desc: the bar's label (e.g. the method and seed being trained).
+      total: the number of items, if ``iterable`` has no ``len``.
+
+    Returns:
+      An iterator over the same items.
+    """
+    from tqdm.auto import tqdm
+
+    disable = _QUIET or not sys.stderr.isatty()
+    yield from tqdm(iterable, desc=desc, total=total, file=sys.stderr, disable=disable, leave=False)
+
+
+def checkpointer(directory: str | pathlib.Path, *, save_every: int, keep: int = 2) -> Any:
+    """The checkpointer experiments save to and resume from (``--resume``).
+
+    Returns ``mtl_jax.training.Checkpointer(directory, save_every=, keep=)``, whose
+    interface experiments rely on: ``restore_latest(template) -> (state, extra) |
+    None``, ``save(step, state, *, extra=None, force=False)``, ``close()`` and use
+    as a context manager. Returns ``None`` when this install has no
+    ``Checkpointer`` (experiments then run without checkpoints). Tests replace
+    this function to inject an in-memory stand-in.
+
+    Args:
+      directory: where this run's checkpoints live (made absolute, as orbax needs).
+      save_every: save every this many steps (``save(..., force=True)`` always saves).
+      keep: how many recent checkpoints to keep.
+    """
+    from mtl_jax import training
+
+    cls = getattr(training, "Checkpointer", None)
+    if cls is None:
+        return None
+    return cls(pathlib.Path(directory).resolve(), save_every=save_every, keep=keep)
+
 
 __all__ = [
     "Experiment",
     "ExperimentResult",
     "available",
+    "checkpointer",
     "get",
+    "progress",
     "register",
     "seeds_from",
+    "set_quiet",
     "write_results",
 ]
 
@@ -116,21 +178,54 @@ def _fmt(value: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
+    """A registered experiment: its name, one-line help, function and what it checks."""
+
     name: str
     help: str
     fn: Callable[..., ExperimentResult]
+    #: The paper's claim the experiment checks (shown by ``mtl-jax run NAME --help``).
+    claim: str = ""
+    #: How many seeds ``seeds_from(--seed, n)`` gives in the (fast, full) forms.
+    num_seeds: tuple[int, int] | None = None
+
+    @property
+    def summary(self) -> str:
+        """The first line of the function's (or else its module's) docstring."""
+        doc = self.fn.__doc__ or getattr(sys.modules.get(self.fn.__module__), "__doc__", "")
+        lines = [ln.strip() for ln in (doc or "").strip().splitlines()]
+        return lines[0] if lines and lines[0] else self.help
+
+    @property
+    def supports_resume(self) -> bool:
+        """Whether the function takes a ``resume`` keyword (``mtl-jax run --resume``)."""
+        import inspect
+
+        return "resume" in inspect.signature(self.fn).parameters
 
 
 _REGISTRY: dict[str, Experiment] = {}
 
 
-def register(name: str, help: str) -> Callable:
-    """Decorator registering ``fn`` as experiment ``name``."""
+def register(
+    name: str,
+    help: str,
+    *,
+    claim: str = "",
+    num_seeds: tuple[int, int] | None = None,
+) -> Callable:
+    """Decorator registering ``fn`` as experiment ``name``.
+
+    Args:
+      name: the name ``mtl-jax run NAME`` takes.
+      help: one line for ``mtl-jax list``.
+      claim: the paper's claim the experiment checks (for ``run NAME --help``).
+      num_seeds: ``(fast, full)`` numbers of seeds drawn with :func:`seeds_from`.
+    """
 
     def deco(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"experiment {name!r} is registered twice")
-        _REGISTRY[name] = Experiment(name, help, fn)
+        _REGISTRY[name] = Experiment(name, help, fn, claim=claim, num_seeds=num_seeds)
         return fn
 
     return deco

@@ -89,6 +89,32 @@ def _group_grad(d: jax.Array, f: jax.Array | None) -> jax.Array:
     return scale * _safe_unit(fd, norm)
 
 
+def _check_leaf_shapes(params: Any, anchor: Any, fisher: Any, mask: Any) -> None:
+    """Names the first pretrained leaf whose shape differs from its anchor (or Fisher).
+
+    Shapes are static, so this check also runs at trace time under ``jax.jit``.
+    """
+    flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_a = jax.tree.leaves(anchor)
+    flat_m = jax.tree.leaves(mask)
+    flat_f = jax.tree.leaves(fisher) if fisher is not None else [None] * len(flat_a)
+    if not len(flat_p) == len(flat_a) == len(flat_m):
+        return  # structure mismatches are reported by the callers
+    for (path, w), w0, is_pre, f in zip(flat_p, flat_a, flat_m, flat_f):
+        if not is_pre:
+            continue
+        where = jax.tree_util.keystr(path)
+        for what, other in (("anchor", w0), ("fisher", f)):
+            if other is not None and jnp.shape(other) != jnp.shape(w):
+                raise ValueError(
+                    f"leaf {where} has shape {tuple(jnp.shape(w))} in params but "
+                    f"{tuple(jnp.shape(other))} in {what}; if it is a new or re-sized "
+                    "layer (e.g. a classifier head for new classes), exclude it from the "
+                    "starting point with pretrained= (a pytree of bools, or a callable "
+                    f"(path, leaf) -> bool returning False for {where})"
+                )
+
+
 def _starting_point(
     leaf_grad: Callable[[jax.Array, jax.Array | None], jax.Array],
     anchor: Any,
@@ -111,11 +137,13 @@ def _starting_point(
                 f"params structure {jax.tree.structure(params)} differs from anchor "
                 f"structure {jax.tree.structure(anchor)}"
             )
+        _check_leaf_shapes(params, anchor, fisher, mask)
         return SPState(anchor=anchor, fisher=fisher)
 
     def update_fn(updates: Any, state: SPState, params: Any = None) -> tuple[Any, SPState]:
         if params is None:
             raise ValueError("starting-point regularisers need params in update()")
+        _check_leaf_shapes(params, state.anchor, state.fisher, mask)
         fish = state.fisher if state.fisher is not None else jax.tree.map(lambda _: None, mask)
 
         def leaf(is_pre, u, w, w0, f):
