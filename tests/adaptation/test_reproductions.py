@@ -1,42 +1,92 @@
-"""Fast forms of the adaptation reproductions (``mtl-jax run NAME``)."""
+"""The adaptation reproductions assert their papers' claims on the mean over seeds.
+
+Margins were set from the fast forms run with ``--seed`` 0, 100 and 200 (three
+seeds each); the comments give the measured range of each quantity over those
+three runs, so a margin sits well inside it.
+"""
+
+import itertools
+import json
 
 import numpy as np
 import pytest
 
 from mtl_jax.experiments import get
+from mtl_jax.experiments._registry import seeds_from, write_results
+
+
+def _mean(res, key):
+    return float(np.mean(res.per_seed[key]))
+
+
+def _check_result(res, tmp_path, name):
+    assert res.seeds == seeds_from(0, len(res.seeds)) and len(res.seeds) >= 3
+    assert res.claim and res.metric
+    assert all(len(v) == len(res.seeds) for v in res.per_seed.values())
+    assert all(np.isfinite(v).all() for v in res.per_seed.values())
+    assert all(f.exists() for f in res.files)
+    path = write_results(res, tmp_path, name=name, form="fast", wall_time_s=0.0)
+    assert json.loads(path.read_text())["claim_held"] is True
 
 
 @pytest.mark.reproduction
 def test_label_shift_digits(repro_fast, tmp_path):
     res = get("label-shift-digits").fn(fast=repro_fast, out_dir=tmp_path, seed=0)
-    assert all(f.exists() for f in res.files)
-    rows = {(r[0], r[1], r[2]): r for r in res.rows}
+    _check_result(res, tmp_path, "label-shift-digits")
     ns = sorted({r[1] for r in res.rows})
+    assert {100, 400, 1600} <= set(ns)
     for method in ("BBSE-hard", "BBSE-soft", "RLLS", "MLLS"):
-        # Weight error shrinks with the target sample size and is small at the largest.
-        assert (
-            rows[("Dirichlet α=1", ns[-1], method)][3] < rows[("Dirichlet α=1", ns[0], method)][3]
-        )
-        assert rows[("Dirichlet α=1", ns[-1], method)][3] < 0.05
-    # Importance-weighted re-training helps under a tweak-one shift.
-    r = rows[("tweak-one ρ=0.5", ns[-1], "BBSE-hard")]
-    assert r[5] > r[4]
+        mse = {n: _mean(res, f"{method} MSE(ŵ) n={n}") for n in ns}
+        # Consistency: the error falls with every increase of n ...
+        for a, b in itertools.pairwise(ns):
+            assert mse[b] < mse[a], (method, mse)
+        # ... as fast as 1/n from 100 to 400 target samples, where the target sample
+        # dominates the error (1/n: factor 4; measured 3.3-6.6; 1/sqrt(n) would give 2),
+        assert mse[100] / mse[400] > 2.5, (method, mse)
+        # and still clearly from 400 to 1600, where the confusion matrix's error
+        # (estimated on ~400 holdout digits) starts to set a floor (measured 1.7-2.7).
+        assert mse[400] / mse[1600] > 1.3, (method, mse)
+    # Importance-weighted re-training with BBSE's weights raises target accuracy under
+    # a severe shift (measured gain +0.019..+0.025; every seed gained).
+    n = 1600
+    before = _mean(res, f"Dirichlet α=0.1 n={n} accuracy before")
+    after = _mean(res, f"Dirichlet α=0.1 n={n} accuracy after IW-ERM BBSE-hard")
+    assert after > before + 0.01
 
 
 @pytest.mark.reproduction
 def test_mstn_digits(repro_fast, tmp_path):
+    from mtl_jax.experiments.mstn_digits import CLAIM_DOMAINS
+
     res = get("mstn-digits").fn(fast=repro_fast, out_dir=tmp_path, seed=0)
-    acc = {(r[0], r[1]): r[2] for r in res.rows}
-    assert all(np.isfinite(a) for a in acc.values())
-    # Adaptation beats source-only on the rotated domain.
-    assert acc[("rotation 35°", "MSTN")] > acc[("rotation 35°", "source-only")] + 0.05
-    assert acc[("rotation 35°", "DANN")] > acc[("rotation 35°", "source-only")]
+    _check_result(res, tmp_path, "mstn-digits")
+    acc = {k: _mean(res, k) for k in res.per_seed}
+    # MSTN > DANN > source-only on every geometric shift (mean over seeds) ...
+    for d in CLAIM_DOMAINS:
+        assert acc[f"{d} / MSTN"] > acc[f"{d} / DANN"] > acc[f"{d} / source-only"], d
+    # ... and by a margin on the mean over those shifts (measured gaps: MSTN - DANN
+    # 0.087..0.115, DANN - source-only 0.073..0.088; spread of the means ~0.01).
+    avg = {m: np.mean([acc[f"{d} / {m}"] for d in CLAIM_DOMAINS]) for m in ("MSTN", "DANN")}
+    avg["source-only"] = np.mean([acc[f"{d} / source-only"] for d in CLAIM_DOMAINS])
+    assert avg["MSTN"] > avg["DANN"] + 0.04
+    assert avg["DANN"] > avg["source-only"] + 0.04
 
 
 @pytest.mark.reproduction
 def test_reform_synthetic(repro_fast, tmp_path):
     res = get("reform-synthetic").fn(fast=repro_fast, out_dir=tmp_path, seed=0)
-    first = res.rows[0]  # fewest labels
-    scratch, carried, reform, learned = first[1:]
-    assert learned > scratch + 0.05
-    assert max(carried, reform, learned) > scratch
+    _check_result(res, tmp_path, "reform-synthetic")
+    ns = sorted({r[0] for r in res.rows})
+    few, many = ns[0], ns[-1]
+    assert few <= 6 and many >= 80
+    gain = {
+        (m, n): _mean(res, f"{m} N={n}") - _mean(res, f"scratch N={n}")
+        for m in ("REFORM", "REFORM + learned M")
+        for n in (few, many)
+    }
+    for m in ("REFORM", "REFORM + learned M"):
+        # With few labels REFORM beats training from scratch (measured gain of the mean
+        # over four worlds: REFORM 0.084..0.152, with learned metric 0.125..0.189) ...
+        assert gain[(m, few)] > 0.04, gain
+        # ... and with many labels the advantage is gone (measured |gain| <= 0.014).
+        assert abs(gain[(m, many)]) < 0.03, gain
