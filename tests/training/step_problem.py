@@ -1,0 +1,80 @@
+"""A tiny two-layer-encoder, K-head regression shared by the training-step tests.
+
+The batch is a dict of per-example arrays (leading axis = examples, so it shards
+over a data-parallel mesh): ``x [B, 6]``, ``y [B, K]`` and two poison arrays
+``loss_poison``/``grad_poison [B, K]`` (zero for a clean batch). A non-finite
+entry in column ``k`` of ``loss_poison`` makes task ``k``'s loss non-finite; in
+``grad_poison`` it makes task ``k``'s gradient w.r.t. the ``heads/w`` leaf
+non-finite while every loss stays finite.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import mtl_jax as mtl
+
+K = 3
+BATCH = 16
+
+
+@jax.custom_vjp
+def _poison(w, v):
+    return w
+
+
+def _poison_fwd(w, v):
+    return w, v
+
+
+def _poison_bwd(v, g):
+    return g + v, jnp.zeros_like(v)
+
+
+_poison.defvjp(_poison_fwd, _poison_bwd)
+
+
+def make_params(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    f = lambda *s: jnp.asarray(
+        rng.normal(size=s) / np.sqrt(s[-2] if len(s) > 1 else 1), jnp.float32
+    )
+    return {
+        "enc": {"w1": f(6, 8), "w2": f(8, 8)},
+        "heads": {"w": jnp.asarray(rng.normal(size=(K, 8)) / 3, jnp.float32), "b": jnp.zeros(K)},
+    }
+
+
+def make_batch(seed: int = 0, n: int = BATCH) -> dict:
+    rng = np.random.default_rng(seed + 100)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    y = (np.tanh(x[:, :K] * np.array([1.0, -2.0, 0.5])) + 0.1 * rng.normal(size=(n, K))).astype(
+        np.float32
+    )
+    zeros = np.zeros((n, K), np.float32)
+    return {"x": x, "y": y, "loss_poison": zeros, "grad_poison": zeros.copy()}
+
+
+def encode(p, b):
+    return jnp.tanh(jnp.tanh(b["x"] @ p["enc"]["w1"]) @ p["enc"]["w2"])
+
+
+def decode(p, z, b):
+    pred = z @ p["heads"]["w"].T + p["heads"]["b"][None, :]  # [B, K]
+    losses = jnp.mean((pred - b["y"]) ** 2, axis=0) + jnp.mean(b["loss_poison"], axis=0)
+    v = jnp.mean(b["grad_poison"], axis=0)
+    poison = jnp.stack([0.0 * jnp.sum(_poison(p["heads"]["w"], v[k])) for k in range(K)])
+    return losses + poison
+
+
+def loss_fn(p, b):
+    return decode(p, encode(p, b), b)
+
+
+REPRESENTATION = mtl.training.Representation(encode=encode, decode=decode)
+
+
+def shared_w1(path, leaf) -> bool:
+    """A non-trivial ``shared=``: only the first encoder layer is balanced."""
+    del leaf
+    return "w1" in jax.tree_util.keystr(path)
