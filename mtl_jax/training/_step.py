@@ -35,6 +35,7 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -269,12 +270,26 @@ def make_train_step(
     num_devices = mesh.shape[data_axis]
 
     def init_replicated(params) -> TrainState:
-        return jax.device_put(init(params), replicated)
+        return _put_replicated(init(params), replicated)
 
     def check(batch) -> None:
         _checks.check_divisible(batch, num_devices, data_axis)
 
     return built(jitted, init_replicated, check)
+
+
+def _put_replicated(tree: PyTree, sharding: NamedSharding) -> PyTree:
+    """``device_put`` onto a replicated sharding, also when it spans several processes."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(x):
+        if jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key):
+            data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return jax.device_put(np.asarray(x), sharding)
+
+    return jax.tree_util.tree_map(one, tree)
 
 
 def shard_batch(batch: PyTree, mesh: Mesh, data_axis: str = "data") -> PyTree:

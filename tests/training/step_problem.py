@@ -78,3 +78,48 @@ def shared_w1(path, leaf) -> bool:
     """A non-trivial ``shared=``: only the first encoder layer is balanced."""
     del leaf
     return "w1" in jax.tree_util.keystr(path)
+
+
+# One balancer of each kind, in the full-parameter and the representation route:
+# the cases of the scale-agreement and determinism tests.
+NUM_STEPS = 10
+SCALE_CASES = [
+    ("dwa", "loss"),
+    ("dwa", "representation"),
+    ("mgda", "jacobian"),
+    ("mgda", "representation"),
+    ("graddrop", "jacobian"),
+    ("graddrop", "representation"),
+]
+
+
+def make_balancer(name: str):
+    b = mtl.balancers
+    return {
+        "dwa": lambda: b.dwa(num_tasks=K, shared=shared_w1),
+        "mgda": lambda: b.mgda(shared=shared_w1),
+        "graddrop": lambda: b.graddrop(seed=7, shared=shared_w1),
+    }[name]()
+
+
+def make_step(name: str, mode: str, *, mesh=None, optimizer=None, **kw):
+    import optax
+
+    return mtl.training.make_train_step(
+        loss_fn,
+        make_balancer(name),
+        optimizer or optax.sgd(0.1),
+        mode=mode,
+        representation=REPRESENTATION,
+        mesh=mesh,
+        **kw,
+    )
+
+
+def train(step, *, num_steps: int = NUM_STEPS, place=lambda b: b) -> list[np.ndarray]:
+    """``num_steps`` steps over two alternating batches; the final params' leaves."""
+    batches = [place(make_batch(seed=s)) for s in range(2)]
+    state = step.init(make_params())
+    for i in range(num_steps):
+        state, _ = step(state, batches[i % 2])
+    return [np.asarray(jax.device_get(x)) for x in jax.tree_util.tree_leaves(state.params)]
