@@ -14,6 +14,7 @@ Policies (``make_train_step(..., on_nonfinite=...)``):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,7 @@ def select(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
     return jax.tree_util.tree_map(one, new, old)
 
 
+@functools.lru_cache(maxsize=32)
 def make_diagnose(loss_fn: Callable, has_aux: bool) -> Callable[[PyTree, Any], np.ndarray]:
     """A jitted ``(params, batch) -> [K]`` bool: task ``k``'s gradient is finite.
 

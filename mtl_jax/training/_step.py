@@ -109,7 +109,9 @@ class TrainStep(NamedTuple):
         divisible by the mesh's data axis), or ``None``.
       diagnose: ``(params, batch) -> [K]`` bool, per-task gradient finiteness,
         used by the ``"raise"`` policy to name the task(s) when the route formed
-        no per-task gradient; ``None`` when not needed.
+        no per-task gradient (compiled on first use). ``train_step._replace(
+        on_nonfinite="raise")`` turns a ``"skip"`` step into a raising one without
+        recompiling.
     """
 
     init: Callable[[PyTree], TrainState]
@@ -246,7 +248,7 @@ def make_train_step(
         }
         return TrainState(*new, state.step + 1, skipped), metrics
 
-    diagnose = _nonfinite.make_diagnose(loss_fn, has_aux) if on_nonfinite == "raise" else None
+    diagnose = _nonfinite.make_diagnose(loss_fn, has_aux)
     built = lambda fn, init_fn, check=None: TrainStep(
         init_fn, fn, resolved, on_nonfinite, check, diagnose
     )

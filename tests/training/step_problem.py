@@ -20,15 +20,17 @@ BATCH = 16
 
 @jax.custom_vjp
 def _poison(w, v):
-    return w
+    """``0`` in value; its gradient w.r.t. ``w`` is ``v`` (where the cotangent is non-zero)."""
+    return 0.0 * jnp.sum(w)
 
 
 def _poison_fwd(w, v):
-    return w, v
+    return _poison(w, v), (w, v)
 
 
-def _poison_bwd(v, g):
-    return g + v, jnp.zeros_like(v)
+def _poison_bwd(res, ct):
+    w, v = res
+    return jnp.where(ct != 0, ct * v, 0.0) * jnp.ones_like(w), jnp.zeros_like(v)
 
 
 _poison.defvjp(_poison_fwd, _poison_bwd)
@@ -63,7 +65,7 @@ def decode(p, z, b):
     pred = z @ p["heads"]["w"].T + p["heads"]["b"][None, :]  # [B, K]
     losses = jnp.mean((pred - b["y"]) ** 2, axis=0) + jnp.mean(b["loss_poison"], axis=0)
     v = jnp.mean(b["grad_poison"], axis=0)
-    poison = jnp.stack([0.0 * jnp.sum(_poison(p["heads"]["w"], v[k])) for k in range(K)])
+    poison = jnp.stack([_poison(p["heads"]["w"], v[k]) for k in range(K)])
     return losses + poison
 
 
