@@ -15,6 +15,7 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import optax
 
+from mtl_jax._jacobian import check_losses as check_losses
 from mtl_jax.balancers._base import Balancer
 
 PyTree = Any
@@ -47,45 +48,6 @@ def check_factory_args(balancer: Any, optimizer: Any, on_nonfinite: Any) -> None
         )
     if on_nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got {on_nonfinite!r}")
-
-
-def check_losses(out: Any, has_aux: bool, name: str) -> tuple[jax.Array, Any]:
-    """Splits ``name``'s output into ``(losses[K], aux)`` and checks the losses."""
-    if has_aux:
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(
-                f"{name} must return (losses, aux) when has_aux=True; got {type(out).__name__}"
-            )
-        losses, aux = out
-    else:
-        if isinstance(out, tuple) and len(out) == 2 and not _is_loss_sequence(out):
-            raise TypeError(
-                f"{name} returned a pair (losses, aux?) but has_aux=False; pass has_aux=True"
-            )
-        losses, aux = out, None
-    if isinstance(losses, (list, tuple)):
-        raise TypeError(
-            f"{name} returned the task losses as a Python {type(losses).__name__} of length "
-            f"{len(losses)}; return one array of shape [K] (e.g. jnp.stack(losses))"
-        )
-    if not hasattr(losses, "shape") or not hasattr(losses, "dtype"):
-        raise TypeError(f"{name} must return an array of shape [K]; got {type(losses).__name__}")
-    if losses.ndim != 1:
-        hint = " (squeeze the trailing axis)" if losses.ndim == 2 and losses.shape[1] == 1 else ""
-        raise ValueError(
-            f"{name} must return per-task losses of shape [K]; got shape {tuple(losses.shape)}"
-            f"{hint}"
-        )
-    if losses.shape[0] == 0:
-        raise ValueError(f"{name} returned no task losses (shape (0,)); K must be at least 1")
-    if not jnp.issubdtype(losses.dtype, jnp.floating):
-        raise TypeError(f"{name} must return floating losses; got dtype {losses.dtype}")
-    return losses, aux
-
-
-def _is_loss_sequence(out: tuple) -> bool:
-    # A tuple of K scalar losses (K = 2) rather than (losses, aux).
-    return all(jnp.ndim(x) == 0 for x in out if hasattr(x, "shape"))
 
 
 def check_num_tasks(k: int, balancer_state: Any) -> None:
