@@ -113,3 +113,31 @@ def test_representation_mode_heads_get_the_plain_sum_for_loss_balancers():
     _close(out["representation"].params, out["loss"].params, rtol=2e-5, atol=2e-6)
     expected = _plain_sum_sgd(make_params(), learning_rate=1.0)
     _close(out["representation"].params["heads"], expected["heads"], rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("mode", ["jacobian", "representation"])
+def test_weights_visible_without_num_tasks(mode):
+    """Without num_tasks the state records no weights; the step still reports them."""
+    got = {}
+    for label, bal in [("recorded", B.mgda(num_tasks=K)), ("inferred", B.mgda())]:
+        step = mtl.training.make_train_step(
+            loss_fn, bal, optax.sgd(0.1), mode=mode, representation=REPRESENTATION
+        )
+        _, metrics = step(step.init(make_params()), make_batch())
+        got[label] = np.asarray(metrics["weights"])
+    assert got["inferred"].shape == (K,)
+    np.testing.assert_allclose(got["inferred"], got["recorded"], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(got["recorded"].sum(), 1.0, rtol=1e-5)
+
+
+def test_effective_weights_recover_a_weighted_sum():
+    from mtl_jax.training._routes import effective_weights
+
+    rng = np.random.default_rng(0)
+    jac = [
+        jnp.asarray(rng.normal(size=(K, 5, 4)), jnp.float32),
+        jnp.asarray(rng.normal(size=(K, 7)), jnp.float32),
+    ]
+    w = np.array([0.2, 1.5, -0.3], np.float32)
+    update = [jnp.tensordot(jnp.asarray(w), x, axes=1) for x in jac]
+    np.testing.assert_allclose(effective_weights(jac, update), w, rtol=1e-4, atol=1e-5)
