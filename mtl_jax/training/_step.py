@@ -204,7 +204,12 @@ def make_train_step(
         ``optimizer`` is not an optax transform.
       ValueError: an unknown ``mode`` or ``on_nonfinite``; at trace time, losses
         not of shape ``[K]`` with ``K ≥ 1``, ``K`` differing from the balancer's
-        ``num_tasks``, an empty batch, or a ``decode`` that ignores ``z``.
+        ``num_tasks``, an empty batch, or a ``decode`` that ignores ``z``; at
+        call time, a batch not divisible by the mesh's data axis.
+
+    References:
+      Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization",
+      NeurIPS 2018 (representation mode, MGDA-UB), https://arxiv.org/abs/1810.04650
     """
     _checks.check_factory_args(balancer, optimizer, on_nonfinite)
     resolved = _resolve_mode(mode, balancer, representation)
