@@ -18,6 +18,45 @@ import jax.numpy as jnp
 __all__ = ["value_and_jacobian"]
 
 
+def check_losses(out: Any, has_aux: bool, name: str) -> tuple[jax.Array, Any]:
+    """Splits ``name``'s output into ``(losses[K], aux)`` and checks the losses."""
+    if has_aux:
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(
+                f"{name} must return (losses, aux) when has_aux=True; got {type(out).__name__}"
+            )
+        losses, aux = out
+    else:
+        if isinstance(out, tuple) and len(out) == 2 and not _is_loss_sequence(out):
+            raise TypeError(
+                f"{name} returned a pair (losses, aux?) but has_aux=False; pass has_aux=True"
+            )
+        losses, aux = out, None
+    if isinstance(losses, (list, tuple)):
+        raise TypeError(
+            f"{name} returned the task losses as a Python {type(losses).__name__} of length "
+            f"{len(losses)}; return one array of shape [K] (e.g. jnp.stack(losses))"
+        )
+    if not hasattr(losses, "shape") or not hasattr(losses, "dtype"):
+        raise TypeError(f"{name} must return an array of shape [K]; got {type(losses).__name__}")
+    if losses.ndim != 1:
+        hint = " (squeeze the trailing axis)" if losses.ndim == 2 and losses.shape[1] == 1 else ""
+        raise ValueError(
+            f"{name} must return per-task losses of shape [K]; got shape {tuple(losses.shape)}"
+            f"{hint}"
+        )
+    if losses.shape[0] == 0:
+        raise ValueError(f"{name} returned no task losses (shape (0,)); K must be at least 1")
+    if not jnp.issubdtype(losses.dtype, jnp.floating):
+        raise TypeError(f"{name} must return floating losses; got dtype {losses.dtype}")
+    return losses, aux
+
+
+def _is_loss_sequence(out: tuple) -> bool:
+    # A tuple of K scalar losses (K = 2) rather than (losses, aux).
+    return all(jnp.ndim(x) == 0 for x in out if hasattr(x, "shape"))
+
+
 def value_and_jacobian(
     fun: Callable[..., Any], *, has_aux: bool = False, chunk_size: int | None = None
 ) -> Callable[..., tuple[Any, Any]]:
@@ -46,19 +85,18 @@ def value_and_jacobian(
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
+    def checked(p, *args):
+        losses, aux = check_losses(fun(p, *args), has_aux, "fun")
+        return (losses, aux) if has_aux else losses
+
     def wrapped(params, *args):
-        out = jax.vjp(lambda p: fun(p, *args), params, has_aux=has_aux)
+        out = jax.vjp(lambda p: checked(p, *args), params, has_aux=has_aux)
         if has_aux:
             losses, vjp_fn, aux = out
         else:
             losses, vjp_fn = out
-        losses_arr = jnp.asarray(losses)
-        if losses_arr.ndim != 1:
-            raise ValueError(
-                f"fun must return per-task losses of shape [K], got shape {losses_arr.shape}"
-            )
-        k = losses_arr.shape[0]
-        basis = jnp.eye(k, dtype=losses_arr.dtype)
+        k = losses.shape[0]
+        basis = jnp.eye(k, dtype=losses.dtype)
         row = lambda e: vjp_fn(e)[0]
         if chunk_size is None or chunk_size >= k:
             jac = jax.vmap(row)(basis)

@@ -13,8 +13,13 @@ and the parameter update. The routes:
 * ``"representation"`` (MGDA-UB, Sener & Koltun 2018,
   https://arxiv.org/abs/1810.04650): the per-task gradients w.r.t. the shared
   representation ``z = encode(params, batch)`` are balanced, and the combined
-  cotangent flows through the encoder in one VJP; task-specific parameters get
-  the plain sum of their gradients.
+  cotangent flows through the encoder in one VJP; the decoder's parameters get
+  the plain sum of their gradients (loss-only balancers: same as ``"loss"``).
+
+In every route the leaves the balancer's ``shared=`` selects get the balanced
+gradient and every other leaf the plain sum ``∇ Σ_k L_k``. A non-finite loss or
+gradient is skipped, raised or ignored (``on_nonfinite=``), and
+``metrics["weights"]`` always holds the ``[K]`` weights applied.
 
 With ``mesh=``, the step is compiled with the batch sharded along ``data_axis``
 and the state replicated; XLA then reduces across devices, so the balancer
@@ -34,21 +39,38 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mtl_jax import _task_tree
-from mtl_jax._jacobian import value_and_jacobian
 from mtl_jax.balancers._base import Balancer
+from mtl_jax.training import _checks, _nonfinite, _routes
+from mtl_jax.training._data_parallel import put_replicated
+from mtl_jax.training._data_parallel import shard_batch as shard_batch
 
 __all__ = ["Representation", "TrainState", "TrainStep", "make_train_step", "shard_batch"]
 
 PyTree = Any
 Mode = Literal["auto", "loss", "jacobian", "representation"]
+NonFinite = Literal["skip", "raise", "ignore"]
 
 
 class TrainState(NamedTuple):
+    """Everything a training step carries from one batch to the next (a pytree).
+
+    Attributes:
+      params: the model parameters (any pytree).
+      balancer_state: the balancer's state (its recorded weights, keys, moving
+        averages, ...), as returned by ``balancer.init`` / ``balancer.update``.
+      opt_state: the optax optimiser's state.
+      step: ``[]`` int32, the number of steps taken, skipped ones included; the
+        ``"raise"`` policy reports this index.
+      skipped: ``[]`` int32, the number of steps the non-finite policy skipped
+        (always 0 under ``"ignore"``). ``None`` in a state built by hand with four
+        fields; the step then starts counting from 0.
+    """
+
     params: PyTree
     balancer_state: Any
     opt_state: Any
     step: jax.Array  # [] int32
+    skipped: jax.Array | None = None  # [] int32
 
 
 class Representation(NamedTuple):
@@ -57,7 +79,8 @@ class Representation(NamedTuple):
     Attributes:
       encode: ``(params, batch) -> z``, the shared representation (any pytree).
       decode: ``(params, z, batch) -> losses[K]`` (or ``(losses, aux)`` with
-        ``has_aux``); must not use the encoder's parameters.
+        ``has_aux``); must not use the encoder's parameters, and its losses must
+        depend on ``z`` (checked at trace time).
     """
 
     encode: Callable[[PyTree, Any], PyTree]
@@ -65,22 +88,55 @@ class Representation(NamedTuple):
 
 
 class TrainStep(NamedTuple):
-    """``init(params) -> TrainState`` and ``step(state, batch) -> (state, metrics)``."""
+    """A built step: ``state = init(params)``, then ``state, metrics = step(state, batch)``.
+
+    Calling the ``TrainStep`` itself (``train_step(state, batch)``) runs ``step``
+    plus the host-side checks: the batch size against the mesh, and the
+    ``"raise"`` non-finite policy. Calling the ``step`` field directly (e.g. to
+    ``.lower(...).compile()`` it) skips those host checks.
+
+    Attributes:
+      init: ``params -> TrainState`` (replicated over the mesh when one is given).
+      step: ``(TrainState, batch) -> (TrainState, metrics)``, jitted unless
+        ``jit=False``. ``metrics`` holds ``"losses"`` ``[K]``, ``"aux"``,
+        ``"weights"`` (the ``[K]`` task weights applied this step), ``"finite"``
+        (``[]`` bool: losses, per-task gradients the route formed, the balanced
+        gradient and the update are all finite), ``"task_finite"`` (``[K]`` bool,
+        task ``k``'s loss and the per-task gradient the route formed are finite)
+        and ``"skipped"`` (``[]`` int32, the running count of skipped steps).
+      mode: the resolved route, ``"loss"``, ``"jacobian"`` or ``"representation"``.
+      on_nonfinite: the non-finite policy, ``"skip"``, ``"raise"`` or ``"ignore"``.
+      check_batch: host-side check of a batch before the step runs (batch size
+        divisible by the mesh's data axis), or ``None``.
+      diagnose: ``(params, batch) -> [K]`` bool, per-task gradient finiteness,
+        used by the ``"raise"`` policy to name the task(s) when the route formed
+        no per-task gradient (compiled on first use). ``train_step._replace(
+        on_nonfinite="raise")`` turns a ``"skip"`` step into a raising one without
+        recompiling.
+    """
 
     init: Callable[[PyTree], TrainState]
     step: Callable[[TrainState, Any], tuple[TrainState, dict]]
     mode: str
+    on_nonfinite: str = "skip"
+    check_batch: Callable[[Any], None] | None = None
+    diagnose: Callable[[PyTree, Any], Any] | None = None
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict]:
-        return self.step(state, batch)
+        if self.check_batch is not None:
+            self.check_batch(batch)
+        new_state, metrics = self.step(state, batch)
+        if self.on_nonfinite == "raise" and not bool(metrics["finite"]):
+            diagnose = None
+            if self.diagnose is not None:
+                diagnose = lambda: self.diagnose(new_state.params, batch)
+            err = _nonfinite.nonfinite_error(int(new_state.step) - 1, metrics, diagnose)
+            err.state = new_state  # unchanged by the step: the run can go on from here
+            raise err
+        return new_state, metrics
 
 
 def _resolve_mode(mode: Mode, balancer: Balancer, representation: Representation | None) -> str:
-    if not isinstance(balancer, Balancer):
-        raise TypeError(
-            "balancer must be an mtl_jax.balancers.Balancer (e.g. mtl.balancers.mgda()); "
-            f"got {type(balancer).__name__}. Chain the optimiser separately via optimizer="
-        )
     kind = balancer.spec.kind
     if mode == "auto":
         return "loss" if kind == "loss" else "jacobian"
@@ -96,10 +152,6 @@ def _resolve_mode(mode: Mode, balancer: Balancer, representation: Representation
     return mode
 
 
-def _split_aux(out, has_aux):
-    return out if has_aux else (out, None)
-
-
 def make_train_step(
     loss_fn: Callable[..., Any],
     balancer: Balancer,
@@ -113,12 +165,17 @@ def make_train_step(
     data_axis: str = "data",
     jit: bool = True,
     donate: bool = False,
+    on_nonfinite: NonFinite = "skip",
 ) -> TrainStep:
     """Builds a multi-task training step.
 
+    Every route gives the leaves selected by the balancer's ``shared=`` the
+    balanced gradient and every other leaf the plain sum ``∇ Σ_k L_k``; for a
+    loss-only balancer the three routes compute the same update.
+
     Args:
-      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``).
-      balancer: a :class:`~mtl_jax.balancers.Balancer`.
+      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), one array.
+      balancer: a balancer from :mod:`mtl_jax.balancers`.
       optimizer: the optax optimiser applied to the balanced update (e.g. Adam).
       has_aux: whether ``loss_fn`` (and ``representation.decode``) return aux.
       mode: ``"auto"`` (``"loss"`` for loss-only balancers, else ``"jacobian"``),
@@ -126,77 +183,88 @@ def make_train_step(
       representation: the encoder/decoder split, for representation mode.
       chunk_size: tasks per chunk when building the Jacobian (bounds memory).
       mesh: if given, a data-parallel step over ``mesh`` (batch sharded along
-        ``data_axis``, state replicated).
+        ``data_axis``, state replicated); ``Explicit`` and ``Auto`` axes both work.
       data_axis: mesh axis name the batch's leading axis is sharded over.
       jit: whether to ``jax.jit`` the step (un-jitted is handy for debugging).
       donate: donate the input state's buffers to the jitted step.
+      on_nonfinite: what a non-finite loss, gradient or update does:
+        ``"skip"`` (default; the step leaves params, balancer and optimiser states
+        unchanged and counts it in ``TrainState.skipped``, all inside the jitted
+        step), ``"raise"`` (the same, then ``FloatingPointError`` naming the step
+        and task(s), from a host read of a scalar flag each step) or
+        ``"ignore"``. "skip" is the default because it costs no host round-trip
+        and a long run survives an occasional bad batch; watch
+        ``metrics["skipped"]``.
 
     Returns:
-      A :class:`TrainStep`; ``metrics`` holds ``"losses"`` (``[K]``), ``"aux"``
-      and ``"weights"`` (the balancer's recorded weights, possibly ``[0]``).
+      A :class:`TrainStep`; see its ``step`` attribute for the metrics.
+
+    Raises:
+      TypeError: ``balancer`` is not a balancer (e.g. an optax optimiser), or
+        ``optimizer`` is not an optax transform.
+      ValueError: an unknown ``mode`` or ``on_nonfinite``; at trace time, losses
+        not of shape ``[K]`` with ``K ≥ 1``, ``K`` differing from the balancer's
+        ``num_tasks``, an empty batch, or a ``decode`` that ignores ``z``; at
+        call time, a batch not divisible by the mesh's data axis.
+
+    References:
+      Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization",
+      NeurIPS 2018 (representation mode, MGDA-UB), https://arxiv.org/abs/1810.04650
     """
+    _checks.check_factory_args(balancer, optimizer, on_nonfinite)
     resolved = _resolve_mode(mode, balancer, representation)
-    spec = balancer.spec
 
     def init(params) -> TrainState:
-        return TrainState(
-            params, balancer.init(params), optimizer.init(params), jnp.zeros((), jnp.int32)
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(params, balancer.init(params), optimizer.init(params), zero, zero)
+
+    def route(params, bal_state, batch) -> _routes.RouteOut:
+        if resolved == "loss":
+            return _routes.loss_route(loss_fn, balancer, params, bal_state, batch, has_aux=has_aux)
+        if resolved == "jacobian":
+            return _routes.jacobian_route(
+                loss_fn, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
+            )
+        return _routes.representation_route(
+            loss_fn, balancer, representation, params, bal_state, batch, has_aux=has_aux
         )
 
-    def balanced_grads(params, bal_state, batch):
-        if resolved == "loss":
-            out = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=has_aux)
-            losses, vjp_fn = out[0], out[1]
-            aux = out[2] if has_aux else None
-            mask = _task_tree.resolve_mask(spec.shared, params)
-            w, bal_state = spec.loss_weights(jax.lax.stop_gradient(losses), bal_state)
-            (g,) = vjp_fn(jnp.asarray(w, losses.dtype))
-            if not all(jax.tree_util.tree_leaves(mask)):
-                (g_sum,) = vjp_fn(jnp.ones_like(losses))
-                g = jax.tree_util.tree_map(lambda a, b, m: a if m else b, g, g_sum, mask)
-            return g, bal_state, losses, aux
-        if resolved == "jacobian":
-            value, jac = value_and_jacobian(loss_fn, has_aux=has_aux, chunk_size=chunk_size)(
-                params, batch
-            )
-            losses, aux = _split_aux(value, has_aux)
-            g, bal_state = balancer.update(jac, bal_state, params, task_losses=losses)
-            return g, bal_state, losses, aux
-        # representation mode
-        z, enc_vjp = jax.vjp(lambda p: representation.encode(p, batch), params)
-        dec = lambda p, zz: representation.decode(p, zz, batch)
-        out = jax.vjp(dec, params, z, has_aux=has_aux)
-        losses, dec_vjp = out[0], out[1]
-        aux = out[2] if has_aux else None
-        k = losses.shape[0]
-        if spec.kind == "loss":
-            w, bal_state = spec.loss_weights(jax.lax.stop_gradient(losses), bal_state)
-            g_heads, z_cot = dec_vjp(jnp.asarray(w, losses.dtype))
-        else:
-            g_heads, _ = dec_vjp(jnp.ones_like(losses))
-            jz = jax.vmap(lambda e: dec_vjp(e)[1])(jnp.eye(k, dtype=losses.dtype))
-            z_leaves, z_def = jax.tree_util.tree_flatten(jz)
-            z_cot_leaves, bal_state = spec.combine(z_leaves, losses, bal_state)
-            z_cot = jax.tree_util.tree_unflatten(z_def, z_cot_leaves)
-        (g_enc,) = enc_vjp(z_cot)
-        g = jax.tree_util.tree_map(jnp.add, g_enc, g_heads)
-        return g, bal_state, losses, aux
-
     def step(state: TrainState, batch) -> tuple[TrainState, dict]:
-        g, bal_state, losses, aux = balanced_grads(state.params, state.balancer_state, batch)
-        updates, opt_state = optimizer.update(g, state.opt_state, state.params)
+        _checks.check_batch(batch)
+        r = route(state.params, state.balancer_state, batch)
+        updates, opt_state = optimizer.update(r.grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        weights = getattr(bal_state, "weights", jnp.zeros((0,), jnp.float32))
-        metrics = {"losses": losses, "aux": aux, "weights": weights}
-        return TrainState(params, bal_state, opt_state, state.step + 1), metrics
+        task_finite = jnp.isfinite(r.losses) & r.task_finite
+        finite = (
+            jnp.all(task_finite) & _nonfinite.tree_finite(r.grads) & _nonfinite.tree_finite(updates)
+        )
+        skipped = jnp.zeros((), jnp.int32) if state.skipped is None else state.skipped
+        new = (params, r.balancer_state, opt_state)
+        if on_nonfinite != "ignore":
+            old = (state.params, state.balancer_state, state.opt_state)
+            new = _nonfinite.select(finite, new, old)
+            skipped = skipped + (~finite).astype(jnp.int32)
+        metrics = {
+            "losses": r.losses,
+            "aux": r.aux,
+            "weights": r.weights,
+            "finite": finite,
+            "task_finite": task_finite,
+            "skipped": skipped,
+        }
+        return TrainState(*new, state.step + 1, skipped), metrics
 
+    diagnose = _nonfinite.make_diagnose(loss_fn, has_aux)
+    built = lambda fn, init_fn, check=None: TrainStep(
+        init_fn, fn, resolved, on_nonfinite, check, diagnose
+    )
     if not jit:
         if mesh is not None:
             raise ValueError("mesh= needs jit=True")
-        return TrainStep(init, step, resolved)
+        return built(step, init)
     donate_argnums = (0,) if donate else ()
     if mesh is None:
-        return TrainStep(init, jax.jit(step, donate_argnums=donate_argnums), resolved)
+        return built(jax.jit(step, donate_argnums=donate_argnums), init)
     if data_axis not in mesh.axis_names:
         raise ValueError(f"data_axis {data_axis!r} is not an axis of the mesh {mesh.axis_names}")
     replicated = NamedSharding(mesh, P())
@@ -207,23 +275,12 @@ def make_train_step(
         out_shardings=(replicated, replicated),
         donate_argnums=donate_argnums,
     )
+    num_devices = mesh.shape[data_axis]
 
     def init_replicated(params) -> TrainState:
-        return jax.device_put(init(params), replicated)
+        return put_replicated(init(params), replicated)
 
-    return TrainStep(init_replicated, jitted, resolved)
+    def check(batch) -> None:
+        _checks.check_divisible(batch, num_devices, data_axis)
 
-
-def shard_batch(batch: PyTree, mesh: Mesh, data_axis: str = "data") -> PyTree:
-    """Places a batch on ``mesh`` sharded along its leading axis.
-
-    In a single process ``batch`` is the global batch. In a multi-host run
-    (after ``jax.distributed.initialize``) each process passes its *local* part
-    and the global array is assembled across processes.
-    """
-    sharding = NamedSharding(mesh, P(data_axis))
-    if jax.process_count() == 1:
-        return jax.device_put(batch, sharding)
-    return jax.tree_util.tree_map(
-        lambda x: jax.make_array_from_process_local_data(sharding, x), batch
-    )
+    return built(jitted, init_replicated, check)

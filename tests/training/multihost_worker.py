@@ -1,6 +1,10 @@
-"""One process of the 2-process data-parallel test (run by test_multihost.py).
+"""One process of the scale tests: ``python multihost_worker.py NPROC PID PORT OUT [CASE ...]``.
 
-Usage: python multihost_worker.py PROCESS_ID NUM_PROCESSES PORT OUT_NPZ BALANCER
+With ``NPROC=1`` it trains each case on one device (the subprocess determinism
+test); with ``NPROC=2`` it joins a 2-process ``jax.distributed`` run over gloo,
+each process owning 2 CPU devices of a 4-device data-parallel mesh, and feeds
+its half of every batch. Process 0 writes the final params of every case to
+``OUT`` (an ``.npz``). Cases are ``balancer:mode`` (default: all SCALE_CASES).
 """
 
 import os
@@ -12,30 +16,38 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import numpy as np  # noqa: E402
-from training_problem import NUM_STEPS, make_problem  # noqa: E402
+from step_problem import SCALE_CASES, make_step, train  # noqa: E402
 
 
 def main() -> None:
-    pid, nproc, port, out, balancer = sys.argv[1:6]
-    pid, nproc = int(pid), int(nproc)
-    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
+    nproc, pid, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    cases = [tuple(c.split(":")) for c in sys.argv[5:]] or SCALE_CASES
+    if nproc > 1:
+        jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
+        assert jax.process_count() == nproc, jax.process_count()
     import mtl_jax as mtl
 
-    assert jax.process_count() == nproc, jax.process_count()
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
-    params, batch, step = make_problem(balancer, mesh=mesh)
-    n = batch[0].shape[0] // nproc
-    local = jax.tree_util.tree_map(lambda x: x[pid * n : (pid + 1) * n], batch)
-    global_batch = mtl.training.shard_batch(local, mesh)
-    state = step.init(params)
-    for _ in range(NUM_STEPS):
-        state, _ = step(state, global_batch)
-    flat = jax.tree_util.tree_leaves(state.params)
+    mesh = jax.make_mesh((jax.device_count(),), ("data",)) if nproc > 1 else None
+
+    def place(batch):
+        if mesh is None:
+            return batch
+        n = next(iter(batch.values())).shape[0] // nproc
+        local = {k: v[pid * n : (pid + 1) * n] for k, v in batch.items()}
+        return mtl.training.shard_batch(local, mesh)
+
+    results = {}
+    for name, mode in cases:
+        leaves = train(make_step(name, mode, mesh=mesh), place=place)
+        for i, x in enumerate(leaves):
+            results[f"{name}:{mode}:{i}"] = x
     if pid == 0:
-        np.savez(out, *[np.asarray(jax.device_get(x)) for x in flat])
-    jax.distributed.shutdown()
+        np.savez(out, **results)
+    if nproc > 1:
+        jax.distributed.shutdown()
 
 
 if __name__ == "__main__":

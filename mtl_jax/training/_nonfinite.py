@@ -1,0 +1,89 @@
+"""What a non-finite loss or gradient does to a training step.
+
+Policies (``make_train_step(..., on_nonfinite=...)``):
+
+* ``"skip"`` (default): inside the jitted step, a finiteness flag of the
+  losses, the per-task gradients the route forms, the balanced gradient and the
+  optimiser's update selects (``jnp.where``) between the new and the old
+  params, balancer and optimiser states, so a bad batch leaves them unchanged.
+  ``TrainState.skipped`` counts such steps; no host round-trip.
+* ``"raise"``: the same selection, then the Python wrapper reads the flag and
+  raises ``FloatingPointError`` naming the step and the offending task(s).
+* ``"ignore"``: no selection; non-finite values propagate into the state.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mtl_jax._jacobian import value_and_jacobian
+
+PyTree = Any
+
+
+def tree_finite(tree: PyTree) -> jax.Array:
+    """A scalar bool: every inexact leaf of ``tree`` is finite."""
+    flags = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
+def select(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    """``new`` where ``ok`` else ``old``, leaf by leaf (PRNG keys included)."""
+
+    def one(a, b):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            data = jnp.where(ok, jax.random.key_data(a), jax.random.key_data(b))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+        return jnp.where(ok, a, b)
+
+    return jax.tree_util.tree_map(one, new, old)
+
+
+@functools.lru_cache(maxsize=32)
+def make_diagnose(loss_fn: Callable, has_aux: bool) -> Callable[[PyTree, Any], np.ndarray]:
+    """A jitted ``(params, batch) -> [K]`` bool: task ``k``'s gradient is finite.
+
+    Run on the host only after a step was flagged, for routes that never form
+    per-task gradients (the loss route); compiled on first use.
+    """
+
+    def per_task(params, batch):
+        _, jac = value_and_jacobian(loss_fn, has_aux=has_aux)(params, batch)
+        flags = [
+            jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
+            for x in jax.tree_util.tree_leaves(jac)
+        ]
+        return jnp.all(jnp.stack(flags), axis=0)
+
+    jitted = jax.jit(per_task)
+    return lambda params, batch: np.asarray(jitted(params, batch))
+
+
+def nonfinite_error(
+    step_index: int, metrics: dict, diagnose: Callable[[], np.ndarray] | None
+) -> FloatingPointError:
+    """The ``FloatingPointError`` of the ``"raise"`` policy for a flagged step."""
+    losses_ok = np.isfinite(np.asarray(metrics["losses"]))
+    if not losses_ok.all():
+        tasks = np.flatnonzero(~losses_ok).tolist()
+        return FloatingPointError(f"non-finite loss at step {step_index} in task(s) {tasks}")
+    grads_ok = np.asarray(metrics["task_finite"])
+    if grads_ok.all() and diagnose is not None:
+        grads_ok = diagnose()
+    if not grads_ok.all():
+        tasks = np.flatnonzero(~grads_ok).tolist()
+        return FloatingPointError(f"non-finite gradient at step {step_index} in task(s) {tasks}")
+    return FloatingPointError(
+        f"non-finite update at step {step_index}: the losses and per-task gradients are finite, "
+        "so the balancer or the optimiser produced it"
+    )
