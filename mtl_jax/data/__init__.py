@@ -1,9 +1,41 @@
-"""Datasets: offline builders and numpy iterators."""
+"""Datasets: offline TFDS builders, numpy loaders and a Grain input pipeline."""
 
+from mtl_jax.data._builders import DigitsAttributes as DigitsAttributes
+from mtl_jax.data._builders import GradNormToy as GradNormToy
+from mtl_jax.data._builders import LabelShiftedDigits as LabelShiftedDigits
+from mtl_jax.data._builders import MultiDigits as MultiDigits
+from mtl_jax.data._builders import ShiftedDigits as ShiftedDigits
 from mtl_jax.data._digits import Digits as Digits
 from mtl_jax.data._digits import load_digits as load_digits
 from mtl_jax.data._digits import train_test_split as train_test_split
+from mtl_jax.data._pipeline import iterator_state as iterator_state
+from mtl_jax.data._pipeline import make_loader as make_loader
+from mtl_jax.data._pipeline import restore_iterator as restore_iterator
+from mtl_jax.data._tfds import BUILDERS as BUILDERS
+from mtl_jax.data._tfds import data_source as data_source
+from mtl_jax.data._tfds import default_data_dir as default_data_dir
+from mtl_jax.data._tfds import get_builder as get_builder
+from mtl_jax.data._tfds import prepare as prepare
 from mtl_jax.data._toy_regression import ToyRegression as ToyRegression
 from mtl_jax.data._toy_regression import toy_regression as toy_regression
 
-__all__ = ["Digits", "ToyRegression", "load_digits", "toy_regression", "train_test_split"]
+__all__ = [
+    "BUILDERS",
+    "Digits",
+    "DigitsAttributes",
+    "GradNormToy",
+    "LabelShiftedDigits",
+    "MultiDigits",
+    "ShiftedDigits",
+    "ToyRegression",
+    "data_source",
+    "default_data_dir",
+    "get_builder",
+    "iterator_state",
+    "load_digits",
+    "make_loader",
+    "prepare",
+    "restore_iterator",
+    "toy_regression",
+    "train_test_split",
+]

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 
+from mtl_jax.data._cli import add_data_parser, run_data_command
 from mtl_jax.experiments import _registry
 
 DEFAULT_EXPERIMENT = "toy-regression"
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one experiment (see `mtl-jax run NAME --help`)")
     run.add_argument("name", help="experiment name (see `mtl-jax list`)")
     _add_run_options(run)
+    add_data_parser(sub)
     return p
 
 
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, exp in _registry.available().items():
             print(f"{name:24s} {exp.help}")
         return 0
+    if args.command == "data":
+        return run_data_command(args)
     return _run(
         args.name,
         fast=not args.full,
