@@ -11,16 +11,15 @@ from mtl_jax.data._digits import train_test_split as train_test_split
 from mtl_jax.data._pipeline import iterator_state as iterator_state
 from mtl_jax.data._pipeline import make_loader as make_loader
 from mtl_jax.data._pipeline import restore_iterator as restore_iterator
-from mtl_jax.data._tfds import BUILDERS as BUILDERS
 from mtl_jax.data._tfds import data_source as data_source
 from mtl_jax.data._tfds import default_data_dir as default_data_dir
 from mtl_jax.data._tfds import get_builder as get_builder
+from mtl_jax.data._tfds import list_builders as list_builders
 from mtl_jax.data._tfds import prepare as prepare
 from mtl_jax.data._toy_regression import ToyRegression as ToyRegression
 from mtl_jax.data._toy_regression import toy_regression as toy_regression
 
 __all__ = [
-    "BUILDERS",
     "Digits",
     "DigitsAttributes",
     "GradNormToy",
@@ -32,6 +31,7 @@ __all__ = [
     "default_data_dir",
     "get_builder",
     "iterator_state",
+    "list_builders",
     "load_digits",
     "make_loader",
     "prepare",

@@ -25,6 +25,19 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
 }
 
 
+def list_builders() -> list[str]:
+    """The names of mtl_jax's offline TFDS builders.
+
+    ``multi_digits``, ``digits_attributes``, ``shifted_digits``,
+    ``label_shifted_digits`` and ``grad_norm_toy``; each is also registered with
+    TFDS (``tfds.list_builders(with_community_datasets=False)`` lists them).
+
+    Returns:
+      The names, in the order ``mtl-jax data list`` prints them.
+    """
+    return list(BUILDERS)
+
+
 def default_data_dir() -> pathlib.Path:
     """The cache directory builders prepare into.
 
@@ -45,7 +58,7 @@ def get_builder(
     """The TFDS builder ``name`` reading from and writing to ``data_dir``.
 
     Args:
-      name: one of :data:`BUILDERS` (``multi_digits``, ``digits_attributes``,
+      name: one of :func:`list_builders` (``multi_digits``, ``digits_attributes``,
         ``shifted_digits``, ``label_shifted_digits``, ``grad_norm_toy``).
       data_dir: the cache directory; ``None`` for :func:`default_data_dir`.
 

@@ -28,9 +28,9 @@ def test_tensorflow_is_absent():
 
 
 def test_builders_are_registered_under_their_names():
-    assert sorted(mtl.data.BUILDERS) == sorted([*NAMES, "grad_norm_toy"])
+    assert sorted(mtl.data.list_builders()) == sorted([*NAMES, "grad_norm_toy"])
     registered = set(tfds.list_builders(with_community_datasets=False))
-    assert set(mtl.data.BUILDERS) <= registered
+    assert set(mtl.data.list_builders()) <= registered
 
 
 def test_grad_norm_toy_matches_the_generator(data_dir):
@@ -119,7 +119,7 @@ def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path):
 def test_data_commands(data_dir, capsys):
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
-    for name in mtl.data.BUILDERS:
+    for name in mtl.data.list_builders():
         assert name in out
     assert main(["data", "prepare", "grad_norm_toy", "--data-dir", str(data_dir)]) == 0
     assert "prepared grad_norm_toy" in capsys.readouterr().out
