@@ -18,8 +18,12 @@ from mtl_jax.data._tfds import list_builders as list_builders
 from mtl_jax.data._tfds import prepare as prepare
 from mtl_jax.data._toy_regression import ToyRegression as ToyRegression
 from mtl_jax.data._toy_regression import toy_regression as toy_regression
+from mtl_jax.data._views import CELEB_A_ATTRIBUTES as CELEB_A_ATTRIBUTES
+from mtl_jax.data._views import multitask_view as multitask_view
+from mtl_jax.data._views import nyuv2_source as nyuv2_source
 
 __all__ = [
+    "CELEB_A_ATTRIBUTES",
     "Digits",
     "DigitsAttributes",
     "GradNormToy",
@@ -34,6 +38,8 @@ __all__ = [
     "list_builders",
     "load_digits",
     "make_loader",
+    "multitask_view",
+    "nyuv2_source",
     "prepare",
     "restore_iterator",
     "toy_regression",
