@@ -11,6 +11,7 @@ it checks.
 from __future__ import annotations
 
 import argparse
+import inspect
 import pathlib
 import sys
 import textwrap
@@ -45,6 +46,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="resume an interrupted run from its last checkpoint in OUT/NAME",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--balancer", default=None, help="balancer name (experiments that take one)")
+    p.add_argument(
+        "--data-dir", type=pathlib.Path, default=None, help="TFDS data dir (e.g. for celeba)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,6 +112,7 @@ def _run(
     out: pathlib.Path,
     resume: bool = False,
     quiet: bool = False,
+    **options,
 ) -> int:
     exps = _registry.available()
     if name not in exps:
@@ -117,6 +123,12 @@ def _run(
         if not exp.supports_resume:
             return _usage_error(f"experiment {name!r} does not support --resume")
         kwargs["resume"] = True
+    for opt, value in options.items():  # --balancer, --data-dir: only where taken
+        if value is not None:
+            if opt not in inspect.signature(exp.fn).parameters:
+                flag = "--" + opt.replace("_", "-")
+                return _usage_error(f"experiment {name!r} does not take {flag}")
+            kwargs[opt] = value
     out_dir = out / name
     out_dir.mkdir(parents=True, exist_ok=True)
     form = "fast" if fast else "full"
@@ -167,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         resume=args.resume,
         quiet=args.quiet,
+        balancer=args.balancer,
+        data_dir=args.data_dir,
     )
 
 
