@@ -62,7 +62,7 @@ def _train_one(seed, *, balancer, data_dir, num_iters, batch_size, num_eval):
     import mtl_jax as mtl
 
     model = mtl.models.conv_hps(NUM_TASKS)
-    params = model.init(jax.random.key(seed), jnp.zeros((1, SIZE, SIZE, 3)))
+    params = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, SIZE, SIZE, 3)))
 
     def loss_fn(p, batch):
         logits = model.apply(p, batch["image"])[..., 0]  # [K, B]
