@@ -118,3 +118,41 @@ def test_pipeline_feeds_data_parallel_step_like_a_single_device():
     assert not np.allclose(
         np.asarray(results[0][0]), np.asarray(jax.tree_util.tree_leaves(params)[0])
     )
+
+
+@pytest.mark.multiprocess
+def test_two_jax_processes_read_disjoint_shards_covering_the_split(tmp_path):
+    import os
+    import pathlib
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    worker = pathlib.Path(__file__).parent / "sharding_worker.py"
+    out = tmp_path / "seen"
+    env = dict(os.environ)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(worker), "2", str(pid), port, str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for pid in range(2)
+    ]
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=180)[0].decode(errors="replace"))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    a, b = (np.load(f"{out}.{pid}.npy") for pid in range(2))
+    assert len(a) == len(b) == 25
+    assert not set(a) & set(b)
+    assert sorted(np.concatenate([a, b])) == list(range(N))

@@ -1,0 +1,2 @@
+# A subprocess entry point, not a test module.
+collect_ignore = ["sharding_worker.py"]
