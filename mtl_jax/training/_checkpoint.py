@@ -437,6 +437,9 @@ def _place_like(value, ref):
         if isinstance(value, jax.Array) and value.sharding == ref.sharding:
             return value
         host = np.asarray(value)
+        if not getattr(ref, "committed", True):
+            # Uncommitted like the template (e.g. a fresh init), so jit reuses its executable.
+            return jax.device_put(host)
         return jax.make_array_from_callback(host.shape, ref.sharding, lambda idx: host[idx])
     if isinstance(ref, np.ndarray):
         return np.asarray(value)

@@ -98,24 +98,29 @@ def test_restored_state_continues_bit_identically(name, tmp_path):
     _assert_bitwise(got_metrics, want_metrics)
 
 
+def _toy_state(i: int):
+    """A state-like pytree with a typed PRNG key, an int counter and a zero-size leaf."""
+    return {
+        "w": jnp.arange(6.0).reshape(2, 3) * i,
+        "key": jax.random.fold_in(jax.random.key(0), i),
+        "count": jnp.asarray(i, jnp.int32),
+        "placeholder": jnp.zeros((0,), jnp.float32),
+    }
+
+
 def test_save_every_keep_and_force(tmp_path):
-    params, loss_fn, batch = _problem()
-    step = mtl.training.make_train_step(loss_fn, mtl.balancers.equal_weighting(), optax.sgd(0.1))
-    state = step.init(params)
     with mtl.training.Checkpointer(tmp_path, save_every=3, keep=2, async_save=False) as ckpt:
-        assert ckpt.restore_latest(state) is None
-        saved = []
-        for i in range(1, 11):
-            state, _ = step(state, batch(i))
-            if ckpt.save(i, state, extra={"data_position": i}):
-                saved.append(i)
-        assert ckpt.save(10, state, extra={"data_position": 10}, force=True)
-        assert not ckpt.save(10, state, force=True)  # already saved
+        assert ckpt.restore_latest(_toy_state(0)) is None
+        saved = [i for i in range(1, 11) if ckpt.save(i, _toy_state(i), extra={"pos": i})]
+        assert ckpt.save(10, _toy_state(10), extra={"pos": 10}, force=True)
+        assert not ckpt.save(10, _toy_state(10), force=True)  # already saved
+        assert not ckpt.save(7, _toy_state(7), force=True)  # behind the latest
         assert saved == [3, 6, 9]
         assert ckpt.all_steps() == [9, 10]  # keep=2
-        restored, extra = ckpt.restore_latest(step.init(params))
-    assert extra["data_position"] == 10
-    _assert_bitwise(restored, state)
+        restored, extra = ckpt.restore_latest(_toy_state(0))
+    assert extra == {"pos": 10}
+    assert set(restored) == set(_toy_state(0))
+    _assert_bitwise(restored, _toy_state(10))
 
 
 def test_bad_arguments(tmp_path):
@@ -152,34 +157,36 @@ def _corrupt(step_dir: pathlib.Path, how: str) -> None:
             f.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :])
 
 
+# A failed tensorstore read can leave a callback that fires on orbax's already-closed event loop
+# ("Exception ignored ... Event loop is closed"): noise from the library, not a test failure.
+_ORBAX_READ_NOISE = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@_ORBAX_READ_NOISE
 @pytest.mark.parametrize("how", ["truncate", "flip", "meta"])
 def test_corrupt_latest_falls_back_to_previous(how, tmp_path):
-    params, loss_fn, batch = _problem()
-    step = mtl.training.make_train_step(loss_fn, mtl.balancers.pcgrad(seed=0), optax.adam(1e-2))
-    state = step.init(params)
-    states = {}
     with mtl.training.Checkpointer(tmp_path, save_every=2, keep=3) as ckpt:
         for i in range(1, 5):
-            state, _ = step(state, batch(i))
-            states[i] = state
-            ckpt.save(i, state, extra={"data_position": i})
+            ckpt.save(i, _toy_state(i), extra={"data_position": i})
     _corrupt(tmp_path / "4", how)
     with mtl.training.Checkpointer(tmp_path, save_every=2, keep=3) as ckpt:
         with pytest.warns(UserWarning, match="checkpoint at step 4 .* unreadable or corrupt"):
-            restored, extra = ckpt.restore_latest(step.init(params))
+            restored, extra = ckpt.restore_latest(_toy_state(0))
         assert extra == {"data_position": 2}
-        _assert_bitwise(restored, states[2])
+        _assert_bitwise(restored, _toy_state(2))
         # The bad step is set aside, so the resumed run can save step 4 again.
         assert ckpt.all_steps() == [2]
         assert (tmp_path / "corrupt" / "4").is_dir()
-        assert ckpt.save(4, states[4], extra={"data_position": 4})
+        assert ckpt.save(4, _toy_state(4), extra={"data_position": 4})
         ckpt.wait()
-        _, extra = ckpt.restore_latest(step.init(params))
+        restored, extra = ckpt.restore_latest(_toy_state(0))
     assert extra == {"data_position": 4}
+    _assert_bitwise(restored, _toy_state(4))
 
 
+@_ORBAX_READ_NOISE
 def test_every_checkpoint_corrupt_gives_none(tmp_path):
-    state = {"w": jnp.arange(4.0)}
+    state = _toy_state(1)
     with mtl.training.Checkpointer(tmp_path, save_every=1, async_save=False) as ckpt:
         ckpt.save(1, state)
     _corrupt(tmp_path / "1", "truncate")
