@@ -133,6 +133,22 @@ class Checkpointer:
     copy (so donating the state to the next step cannot race an asynchronous
     save); arrays sharded across processes are handed to orbax as they are.
 
+    **A process that dies** does not leave the others hanging. Measured with
+    JAX 0.10 on CPU with gloo collectives (``tests/training/test_checkpoint.py``):
+    a survivor in (or entering) a collective gets ``ValueError: ... Gloo
+    all-reduce failed ... Connection closed by peer`` at once, and JAX's
+    coordination service terminates it ("Terminating process because the JAX
+    distributed service detected fatal errors") once the dead process has missed
+    its heartbeats, i.e. within ``heartbeat_timeout_seconds`` of
+    :func:`jax.distributed.initialize` (default 100 s; with 5 s the survivor
+    exited 5.7 s after its peer was SIGKILLed). If process 0, which hosts the
+    coordination service, dies, the others are terminated at once; a peer that
+    is stopped rather than dead is caught by the same heartbeat timeout. So pass
+    a small ``heartbeat_timeout_seconds`` (and ``shutdown_timeout_seconds``) to
+    bound the wait, restart every process, and each resumes from the latest
+    checkpoint. (A peer alive but stuck in Python keeps heartbeating; guard
+    against that with :func:`faulthandler.dump_traceback_later` as a watchdog.)
+
     Example (a training loop that survives being killed at any point):
 
     >>> import tempfile, jax.numpy as jnp, optax
