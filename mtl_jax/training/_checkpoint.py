@@ -21,90 +21,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import warnings
-import zlib
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mtl_jax.training import _checkpoint_leaves as _leaves
+
 __all__ = ["Checkpointer"]
 
 PyTree = Any
 _FORMAT = "mtl_jax.checkpoint/1"
 _CORRUPT_DIR = "corrupt"
-
-
-class _LayoutMismatch(ValueError):
-    """The checkpoint is readable but was saved from a differently shaped state."""
-
-
-def _key_name(entry) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
-
-
-def _leaf_name(path) -> str:
-    """``opt_state/0/mu/params/Dense_0/kernel``-style name of a leaf path."""
-    return "/".join(re.sub(r"[^A-Za-z0-9_.-]", "_", _key_name(e)) for e in path) or "_"
-
-
-def _is_key(x) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _host_copy(x) -> np.ndarray | None:
-    """A host copy of a leaf's full value, or None for an array sharded across processes."""
-    if isinstance(x, jax.Array):
-        if x.is_fully_addressable:
-            return np.array(jax.device_get(x))
-        if x.is_fully_replicated:
-            return np.array(x.addressable_data(0))
-        return None
-    return np.array(x)
-
-
-def _crc(a: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(a).tobytes())
-
-
-def _nest(flat: dict[str, Any]) -> dict:
-    tree: dict = {}
-    for name, value in flat.items():
-        node = tree
-        *parents, last = name.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return tree
-
-
-def _unnest(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for k, v in tree.items():
-        name = f"{prefix}/{k}" if prefix else k
-        if isinstance(v, dict):
-            flat.update(_unnest(v, name))
-        else:
-            flat[name] = v
-    return flat
-
-
-def _layout_of(template: PyTree) -> list[tuple[str, Any, bool]]:
-    """``(name, leaf, is_key)`` for each leaf of ``template``, names checked unique."""
-    out, seen = [], set()
-    for path, leaf in jax.tree_util.tree_leaves_with_path(template):
-        name = _leaf_name(path)
-        if name in seen:
-            raise ValueError(f"two leaves of the state share the checkpoint name {name!r}")
-        seen.add(name)
-        out.append((name, leaf, _is_key(leaf)))
-    return out
 
 
 def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
@@ -260,32 +191,9 @@ class Checkpointer:
         due = force or step % self.save_every == 0 or self._manager.reached_preemption(step)
         if not due:
             return False
-        arrays, layout = {}, []
-        for name, leaf, is_key in _layout_of(state):
-            if not hasattr(leaf, "shape") and not isinstance(leaf, int | float | bool | complex):
-                raise TypeError(
-                    f"state leaf {name!r} is a {type(leaf).__name__}, not an array; "
-                    "checkpointed states must be pytrees of arrays"
-                )
-            data = jax.random.key_data(leaf) if is_key else leaf
-            shape = tuple(int(d) for d in np.shape(data))
-            entry = {"name": name, "shape": list(shape), "dtype": str(np.dtype(data.dtype))}
-            if is_key:
-                entry["key_impl"] = str(jax.random.key_impl(leaf))
-            if int(np.prod(shape, dtype=np.int64)) == 0:
-                entry["stored"] = False
-            else:
-                entry["stored"] = True
-                host = _host_copy(data)
-                if host is not None:
-                    entry["crc32"] = _crc(host)
-                    data = host
-                arrays[name] = data
-            layout.append(entry)
+        arrays, layout = _leaves.encode(state)
         meta = {"format": _FORMAT, "step": step, "extra": extra, "leaves": layout}
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(_nest(arrays)), meta=ocp.args.JsonSave(meta)
-        )
+        args = ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta))
         return bool(self._manager.save(step, args=args, force=True))
 
     # -- restore ---------------------------------------------------------------------------
@@ -310,67 +218,13 @@ class Checkpointer:
         meta = meta["meta"]
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise ValueError(f"checkpoint at step {step} has no readable mtl_jax layout")
-        saved = {e["name"]: e for e in meta["leaves"]}
-        layout = _layout_of(template)
-        names = [n for n, _, _ in layout]
-        if names != [e["name"] for e in meta["leaves"]]:
-            missing = sorted(set(saved) - set(names))
-            added = sorted(set(names) - set(saved))
-            raise _LayoutMismatch(
-                f"checkpoint at step {step} in {self.directory} holds a state of another "
-                f"structure than the template: leaves only in the checkpoint {missing[:5]}, "
-                f"only in the template {added[:5]}"
-            )
-        abstract, plan = {}, []
-        for name, leaf, is_key in layout:
-            entry = saved[name]
-            ref = jax.random.key_data(leaf) if is_key else leaf
-            dtype = np.dtype(ref.dtype)
-            shape = tuple(entry["shape"])
-            tshape = tuple(np.shape(ref))
-            if str(dtype) != entry["dtype"]:
-                raise _LayoutMismatch(
-                    f"state leaf {name!r} has dtype {entry['dtype']} in the checkpoint at step "
-                    f"{step} but {dtype} in the template"
-                )
-            # A zero-size template leaf is a placeholder: take the saved shape.
-            if shape != tshape and int(np.prod(tshape, dtype=np.int64)) != 0:
-                raise _LayoutMismatch(
-                    f"state leaf {name!r} has shape {shape} in the checkpoint at step {step} "
-                    f"but {tshape} in the template"
-                )
-            if entry["stored"]:
-                sharding = getattr(ref, "sharding", None)
-                host_side = _host_side(ref)
-                if host_side or sharding is None:
-                    abstract[name] = np.zeros(shape, dtype)
-                else:
-                    abstract[name] = jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-            plan.append((name, leaf, ref, is_key, entry, shape, dtype))
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_nest(abstract)))
-        )
-        arrays = _unnest(restored["state"]) if abstract else {}
-        leaves = []
-        for name, leaf, ref, is_key, entry, shape, dtype in plan:
-            if entry["stored"]:
-                value = arrays[name]
-                if "crc32" in entry:
-                    host = np.asarray(value) if not isinstance(value, jax.Array) else None
-                    if host is None:
-                        host = _host_copy(value)
-                    if host is not None and _crc(host) != entry["crc32"]:
-                        raise ValueError(
-                            f"checkpoint at step {step}: leaf {name!r} fails its CRC-32 check"
-                        )
-            else:
-                value = np.zeros(shape, dtype)
-            value = _place_like(value, ref)
-            if is_key:
-                value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
-            leaves.append(value)
-        state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
-        return state, meta["extra"]
+        where = f"the checkpoint at step {step} in {self.directory}"
+        target, plan = _leaves.restore_target(template, meta["leaves"], where)
+        restored = None
+        if target:
+            args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+            restored = self._manager.restore(step, args=args)["state"]
+        return _leaves.decode(template, plan, restored, where), meta["extra"]
 
     def restore_latest(self, template: PyTree) -> tuple[PyTree, dict] | None:
         """Restores the latest good checkpoint into ``template``'s structure.
@@ -397,7 +251,7 @@ class Checkpointer:
             try:
                 result = self.restore(step, template)
                 break
-            except _LayoutMismatch:
+            except _leaves.LayoutMismatch:
                 raise
             except Exception as err:  # any read failure means a bad checkpoint
                 msg = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -438,27 +292,3 @@ def _as_step(step) -> int:
     if step < 0:
         raise ValueError(f"step must be a non-negative integer; got {step}")
     return step
-
-
-def _host_side(ref) -> bool:
-    """Whether a template leaf is restored from a host copy (not sharded across processes)."""
-    if isinstance(ref, jax.Array):
-        return ref.is_fully_addressable or ref.is_fully_replicated
-    return True
-
-
-def _place_like(value, ref):
-    """Puts a restored value where the template leaf lives (device, sharding, or host)."""
-    if isinstance(ref, jax.Array):
-        if isinstance(value, jax.Array) and value.sharding == ref.sharding:
-            return value
-        host = np.asarray(value)
-        if not getattr(ref, "committed", True):
-            # Uncommitted like the template (e.g. a fresh init), so jit reuses its executable.
-            return jax.device_put(host)
-        return jax.make_array_from_callback(host.shape, ref.sharding, lambda idx: host[idx])
-    if isinstance(ref, np.ndarray):
-        return np.asarray(value)
-    if isinstance(ref, int | float | bool | complex):
-        return type(ref)(np.asarray(value))
-    return value
