@@ -77,10 +77,23 @@ BALANCERS = {
 }
 
 
-@pytest.mark.parametrize("name", list(BALANCERS))
+@pytest.mark.parametrize("name", [*BALANCERS, "mgda_representation"])
 def test_restored_state_continues_bit_identically(name, tmp_path):
     params, loss_fn, batch = _problem()
-    step = mtl.training.make_train_step(loss_fn, BALANCERS[name](), optax.adam(1e-2))
+    if name == "mgda_representation":
+        rep = mtl.training.Representation(
+            encode=lambda p, b: jnp.tanh(b[0] @ p["trunk"]),
+            decode=lambda p, z, b: jnp.mean((z @ p["heads"].T - b[1]) ** 2, axis=0),
+        )
+        step = mtl.training.make_train_step(
+            loss_fn,
+            mtl.balancers.mgda(),
+            optax.adam(1e-2),
+            mode="representation",
+            representation=rep,
+        )
+    else:
+        step = mtl.training.make_train_step(loss_fn, BALANCERS[name](), optax.adam(1e-2))
     state = step.init(params)
     for i in range(3):
         state, _ = step(state, batch(i))
