@@ -200,6 +200,23 @@ def test_corrupt_latest_falls_back_to_previous(how, tmp_path):
     _assert_bitwise(restored, _toy_state(4))
 
 
+def test_half_written_step_is_ignored_and_cleaned(tmp_path):
+    """A process killed mid-save leaves only orbax's temporary directory, never a step."""
+    with mtl.training.Checkpointer(tmp_path, save_every=2) as ckpt:
+        ckpt.save(2, _toy_state(2), extra={"data_position": 2})
+    half = tmp_path / "4.orbax-checkpoint-tmp-1796158957"
+    (half / "state").mkdir(parents=True)
+    (half / "state" / "_METADATA").write_bytes(b'{"tree_metadata": {"w": ')
+    with mtl.training.Checkpointer(tmp_path, save_every=2) as ckpt:
+        assert ckpt.all_steps() == [2]
+        restored, extra = ckpt.restore_latest(_toy_state(0))
+        assert extra == {"data_position": 2}
+        _assert_bitwise(restored, _toy_state(2))
+        assert ckpt.save(4, _toy_state(4), extra={"data_position": 4})
+    assert not half.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2", "4"]
+
+
 @_ORBAX_READ_NOISE
 def test_every_checkpoint_corrupt_gives_none(tmp_path):
     state = _toy_state(1)
