@@ -2,7 +2,8 @@
 
 Usage:
   python checkpoint_worker.py DIR NUM_STEPS SAVE_EVERY OUT_NPZ [DELAY_S]
-  python checkpoint_worker.py DIR NUM_STEPS SAVE_EVERY OUT_NPZ DELAY_S PROCESS_ID NUM_PROCESSES PORT
+  python checkpoint_worker.py DIR NUM_STEPS SAVE_EVERY OUT_NPZ DELAY_S \
+      PROCESS_ID NUM_PROCESSES PORT [REF_NPZ]
 
 It trains a tiny hard-parameter-sharing MLP with PCGrad (a PRNG key in its
 state; MGDA when multi-process) and Adam; batch ``i`` is a pure function of the data position ``i``,
@@ -10,7 +11,9 @@ which is saved in the checkpoint's ``extra``. It prints ``resumed <step>`` or
 ``fresh``, then ``step <i>`` after each step (flushed), and writes the final
 parameters to OUT_NPZ (process 0). With PROCESS_ID/NUM_PROCESSES/PORT it runs
 data-parallel over ``jax.distributed`` processes (CPU, gloo collectives) with a
-``HEARTBEAT_S``-second heartbeat timeout.
+``HEARTBEAT_S``-second heartbeat timeout; with REF_NPZ the same processes then
+also train from scratch without checkpoints (an uninterrupted run, reusing the
+compiled step) and write those parameters to REF_NPZ.
 """
 
 import os
@@ -114,9 +117,15 @@ def main() -> None:
         state = train(
             int(num_steps), ckpt=ckpt, delay=delay, mesh=mesh, report=lambda s: print(s, flush=True)
         )
-    leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree_util.tree_leaves(state.params)]
-    if jax.process_index() == 0:
-        np.savez(out, *leaves)
+    runs = [(out, state)]
+    if len(sys.argv) > 9:
+        runs.append((sys.argv[9], train(int(num_steps), mesh=mesh)))
+    for path, final in runs:
+        leaves = [
+            np.asarray(x.addressable_data(0)) for x in jax.tree_util.tree_leaves(final.params)
+        ]
+        if jax.process_index() == 0:
+            np.savez(path, *leaves)
     print("done", flush=True)
     if MULTI:
         jax.distributed.shutdown()
