@@ -72,7 +72,7 @@ class Checkpointer:
     distributed service detected fatal errors") once the dead process has missed
     its heartbeats, i.e. within ``heartbeat_timeout_seconds`` of
     :func:`jax.distributed.initialize` (default 100 s; with 5 s the survivor
-    exited 4.0 to 5.7 s after its peer was SIGKILLed, in four runs). If process 0, which hosts the
+    exited 4.0 to 5.7 s after its peer was SIGKILLed, in five runs). If process 0, which hosts the
     coordination service, dies, the others are terminated at once; a peer that
     is stopped rather than dead is caught by the same heartbeat timeout. So pass
     a small ``heartbeat_timeout_seconds`` (and ``shutdown_timeout_seconds``) to
