@@ -122,11 +122,10 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     pre_acc = _accuracy(model, anchor, *digits_subset(list(range(5)), seed=seed)[1])
     print(f"pretrained on digits 0-4: test acc {pre_acc:.3f} ({time.perf_counter() - t0:.1f} s)")
 
-    def ll(p, ex):
-        logits = model.apply(p, ex[0][None])[0]
-        return jax.nn.log_softmax(logits)[ex[1]]
+    def log_probs(p, x):
+        return jax.nn.log_softmax(model.apply(p, x[None])[0])
 
-    fisher = transfer.fisher_diagonal(ll, anchor, (xs, ys), chunk_size=128)
+    fisher = transfer.fisher_diagonal(log_probs, anchor, xs, chunk_size=128)
     fmean = np.mean(np.concatenate([np.ravel(f) for f in jax.tree.leaves(fisher)]))
     fisher = jax.tree.map(lambda f: f / fmean, fisher)  # α keeps its meaning on average
     is_pre = transfer.path_matches("conv|fc")
