@@ -91,7 +91,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n_train, n_test, opt_steps = (30, 12, 100) if fast else (150, 50, 300)
+    n_train, n_test, opt_steps = (30, 24, 100) if fast else (150, 50, 300)
     dim = 8
     seeds = seeds_from(seed, n_test)  # one per held-out test pair
     rng = np.random.default_rng([seed, 0])  # the split and the training pairs
