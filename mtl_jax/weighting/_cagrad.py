@@ -84,7 +84,7 @@ def _face_affine(g, a, w):
         ],
         axis=1,
     )
-    sol = jnp.linalg.solve(full, rhs)
+    sol = _qp.lu_solve(full, rhs)
     return sol[:k, 0], sol[:k, 1]
 
 

@@ -87,6 +87,17 @@ def _mv(q: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.matmul(q, y, precision=_HI)
 
 
+def lu_solve(m: jax.Array, rhs: jax.Array) -> jax.Array:
+    """``m⁻¹ rhs`` by a pivoted LU (``rhs`` is ``[n]`` or ``[n, r]``); cheaper to compile
+    than ``jnp.linalg.solve``, whose differentiation rules are not needed here."""
+    lu, _, perm = jax.lax.linalg.lu(m)
+    x = rhs[perm]
+    x = x[:, None] if x.ndim == 1 else x
+    x = jax.lax.linalg.triangular_solve(lu, x, left_side=True, lower=True, unit_diagonal=True)
+    x = jax.lax.linalg.triangular_solve(lu, x, left_side=True, lower=False)
+    return x[:, 0] if rhs.ndim == 1 else x
+
+
 def _project_weighted_simplex(z: jax.Array, a: jax.Array) -> jax.Array:
     """``argmin_{y ≥ 0, aᵀy = 1} ‖y − z‖`` for ``a > 0`` (exact, sort-based).
 
@@ -183,7 +194,7 @@ def _free_set_solve(p: _Problem, free: jax.Array) -> tuple[jax.Array, jax.Array]
         ],
         axis=0,
     )
-    sol = jnp.linalg.solve(full, jnp.concatenate([rhs, last[None]]))
+    sol = lu_solve(full, jnp.concatenate([rhs, last[None]]))
     return sol[:k], -sol[k]  # Q y + q = ν a + μ with ν = −sol[k]
 
 
