@@ -167,7 +167,7 @@ def _torchjd_runner(agg: workloads.Aggregator, name: str):
     import torch
     from torchjd import aggregation
 
-    jac = torch.from_numpy(np.asarray(agg.jac["w"]))
+    jac = torch.from_numpy(np.array(agg.jac["w"]))  # a writable copy
     aggregator = TORCHJD_W3[name](agg.num_tasks, aggregation)
 
     def run():

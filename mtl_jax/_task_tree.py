@@ -83,7 +83,7 @@ def _selected(jac: PyTree, mask: MaskSpec) -> list[jax.Array]:
 
 
 # Columns per block of the blocked Gram contraction (see gram()).
-GRAM_BLOCK = 65536
+GRAM_BLOCK = 8192
 
 
 def _leaf_gram(flat: jax.Array, block: int) -> jax.Array:
@@ -100,10 +100,10 @@ def _leaf_gram(flat: jax.Array, block: int) -> jax.Array:
     if n < 2 * block:
         return jnp.matmul(flat, flat.T, precision=hi)
     m = n // block
-    main = jnp.reshape(flat[:, : m * block], (k, m, block))
 
     def body(acc, i):
-        x = jax.lax.dynamic_index_in_dim(main, i, axis=1, keepdims=False)
+        # A dynamic slice of ``flat`` itself: no reshaped or sliced copy of J.
+        x = jax.lax.dynamic_slice_in_dim(flat, i * block, block, axis=1)
         return acc + jnp.matmul(x, x.T, precision=hi), None
 
     out, _ = jax.lax.scan(body, jnp.zeros((k, k), flat.dtype), jnp.arange(m))
