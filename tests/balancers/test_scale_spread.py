@@ -237,3 +237,19 @@ def test_every_balancer_finite_and_jit_matches_eager(name):
         assert np.all(np.isfinite(outs[0])), name
         scale = np.linalg.norm(outs[1]) + 1e-6 * np.linalg.norm(j)
         assert np.linalg.norm(outs[0] - outs[1]) <= JIT_RTOL.get(name, 1e-4) * scale, name
+
+
+def test_weightings_under_vmap():
+    """The solvers batch under ``vmap`` (a stack of Gram matrices) and match one-by-one."""
+    w = mtl.weighting
+    fns = {
+        "mgda": w.mgda_weights,
+        "cagrad": w.cagrad_weights,
+        "upgrad": w.upgrad_weights,
+        "dualproj": w.dualproj_weights,
+    }
+    grams = jnp.asarray(np.stack([j @ j.T for j in SUITE[3:6]]), jnp.float32)
+    for name, fn in fns.items():
+        batched = np.asarray(jax.jit(jax.vmap(fn))(grams))
+        for i in range(len(grams)):
+            np.testing.assert_allclose(batched[i], fn(grams[i]), rtol=2e-4, atol=1e-7, err_msg=name)
