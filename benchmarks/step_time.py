@@ -149,6 +149,33 @@ def _aggregator_runner(agg: workloads.Aggregator, name: str):
     return run, temp, mflop
 
 
+# torchjd 0.18 aggregators for the W3 side-by-side rows (same Jacobian, same process).
+TORCHJD_W3 = {
+    "equal_weighting": lambda k, agg: agg.Sum(),
+    "mgda": lambda k, agg: agg.MGDA(),
+    "upgrad": lambda k, agg: agg.UPGrad(),
+    "dualproj": lambda k, agg: agg.DualProj(),
+    "pcgrad": lambda k, agg: agg.PCGrad(),
+    "cagrad": lambda k, agg: agg.CAGrad(c=0.5),
+    "nash_mtl": lambda k, agg: agg.NashMTL(n_tasks=k),
+}
+
+
+def _torchjd_runner(agg: workloads.Aggregator, name: str):
+    """One torchjd aggregation of the W3 Jacobian (a torch tensor sharing its values)."""
+    import numpy as np
+    import torch
+    from torchjd import aggregation
+
+    jac = torch.from_numpy(np.array(agg.jac["w"]))  # a writable copy
+    aggregator = TORCHJD_W3[name](agg.num_tasks, aggregation)
+
+    def run():
+        return aggregator(jac)
+
+    return run, float("nan"), float("nan")
+
+
 def _time_config(
     label: str,
     k: int,
@@ -232,8 +259,13 @@ def benchmark(
     w2_tasks: int = 10,
     min_sample_ms: float = 50.0,
     verbose: bool = True,
+    torchjd: bool = False,
 ) -> list[Row]:
-    """Runs the requested configurations; equal weighting is always included."""
+    """Runs the requested configurations; equal weighting is always included.
+
+    With ``torchjd=True``, W3 also times torchjd's aggregator of each method that has
+    one (rows of mode ``"torchjd"``) on the same Jacobian, interleaved with ours.
+    """
     methods = [BASELINE, *[m for m in methods if m != BASELINE]]
     rows: list[Row] = []
     for wname in workload_names:
@@ -259,6 +291,15 @@ def benchmark(
                 make_runner = lambda name, mode, wl=wl: _train_runner(wl, name, mode, chunk_size)
                 make_runner.modes = modes_for
             runners, errors = _build(make_runner, methods, modes, wl.name, verbose)
+            if wname == "w3" and torchjd:
+                for name in methods:
+                    if name not in TORCHJD_W3:
+                        continue
+                    try:
+                        run, temp, mflop = _torchjd_runner(wl, name)
+                        runners.append(_Runner(name, "torchjd", run, temp, mflop))
+                    except Exception as e:  # torch / torchjd missing
+                        errors[(name, "torchjd")] = f"{type(e).__name__}: {e}"[:120]
             if verbose:
                 print(f"  timing {wl.name}: {len(runners)} runs x {steps} steps", file=sys.stderr)
             rows += _time_config(wl.name, k, runners, errors, steps, warmup, min_sample_ms)
@@ -345,6 +386,11 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     p.add_argument("--out-md", default=None, help="write the markdown table here")
     p.add_argument("--out-csv", default=None, help="write a CSV here")
     p.add_argument("--plot", default=None, help="write a step-time-vs-K plot (PNG) here")
+    p.add_argument(
+        "--torchjd",
+        action="store_true",
+        help="W3: also time torchjd's aggregators on the same Jacobian, in the same run",
+    )
     p.add_argument("--quiet", action="store_true")
     args = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(args)
@@ -376,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         w2_tasks=a.w2_tasks,
         min_sample_ms=0.0 if a.quick else a.min_sample_ms,
         verbose=not a.quiet,
+        torchjd=a.torchjd,
     )
     table = to_markdown(rows)
     header = (

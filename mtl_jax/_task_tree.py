@@ -163,11 +163,44 @@ def _selected(jac: PyTree, mask: MaskSpec) -> list[jax.Array]:
     return leaves
 
 
+# Columns per block of the blocked Gram contraction (see gram()).
+GRAM_BLOCK = 8192
+
+
+def _leaf_gram(flat: jax.Array, block: int) -> jax.Array:
+    """``flat @ flat.T`` for ``flat`` of shape ``[K, n]``, blocked over ``n``.
+
+    XLA's CPU dot runs ``[K, n] × [n, K]`` with ``n ~ 10⁶`` at a few GFLOP/s: its
+    output is tiny, so it cannot parallelise or block over the output, and it streams
+    both operands out of cache. Summing the Gram matrices of ``[K, block]`` column
+    blocks (a ``lax.scan``, so one block is live at a time) keeps each block in cache.
+    Leaves with fewer than two blocks of columns use one dot.
+    """
+    k, n = flat.shape
+    hi = jax.lax.Precision.HIGHEST
+    if n < 2 * block:
+        return jnp.matmul(flat, flat.T, precision=hi)
+    m = n // block
+
+    def body(acc, i):
+        # A dynamic slice of ``flat`` itself: no reshaped or sliced copy of J.
+        x = jax.lax.dynamic_slice_in_dim(flat, i * block, block, axis=1)
+        return acc + jnp.matmul(x, x.T, precision=hi), None
+
+    out, _ = jax.lax.scan(body, jnp.zeros((k, k), flat.dtype), jnp.arange(m))
+    if m * block < n:
+        tail = flat[:, m * block :]
+        out = out + jnp.matmul(tail, tail.T, precision=hi)
+    return out
+
+
 def gram(jac: PyTree, mask: MaskSpec = None) -> jax.Array:
     """The ``[K, K]`` Gram matrix ``G = J Jᵀ`` over the selected leaves.
 
     ``G[i, j] = Σ_leaves ⟨J_i, J_j⟩``, accumulated in float32 (or wider if the
-    leaves are wider) one leaf at a time.
+    leaves are wider) one leaf at a time; leaves with at least ``2 · GRAM_BLOCK``
+    parameters are contracted in blocks of ``GRAM_BLOCK`` columns (several times
+    faster on XLA CPU for ``J`` of shape ``[K, 10⁶]``; see ``_leaf_gram``).
 
     Args:
       jac: a task Jacobian (every leaf has a leading axis of size ``K``).
@@ -182,7 +215,7 @@ def gram(jac: PyTree, mask: MaskSpec = None) -> jax.Array:
     out = jnp.zeros((k, k), dtype)
     for leaf in leaves:
         flat = jnp.reshape(leaf, (k, -1)).astype(dtype)
-        out = out + jnp.matmul(flat, flat.T, precision=jax.lax.Precision.HIGHEST)
+        out = out + _leaf_gram(flat, GRAM_BLOCK)
     return out
 
 

@@ -20,7 +20,11 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # Helper scripts, not test modules (doctest collection would import them).
-collect_ignore = ["training/multihost_worker.py", "training/training_problem.py"]
+collect_ignore = [
+    "training/multihost_worker.py",
+    "training/training_problem.py",
+    "training/checkpoint_worker.py",
+]
 
 
 def pytest_addoption(parser):

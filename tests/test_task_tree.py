@@ -55,3 +55,17 @@ def test_num_tasks_errors():
         mtl.num_tasks({"a": jnp.ones((2, 3)), "b": jnp.ones((3,))})
     with pytest.raises(ValueError, match="scalar"):
         mtl.num_tasks({"a": jnp.ones(())})
+
+
+@pytest.mark.parametrize("n", [16, 40, 43])
+def test_blocked_gram_matches_float64(n, monkeypatch):
+    """The blocked contraction (scan over column blocks plus a tail) is the plain Gram."""
+    from mtl_jax import _task_tree
+
+    monkeypatch.setattr(_task_tree, "GRAM_BLOCK", 8)
+    rng = np.random.default_rng(n)
+    leaf = rng.normal(size=(3, n)).astype(np.float32)
+    small = rng.normal(size=(3, 2, 2)).astype(np.float32)
+    g = jax.jit(_task_tree.gram)({"a": jnp.asarray(leaf), "b": jnp.asarray(small)})
+    flat = np.concatenate([leaf, small.reshape(3, -1)], axis=1).astype(np.float64)
+    np.testing.assert_allclose(g, flat @ flat.T, rtol=1e-5, atol=1e-5)

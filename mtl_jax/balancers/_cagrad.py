@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
-from mtl_jax.weighting import _cagrad
+from mtl_jax.weighting import _cagrad, _qp
 
 __all__ = ["cagrad"]
 
@@ -18,7 +18,9 @@ def cagrad(
     c: float = 0.5,
     *,
     rescale: int = 1,
-    num_iters: int = 500,
+    num_iters: int = 50,
+    tol: float = 1e-6,
+    polish_iters: int = 20,
     shared: MaskSpec = None,
     num_tasks: int | None = None,
 ) -> _base.Balancer:
@@ -41,8 +43,10 @@ def cagrad(
       c: radius of the ball around ``g₀``, relative to ``‖g₀‖`` (paper: 0.4 on
         NYUv2/Cityscapes, 0.5 the LibMTL default).
       rescale: ``0``, ``1`` or ``2``: divide ``d`` by ``1``, ``1 + c²`` or ``1 + c``.
-      num_iters: iterations of the dual solver (see
-        :func:`mtl_jax.weighting.cagrad_dual` for its tolerance).
+      num_iters: cap on the outer steps of the dual solver (see
+        :func:`mtl_jax.weighting.cagrad_dual`).
+      tol: the dual solver's relative tolerance.
+      polish_iters: cap on the active-set steps of each simplex QP.
       shared: leaves to balance; the others receive the plain sum over tasks.
       num_tasks: if given, the state records the weights of each update.
 
@@ -59,9 +63,12 @@ def cagrad(
         raise ValueError(f"rescale must be 0, 1 or 2, got {rescale!r}")
     if not isinstance(num_iters, int) or num_iters < 1:
         raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
+    _qp._check_solver_args(1, tol, polish_iters)
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _cagrad.cagrad_weights(g, c, rescale=rescale, num_iters=num_iters),
+        lambda g, losses: _cagrad.cagrad_weights(
+            g, c, rescale=rescale, num_iters=num_iters, tol=tol, polish_iters=polish_iters
+        ),
         shared=shared,
         num_tasks=num_tasks,
     )

@@ -22,8 +22,9 @@ def dualproj(
     *,
     pref_vector: jnp.ndarray | None = None,
     reg_eps: float = 1e-4,
-    num_iters: int = 200,
-    polish_iters: int = 3,
+    num_iters: int = 1000,
+    tol: float = 1e-6,
+    polish_iters: int = 20,
     shared: MaskSpec = None,
     num_tasks: int | None = None,
 ) -> _base.Balancer:
@@ -44,8 +45,10 @@ def dualproj(
     Args:
       pref_vector: ``[K]`` non-negative preference ``p`` (default ``1/K``).
       reg_eps: ridge added to the trace-normalised Gram matrix (torchjd's default).
-      num_iters: FISTA iterations of the QP solver :func:`mtl_jax.weighting.box_qp`.
-      polish_iters: active-set polishing steps of the QP solver.
+      num_iters: cap on the first-order iterations of the QP solver
+        :func:`mtl_jax.weighting.box_qp`.
+      tol: the solver's stopping tolerance (relative natural residual).
+      polish_iters: cap on the solver's active-set steps.
       shared: leaves to balance; the others receive the plain sum over tasks.
       num_tasks: if given, the state records the weights of each update.
 
@@ -56,12 +59,17 @@ def dualproj(
       Quinton & Rey 2024, https://arxiv.org/abs/2406.16232
     """
     _base.check_num_tasks(num_tasks)
-    _check_solver(reg_eps, num_iters, polish_iters)
+    _check_solver(reg_eps, num_iters, tol, polish_iters)
     pref = _check_pref(pref_vector, num_tasks)
 
     return _base.stateless_gram_balancer(
         lambda g, losses: _dualproj.dualproj_weights(
-            g, pref, reg_eps=reg_eps, num_iters=num_iters, polish_iters=polish_iters
+            g,
+            pref,
+            reg_eps=reg_eps,
+            num_iters=num_iters,
+            tol=tol,
+            polish_iters=polish_iters,
         ),
         shared=shared,
         num_tasks=num_tasks,

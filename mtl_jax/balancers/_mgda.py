@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
-from mtl_jax.weighting import _mgda
+from mtl_jax.weighting import _mgda, _qp
 
 __all__ = ["mgda"]
 
@@ -17,7 +17,9 @@ __all__ = ["mgda"]
 def mgda(
     *,
     normalization: _mgda.Normalization = "none",
-    num_iters: int = 500,
+    num_iters: int = 1000,
+    tol: float = 1e-6,
+    polish_iters: int = 20,
     shared: MaskSpec = None,
     num_tasks: int | None = None,
 ) -> _base.Balancer:
@@ -37,7 +39,10 @@ def mgda(
         ``"l2"`` (‖g_k‖), ``"loss"`` (L_k) or ``"loss+"`` (L_k‖g_k‖); the weights
         are divided by the normalisers, so the update is the min-norm point of
         the normalised gradients (as LibMTL in full-parameter mode).
-      num_iters: iterations of the simplex QP solver (FISTA).
+      num_iters: cap on the first-order iterations of the simplex QP solver
+        (:func:`mtl_jax.weighting.simplex_qp`).
+      tol: the solver's stopping tolerance (relative natural residual).
+      polish_iters: cap on the solver's active-set steps.
       shared: leaves to balance; the others receive the plain sum over tasks.
       num_tasks: if given, the state records the weights of each update.
 
@@ -52,12 +57,16 @@ def mgda(
         raise ValueError(
             f"normalization must be one of {_mgda._NORMALIZATIONS}, got {normalization!r}"
         )
-    if not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
+    _qp._check_solver_args(num_iters, tol, polish_iters)
 
     return _base.stateless_gram_balancer(
         lambda g, losses: _mgda.mgda_weights(
-            g, losses, normalization=normalization, num_iters=num_iters
+            g,
+            losses,
+            normalization=normalization,
+            num_iters=num_iters,
+            tol=tol,
+            polish_iters=polish_iters,
         ),
         shared=shared,
         num_tasks=num_tasks,

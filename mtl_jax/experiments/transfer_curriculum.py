@@ -11,6 +11,11 @@ difficulty score is that classifier's confidence in its true label. Conditions
 (easy → hard), anti-curriculum (hard → easy), random order, and vanilla (uniform
 batches from all the data). Paper claim: the curriculum learns faster early on and
 ends at least as well (better on hard tasks); anti-curriculum is worst.
+
+One seed is one network initialisation, one random-order draw and one stream of
+mini-batches (shared by the four conditions, so the comparison is paired); the
+teacher, the split and the corruption follow the run's first seed. Every
+(condition, seed) pair is one lane of a single compiled, vmapped program.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 import optax
 
 from mtl_jax import transfer
-from mtl_jax.experiments._registry import ExperimentResult, register
+from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 from mtl_jax.experiments.transfer_l2sp import DigitsCNN, digits_subset, train_full_batch
 
 __all__ = ["corrupt", "run"]
@@ -48,31 +53,36 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n_seeds, steps, step_length, eval_every = (2, 200, 20, 20) if fast else (8, 800, 60, 40)
+    n_seeds, num_iters, step_length, eval_every = (6, 200, 20, 20) if fast else (16, 800, 60, 40)
+    seeds = seeds_from(seed, n_seeds)
     batch = 32
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seeds[0])
     t0 = time.perf_counter()
 
     # teacher: the CNN trained on clean digits 0-4
-    (xs, ys), _ = digits_subset(list(range(5)), seed=seed)
+    (xs, ys), _ = digits_subset(list(range(5)), seed=seeds[0])
     model = DigitsCNN(5)
-    key = jax.random.key(seed)
     teacher = jax.jit(
         lambda p: train_full_batch(model, p, optax.sgd(0.05, momentum=0.9), xs, ys, 300)
-    )(model.init(key, xs[:1]))
+    )(model.init(jax.random.key(seeds[0]), xs[:1]))
 
-    (x, y), (x_test, y_test) = digits_subset(list(range(5, 10)), seed=seed)
+    (x, y), (x_test, y_test) = digits_subset(list(range(5, 10)), seed=seeds[0])
     x, x_test = corrupt(x, rng), corrupt(x_test, rng)
     feats = model.features(teacher, x)
-    scores = np.asarray(transfer.difficulty_scores(feats, y, 5, l2=1e-2))
+    scores = np.asarray(transfer.difficulty_scores(feats, y, num_classes=5, l2=1e-2))
     print(f"teacher ready: mean confidence {scores.mean():.3f} ({time.perf_counter() - t0:.1f} s)")
 
-    pacing = transfer.fixed_exponential_pacing(0.1, 1.9, step_length)
+    pacing = transfer.fixed_exponential_pacing(
+        starting_percent=0.1, increase=1.9, step_length=step_length
+    )
     sgd = optax.sgd(0.02, momentum=0.9)
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    xj, yj, xt, yt = map(jnp.asarray, (x, y, x_test, y_test))
+    evals = np.arange(0, num_iters + 1, eval_every)
 
-    @jax.jit
-    def chunk(params, opt_state, key, order, paced, start):
+    def accuracy(params):
+        return jnp.mean((jnp.argmax(model.apply(params, xt), -1) == yt).astype(jnp.float32))
+
+    def lane(params, order, paced, key):
         g = lambda i: jnp.where(paced, pacing(i), 1.0)
 
         def step(carry, i):
@@ -88,51 +98,61 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
             u, s = sgd.update(jax.grad(loss)(p), s, p)
             return (optax.apply_updates(p, u), s), None
 
-        (params, opt_state), _ = jax.lax.scan(
-            step, (params, opt_state), start + jnp.arange(eval_every)
-        )
-        return params, opt_state
+        def chunk(carry, start):
+            carry, _ = jax.lax.scan(step, carry, start + jnp.arange(eval_every))
+            return carry, accuracy(carry[0])
 
-    @jax.jit
-    def accuracy(params):
-        return jnp.mean((jnp.argmax(model.apply(params, x_test), -1) == y_test).astype(jnp.float32))
+        starts = jnp.arange(len(evals) - 1) * eval_every
+        _, curve = jax.lax.scan(chunk, (params, sgd.init(params)), starts)
+        return jnp.concatenate([accuracy(params)[None], curve])
 
-    curves = {c: [] for c in CONDITIONS}
-    evals = np.arange(0, steps + 1, eval_every)
-    for s in range(n_seeds):
-        params0 = model.init(jax.random.fold_in(key, 100 + s), x[:1])
-        for cond in CONDITIONS:
+    # lanes: condition-major, seed-minor; each seed's init and batch keys are shared
+    inits, orders, paced, keys = [], [], [], []
+    for cond in CONDITIONS:
+        for s in seeds:
+            inits.append(model.init(jax.random.key(s + 7919), x[:1]))
             mode = "curriculum" if cond == "vanilla" else cond
-            order = transfer.curriculum_order(scores, y, mode=mode, seed=s)
-            params, opt_state = params0, sgd.init(params0)
-            curve = [float(accuracy(params))]
-            for e in range(len(evals) - 1):
-                params, opt_state = chunk(
-                    params,
-                    opt_state,
-                    jax.random.key(1000 * s + 7),
-                    order,
-                    cond != "vanilla",
-                    e * eval_every,
-                )
-                curve.append(float(accuracy(params)))
-            curves[cond].append(curve)
-        print(
-            f"seed {s}: final acc "
-            + ", ".join(f"{c} {curves[c][-1][-1]:.3f}" for c in CONDITIONS)
-            + f" ({time.perf_counter() - t0:.1f} s)"
-        )
+            orders.append(transfer.curriculum_order(scores, y, mode=mode, seed=s))
+            paced.append(cond != "vanilla")
+            keys.append(jax.random.key_data(jax.random.key(s + 104729)))
+    lanes = (
+        jax.tree.map(lambda *a: jnp.stack(a), *inits),
+        jnp.asarray(np.stack(orders)),
+        jnp.asarray(paced),
+        jnp.stack(keys),
+    )
+
+    def lane_raw(params, order, paced, key_data):
+        return lane(params, order, paced, jax.random.wrap_key_data(key_data))
+
+    compiled = jax.jit(jax.vmap(lane_raw)).lower(*lanes).compile()
+    print(f"compiled {len(paced)} lanes ({time.perf_counter() - t0:.1f} s)")
+    curves = np.asarray(compiled(*lanes)).reshape(len(CONDITIONS), n_seeds, len(evals))
+    print(f"trained ({time.perf_counter() - t0:.1f} s)")
 
     early = len(evals) // 4  # a quarter of training
+    c = {name: curves[i] for i, name in enumerate(CONDITIONS)}
     rows = []
-    for c in CONDITIONS:
-        a = np.asarray(curves[c])
-        rows.append([c, float(a[:, early].mean()), float(a[:, -1].mean()), float(a.mean())])
+    for name in CONDITIONS:
+        a = c[name]
+        rows.append(
+            [name, float(a[:, early].mean()), float(a[:, early].std(ddof=1)),
+             float(a[:, -1].mean()), float(a[:, -1].std(ddof=1)), float(a.mean())]
+        )  # fmt: skip
+    d_early_anti = c["curriculum"][:, early] - c["anti"][:, early]
+    d_early_van = c["curriculum"][:, early] - c["vanilla"][:, early]
+    d_final_van = c["curriculum"][:, -1] - c["vanilla"][:, -1]
+    anti_worst = all(
+        c["anti"][:, early].mean() < c[k][:, early].mean() for k in CONDITIONS if k != "anti"
+    )
+    held = bool(d_early_van.mean() > 0 and d_final_van.mean() > 0 and anti_worst)
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for c in CONDITIONS:
-        a = np.asarray(curves[c])
-        ax.plot(evals, a.mean(0), label=c)
+    for name in CONDITIONS:
+        a = c[name]
+        ax.plot(evals, a.mean(0), label=name)
         ax.fill_between(evals, a.min(0), a.max(0), alpha=0.15)
+    ax.axvline(evals[early], color="k", lw=0.6, ls=":")
     ax.set_xlabel("SGD step")
     ax.set_ylabel("test accuracy (noisy digits 5-9)")
     ax.set_title(f"Curriculum by transfer, {n_seeds} seeds")
@@ -142,9 +162,31 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return ExperimentResult(
-        title=f"Curriculum by transfer on noisy digits 5-9 ({n_seeds} seeds, {steps} steps)",
-        columns=["condition", f"acc @ step {evals[early]}", "final acc", "mean over curve"],
+        title=f"Curriculum by transfer on noisy digits 5-9 ({n_seeds} seeds, {num_iters} steps)",
+        columns=[
+            "condition",
+            f"acc @ step {evals[early]}",
+            "std",
+            "final acc",
+            "std",
+            "curve mean",
+        ],
         rows=rows,
         files=[png],
-        summary={c: float(np.asarray(curves[c])[:, -1].mean()) for c in CONDITIONS},
+        summary={
+            **{k: float(v[:, -1].mean()) for k, v in c.items()},
+            "early": {k: float(v[:, early].mean()) for k, v in c.items()},
+            "early_step": int(evals[early]),
+            "curriculum_minus_anti_early": [float(v) for v in d_early_anti],
+            "curriculum_minus_vanilla_early": [float(v) for v in d_early_van],
+            "curriculum_minus_vanilla_final": [float(v) for v in d_final_van],
+        },
+        seeds=seeds,
+        metric=f"test accuracy at step {evals[early]} (a quarter of training)",
+        per_seed={k: [float(a) for a in v[:, early]] for k, v in c.items()},
+        claim=(
+            "Curriculum by transfer learns faster early and ends better than vanilla training; "
+            "anti-curriculum is the slowest early."
+        ),
+        claim_held=held,
     )

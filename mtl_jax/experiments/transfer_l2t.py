@@ -12,6 +12,11 @@ acc(ridge classifier on the labelled target alone)``. L2T fits the reflection
 function on those experiences and, for every held-out pair, optimises the latent map
 starting from each base algorithm's map, keeping the one with the lowest
 objective. Paper claim: L2T beats every base algorithm on average.
+
+Seeds: the domain split and the training pairs follow ``--seed``; each held-out
+test pair is drawn from its own seed (``seeds_from(--seed, n_test)``), and the
+per-seed values in the result are per test pair. On this small setting L2T beats
+the target-only classifier but not PCA/TCA on average (see the reproduction test).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 
 from mtl_jax import transfer
 from mtl_jax.data import load_digits
-from mtl_jax.experiments._registry import ExperimentResult, register
+from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["make_pair", "run", "shift_domain"]
 
@@ -91,15 +96,16 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n_train, n_test, opt_steps = (30, 12, 100) if fast else (150, 50, 300)
+    n_train, n_test, opt_steps = (30, 24, 100) if fast else (150, 50, 300)
     dim = 8
-    rng = np.random.default_rng(seed)
+    seeds = seeds_from(seed, n_test)  # one per held-out test pair
+    rng = np.random.default_rng([seed, 0])  # the split and the training pairs
     d = load_digits()
     half = rng.random(len(d.labels)) < 0.5
     data = (d.images[..., 0], d.labels, half)
     t0 = time.perf_counter()
 
-    probe = make_pair(data, np.random.default_rng(seed + 1))
+    probe = make_pair(data, np.random.default_rng([seed, 2]))
     z = np.concatenate([probe[0], probe[4]]) @ np.asarray(
         transfer.pca_map(probe[0], probe[4], dim).source
     )
@@ -134,7 +140,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
 
     accs = {k: [] for k in ["target only", *BASES, "L2T"]}
     for e in range(n_test):
-        pair = make_pair(data, rng)
+        pair = make_pair(data, np.random.default_rng([seeds[e], 1]))
         xs, ys, xl, yl, xu, yu = pair
         base, out = experience(pair)
         accs["target only"].append(base)
@@ -174,10 +180,21 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     png = out_dir / "transfer_l2t.png"
     fig.savefig(png, dpi=100)
     plt.close(fig)
+    gaps = {k: a["L2T"] - a[k] for k in BASES}
+    held = all(float(g.mean()) > 0 for g in gaps.values())
     return ExperimentResult(
         title=f"L2T on digits pairs ({n_train} training pairs x 3 algorithms, {n_test} test)",
         columns=["method", "target acc", "improvement ratio", "L2T wins/losses"],
         rows=rows,
         files=[png],
-        summary={**{k: float(v.mean()) for k, v in a.items()}, "fit_corr": fit_corr},
+        summary={
+            **{k: float(v.mean()) for k, v in a.items()},
+            "fit_corr": fit_corr,
+            "l2t_minus": {k: float(g.mean()) for k, g in gaps.items()},
+        },
+        seeds=seeds,
+        metric="target test accuracy on each held-out pair",
+        per_seed={k: [float(x) for x in v] for k, v in a.items()},
+        claim="L2T beats every base algorithm (PCA, TCA, SA) on average over target pairs.",
+        claim_held=held,
     )

@@ -1,9 +1,17 @@
-"""Training-step factories: jitted, data-parallel and multi-host."""
+"""Training-step factories: jitted, data-parallel and multi-host; checkpoint and resume."""
 
+from mtl_jax.training._checkpoint import Checkpointer as Checkpointer
 from mtl_jax.training._step import Representation as Representation
 from mtl_jax.training._step import TrainState as TrainState
 from mtl_jax.training._step import TrainStep as TrainStep
 from mtl_jax.training._step import make_train_step as make_train_step
 from mtl_jax.training._step import shard_batch as shard_batch
 
-__all__ = ["Representation", "TrainState", "TrainStep", "make_train_step", "shard_batch"]
+__all__ = [
+    "Checkpointer",
+    "Representation",
+    "TrainState",
+    "TrainStep",
+    "make_train_step",
+    "shard_batch",
+]

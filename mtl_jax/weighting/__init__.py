@@ -29,6 +29,7 @@ from mtl_jax.weighting._nash_mtl import nash_mtl_weights as nash_mtl_weights
 from mtl_jax.weighting._pcgrad import pcgrad_weights as pcgrad_weights
 from mtl_jax.weighting._qp import box_qp as box_qp
 from mtl_jax.weighting._qp import normalize_gram as normalize_gram
+from mtl_jax.weighting._qp import simplex_qp as simplex_qp
 from mtl_jax.weighting._rlw import rlw_weights as rlw_weights
 from mtl_jax.weighting._simplex import project_simplex as project_simplex
 from mtl_jax.weighting._stch import stch_objective as stch_objective
@@ -68,6 +69,7 @@ __all__ = [
     "pcgrad_weights",
     "project_simplex",
     "rlw_weights",
+    "simplex_qp",
     "stch_objective",
     "stch_weights",
     "uncertainty_log_variance_grad",

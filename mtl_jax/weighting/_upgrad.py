@@ -27,8 +27,9 @@ def upgrad_weights(
     pref_vector: jax.typing.ArrayLike | None = None,
     *,
     reg_eps: float = 1e-4,
-    num_iters: int = 200,
-    polish_iters: int = 3,
+    num_iters: int = 1000,
+    tol: float = 1e-6,
+    polish_iters: int = 20,
 ) -> jax.Array:
     """UPGrad task weights for a Gram matrix.
 
@@ -36,8 +37,9 @@ def upgrad_weights(
       gram: ``[K, K]`` Gram matrix ``G = J Jᵀ``.
       pref_vector: ``[K]`` preference ``p`` (default uniform ``1/K``).
       reg_eps: ridge added to the trace-normalised Gram matrix.
-      num_iters: FISTA iterations of :func:`box_qp`.
-      polish_iters: active-set steps of :func:`box_qp`.
+      num_iters: cap on the first-order iterations of :func:`box_qp`.
+      tol: stopping tolerance of :func:`box_qp`.
+      polish_iters: cap on the active-set steps of :func:`box_qp`.
 
     Returns:
       ``[K]`` weights ``w`` with ``Jᵀw`` the UPGrad update; ``G w ≥ 0`` (up to the
@@ -55,5 +57,5 @@ def upgrad_weights(
         raise ValueError(f"reg_eps must be non-negative, got {reg_eps!r}")
     gn = normalize_gram(g, reg_eps)
     p = preference(pref_vector, g.shape[0], gn.dtype, default=1.0 / g.shape[0])
-    v = box_qp(gn, jnp.diag(p), num_iters=num_iters, polish_iters=polish_iters)
+    v = box_qp(gn, jnp.diag(p), num_iters=num_iters, tol=tol, polish_iters=polish_iters)
     return jnp.sum(v, axis=0)
