@@ -151,7 +151,7 @@ def _mean_std(v):
 def run(*, fast: bool, out_dir: pathlib.Path, seed: int = 0) -> ExperimentResult:
     """Pseudo-task augmentation (Meyerson & Miikkulainen 2018) on digits: STL and MTL."""
     seeds = seeds_from(seed, 5 if fast else 10)
-    num_meta, steps, batch = (25, 20, 32) if fast else (50, 20, 32)
+    num_meta, steps, batch = (20, 20, 32) if fast else (50, 20, 32)
     kw = dict(seeds=seeds, num_meta=num_meta, steps=steps, batch=batch)
     per_seed: dict[str, list[float]] = {}
 
