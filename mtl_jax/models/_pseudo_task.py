@@ -61,8 +61,9 @@ class PseudoTaskHeads(nn.Module):
       num_tasks: ``K``.
       num_decoders: ``D``, decoders per task.
       features: output size of every decoder (e.g. the number of classes).
-      kernel_init: initialiser of one decoder's ``[d, features]`` kernel.
-      bias_init: initialiser of one decoder's ``[features]`` bias.
+
+    ``kernel_init`` and ``bias_init`` initialise one decoder's ``[d, features]``
+    kernel and ``[features]`` bias (LeCun normal and zeros by default).
 
     References:
       Meyerson & Miikkulainen, ICML 2018, https://arxiv.org/abs/1803.04062.
