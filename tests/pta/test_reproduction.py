@@ -28,7 +28,9 @@ def test_pta_reproduction(repro_fast, tmp_path):
         assert s[name] < (6.0 if name.startswith("attr") else 8.0), (name, s[name])
     # claim_held is what this run's numbers say
     assert res.claim_held == bool(s["held_a"] and s["held_b"])
-    # What holds on every seed set we ran: extra independent decoders do not hurt
-    # (within 1.5 points, ~2.5 seed stds), and PTA does not hurt MTL (within 1 point).
+    # The paper's claim does not reproduce beyond the seed spread on digits (see the
+    # experiment's docstring); claim_held reports it. What holds on every seed set we
+    # ran: extra independent decoders do not hurt (within 1.5 points, ~3 seed stds),
+    # and PTA does not hurt MTL (within 1 point).
     assert s["I D=4"] < s["STL (D=1)"] + 1.5
     assert s["attr MTL+PTA-HGD D=4"] < s["attr MTL"] + 1.0
