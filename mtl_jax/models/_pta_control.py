@@ -215,6 +215,8 @@ def pta_update(
     """
     if strategy not in PTA_STRATEGIES:
         raise ValueError(f"strategy must be one of {PTA_STRATEGIES}, got {strategy!r}")
+    _check_scale("perturbation_scale", perturbation_scale)
+    _check_scale("dropout_scale", dropout_scale)
     k, n = _leading(decoders)
     if scores.shape != (k, n) or rates.shape != (k, n):
         raise ValueError(

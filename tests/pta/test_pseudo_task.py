@@ -122,6 +122,9 @@ def test_argument_validation():
     p = {"w": jnp.zeros((2, 3, 4))}
     with pytest.raises(ValueError, match="strategy"):
         M.pta_update(p, jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.key(0), strategy="bad")
+    with pytest.raises(ValueError, match="dropout_scale"):
+        M.pta_update(p, jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.key(0),
+                     strategy="greedy", dropout_scale=-0.1)  # fmt: skip
     with pytest.raises(ValueError, match="scale"):
         M.pta_perturb(p, jax.random.key(0), jnp.zeros(2, jnp.int32), scale=-1.0)
     with pytest.raises(ValueError, match="num_frozen"):
