@@ -1,0 +1,236 @@
+"""Pseudo-task heads, the control strategies and the meta-iteration driver."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mtl_jax import balancers
+from mtl_jax import models as M
+from mtl_jax.training import make_train_step
+
+K, D, DIM, C, B = 3, 4, 5, 6, 16
+
+
+def _heads_params(key, k=K, n=D):
+    return M.PseudoTaskHeads(k, n, C).init(key, jnp.zeros((2, DIM)))["params"]
+
+
+def test_heads_shape_and_independent_init(key):
+    p = _heads_params(key)
+    assert p["kernel"].shape == (K, D, DIM, C) and p["bias"].shape == (K, D, C)
+    w = np.asarray(p["kernel"]).reshape(K * D, -1)
+    assert len({tuple(np.round(r, 6)) for r in w}) == K * D  # all decoders differ
+    z = jax.random.normal(key, (B, DIM))
+    y = M.PseudoTaskHeads(K, D, C).apply({"params": p}, z)
+    ref = (
+        np.einsum("bi,kdif->kdbf", np.asarray(z), np.asarray(p["kernel"]))
+        + np.asarray(p["bias"])[:, :, None]
+    )
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_losses_layout_is_task_major(key):
+    logits = jax.random.normal(key, (K, D, B, C))
+    labels = jax.random.randint(jax.random.key(1), (B, K), 0, C)
+    losses = M.pseudo_task_losses(logits, labels)
+    assert losses.shape == (K * D,)
+    lg = np.asarray(logits, np.float64)
+    for k in range(K):
+        for d in range(D):
+            z = lg[k, d]
+            logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
+            logp -= z.max(-1, keepdims=True)
+            ref = -logp[np.arange(B), np.asarray(labels[:, k])].mean()
+            np.testing.assert_allclose(losses[k * D + d], ref, rtol=1e-5)
+
+
+def test_selection_by_validation_score(key):
+    scores = jnp.array([[0.1, 0.9, 0.3, 0.9], [0.5, 0.2, 0.1, 0.0], [0.0, 0.0, 0.0, 0.7]])
+    best = M.select_decoders(scores)
+    np.testing.assert_array_equal(best, [1, 0, 3])  # ties -> lowest index
+    logits = jax.random.normal(key, (K, D, B, C))
+    sel = M.selected_logits(logits, best)
+    for k in range(K):
+        np.testing.assert_array_equal(sel[k], logits[k, int(best[k])])
+    labels = jnp.argmax(logits[:, 2], -1).T  # decoder 2 is always right
+    acc = M.decoder_accuracy(logits, labels)
+    np.testing.assert_array_equal(acc[:, 2], 1.0)
+    np.testing.assert_array_equal(M.select_decoders(acc), [2, 2, 2])
+
+
+def test_identical_init_and_greedy_copy(key):
+    p = _heads_params(key)
+    same = M.pta_identical_init(p)
+    for d in range(D):
+        np.testing.assert_array_equal(same["kernel"][:, d], p["kernel"][:, 0])
+    best = jnp.array([2, 0, 3])
+    g = M.pta_greedy_copy(p, best)
+    for k in range(K):
+        for d in range(D):
+            np.testing.assert_array_equal(g["kernel"][k, d], p["kernel"][k, int(best[k])])
+            np.testing.assert_array_equal(g["bias"][k, d], p["bias"][k, int(best[k])])
+
+
+def test_perturbation_has_configured_scale(key):
+    big = {"w": jnp.zeros((2, 3, 200, 100))}
+    best = jnp.array([1, 2])
+    scale = 0.05
+    out = M.pta_perturb(big, key, best, scale=scale)["w"]
+    for k in range(2):
+        for d in range(3):
+            x = np.asarray(out[k, d]).ravel()
+            if d == int(best[k]):
+                np.testing.assert_array_equal(x, 0.0)  # the best one is never perturbed
+            else:
+                # 20,000 draws: the sample std is within ~1% (5 standard errors) of scale.
+                assert abs(x.std() / scale - 1) < 5 / np.sqrt(2 * x.size)
+                assert abs(x.mean()) < 5 * scale / np.sqrt(x.size)
+
+
+def test_update_strategies(key):
+    p = _heads_params(key)
+    rates = jnp.full((K, D), 0.3)
+    scores = jax.random.uniform(key, (K, D))
+    best_ref = np.argmax(np.asarray(scores), -1)
+    same, r, best = M.pta_update(p, rates, scores, key, strategy="none")
+    np.testing.assert_array_equal(best, best_ref)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, same, p))
+    g, _, _ = M.pta_update(p, rates, scores, key, strategy="greedy")
+    pert, _, _ = M.pta_update(p, rates, scores, key, strategy="perturb", perturbation_scale=0.1)
+    for k in range(K):
+        b = int(best_ref[k])
+        np.testing.assert_array_equal(pert["kernel"][k, b], p["kernel"][k, b])
+        for d in range(D):
+            np.testing.assert_array_equal(g["kernel"][k, d], p["kernel"][k, b])
+            if d != b:
+                diff = np.asarray(pert["kernel"][k, d] - g["kernel"][k, d])
+                assert 0 < np.abs(diff).max() < 1.0
+    _, hr, _ = M.pta_update(
+        p, rates, scores, key, strategy="hyperperturb", dropout_scale=0.5, max_dropout=0.6
+    )
+    for k in range(K):
+        b = int(best_ref[k])
+        assert float(hr[k, b]) == pytest.approx(0.3)
+        others = np.delete(np.asarray(hr[k]), b)
+        assert np.all((others >= 0) & (others <= 0.6)) and np.any(others != 0.3)
+
+
+def test_argument_validation():
+    p = {"w": jnp.zeros((2, 3, 4))}
+    with pytest.raises(ValueError, match="strategy"):
+        M.pta_update(p, jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.key(0), strategy="bad")
+    with pytest.raises(ValueError, match="dropout_scale"):
+        M.pta_update(p, jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.key(0),
+                     strategy="greedy", dropout_scale=-0.1)  # fmt: skip
+    with pytest.raises(ValueError, match="scale"):
+        M.pta_perturb(p, jax.random.key(0), jnp.zeros(2, jnp.int32), scale=-1.0)
+    with pytest.raises(ValueError, match="num_frozen"):
+        M.pta_trainable_mask(2, 3, num_frozen=3)
+    with pytest.raises(ValueError, match="labels"):
+        M.pseudo_task_losses(jnp.zeros((2, 3, 4, 5)), jnp.zeros((4, 3), jnp.int32))
+    with pytest.raises(ValueError, match="num_steps"):
+        M.make_pta_driver(
+            None, None, balancers.equal_weighting(), optax.sgd(0.1),
+            num_tasks=1, num_decoders=2, num_steps=0,
+        )  # fmt: skip
+
+
+class _Net(nn.Module):
+    k: int
+    n: int
+
+    def setup(self):
+        self.trunk = nn.Dense(8)
+        self.heads = M.PseudoTaskHeads(self.k, self.n, C)
+
+    def __call__(self, x, rates=None, deterministic=True):
+        return self.heads(nn.relu(self.trunk(x)), rates, deterministic=deterministic)
+
+
+def _problem(k, n):
+    net = _Net(k, n)
+    x = jax.random.normal(jax.random.key(3), (4, B, DIM))  # M = 4 batches
+    y = jax.random.randint(jax.random.key(4), (4, B, k), 0, C)
+    params = net.init(jax.random.key(5), x[0])
+
+    def loss_fn(p, batch, rates, kk):
+        logits = net.apply(p, batch[0], rates, False, rngs={"dropout": kk})
+        return M.pseudo_task_losses(logits, batch[1])
+
+    def score_fn(p):
+        return M.decoder_accuracy(net.apply(p, x[0]), y[0])
+
+    return net, params, (x, y), loss_fn, score_fn
+
+
+def test_frozen_decoders_do_not_move():
+    net, params, batches, loss_fn, score_fn = _problem(2, 3)
+    drv = M.make_pta_driver(
+        loss_fn, score_fn, balancers.equal_weighting(), optax.adam(1e-2),
+        num_tasks=2, num_decoders=3, num_steps=4, strategy="none", num_frozen=2,
+    )  # fmt: skip
+    state, metrics = drv.meta_step(drv.init(params, 0), batches)
+    assert metrics["losses"].shape == (4, 6)
+    old, new = params["params"]["heads"], state.train.params["params"]["heads"]
+    for leaf in ("kernel", "bias"):
+        np.testing.assert_array_equal(new[leaf][:, 1:], old[leaf][:, 1:])
+        assert not np.allclose(new[leaf][:, 0], old[leaf][:, 0])
+    assert not np.allclose(state.train.params["params"]["trunk"]["kernel"],
+                           params["params"]["trunk"]["kernel"])  # fmt: skip
+
+
+def test_driver_greedy_makes_decoders_equal_and_selects():
+    net, params, batches, loss_fn, score_fn = _problem(2, 3)
+    drv = M.make_pta_driver(
+        loss_fn, score_fn, balancers.equal_weighting(), optax.adam(1e-2),
+        num_tasks=2, num_decoders=3, num_steps=4, strategy="greedy",
+    )  # fmt: skip
+    state, metrics = drv.meta_step(drv.init(params, 0), batches)
+    np.testing.assert_array_equal(state.best, M.select_decoders(metrics["scores"]))
+    h = state.train.params["params"]["heads"]["kernel"]
+    for d in range(3):
+        np.testing.assert_array_equal(h[:, d], h[:, 0])
+
+
+@pytest.mark.parametrize("balancer", [balancers.equal_weighting, balancers.mgda])
+def test_single_decoder_reduces_to_plain_model(balancer):
+    """D = 1 with no control is exactly the plain shared-trunk model with one head per task."""
+    net, params, batches, loss_fn, score_fn = _problem(2, 1)
+    drv = M.make_pta_driver(
+        loss_fn, score_fn, balancer(), optax.sgd(0.1),
+        num_tasks=2, num_decoders=1, num_steps=4, strategy="greedy", perturbation_scale=0.5,
+    )  # fmt: skip
+    state, _ = drv.meta_step(drv.init(params, 0), batches)
+
+    # The plain model: Dense trunk + MultiHeadDense, same parameter values.
+    plain = nn.Sequential([nn.Dense(8), nn.relu, M.MultiHeadDense(2, C)])
+    pp = {
+        "params": {
+            "layers_0": params["params"]["trunk"],
+            "layers_2": {k: v[:, 0] for k, v in params["params"]["heads"].items()},
+        }
+    }
+
+    def plain_loss(p, batch):
+        logits = plain.apply(p, batch[0])  # [K, B, C]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch[1].T)
+        return ce.mean(-1)
+
+    step = make_train_step(plain_loss, balancer(), optax.sgd(0.1))
+    ts = step.init(pp)
+    for m in range(4):
+        ts, _ = step(ts, (batches[0][m], batches[1][m]))
+    got = state.train.params["params"]
+    ref = ts.params["params"]
+    np.testing.assert_allclose(
+        got["trunk"]["kernel"], ref["layers_0"]["kernel"], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        got["heads"]["kernel"][:, 0], ref["layers_2"]["kernel"], rtol=1e-5, atol=1e-6
+    )
+    # and the logits agree exactly for the same parameters
+    x = batches[0][0]
+    np.testing.assert_array_equal(net.apply(params, x)[:, 0], plain.apply(pp, x))
