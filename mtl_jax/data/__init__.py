@@ -7,6 +7,9 @@ from mtl_jax.data._icu_alarms import ALARM_TYPES as ALARM_TYPES
 from mtl_jax.data._icu_alarms import ICU_STREAMS as ICU_STREAMS
 from mtl_jax.data._icu_alarms import ICUAlarms as ICUAlarms
 from mtl_jax.data._icu_alarms import icu_alarms as icu_alarms
+from mtl_jax.data._physionet2015 import PHYSIONET_STREAMS as PHYSIONET_STREAMS
+from mtl_jax.data._physionet2015 import PhysioNetAlarms as PhysioNetAlarms
+from mtl_jax.data._physionet2015 import load_physionet_2015 as load_physionet_2015
 from mtl_jax.data._relevance import AuxiliaryTargets as AuxiliaryTargets
 from mtl_jax.data._relevance import FeatureRelevance as FeatureRelevance
 from mtl_jax.data._relevance import auxiliary_targets as auxiliary_targets
@@ -23,11 +26,14 @@ __all__ = [
     "FeatureRelevance",
     "ICUAlarms",
     "ICU_STREAMS",
+    "PHYSIONET_STREAMS",
+    "PhysioNetAlarms",
     "TS_FEATURE_NAMES",
     "ToyRegression",
     "auxiliary_targets",
     "icu_alarms",
     "load_digits",
+    "load_physionet_2015",
     "select_relevant_features",
     "time_series_features",
     "toy_regression",
