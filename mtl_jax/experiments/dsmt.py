@@ -127,7 +127,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     import matplotlib.pyplot as plt
 
     seeds = seeds_from(seed, 5 if fast else 10)
-    pool, test, num_steps = (400, 300, 150) if fast else (1500, 1000, 1500)
+    pool, test, num_steps = (300, 300, 150) if fast else (1500, 1000, 1500)
     budgets = (BUDGETS[0], BUDGETS[-1]) if fast else BUDGETS
     prepared = [_prepare(s, pool=pool, test=test) for s in seeds]
     inst = [(i, n) for i in range(len(seeds)) for n in budgets]
