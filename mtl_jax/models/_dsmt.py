@@ -1,0 +1,363 @@
+"""DSMT-Nets: distantly supervised multi-task networks for false-alarm suppression.
+
+Schwab et al., "Not to Cry Wolf: Distantly Supervised Multitask Learning in
+Critical Care", ICML 2018, https://arxiv.org/abs/1802.05027. One perception
+block per input stream, one auxiliary block per auxiliary task (trained on every
+window, labelled or not), and a main head that reads the stream representation
+and every auxiliary block's hidden state. Training goes through
+:func:`mtl_jax.training.make_train_step`: the main loss (masked to the labelled
+windows) and the auxiliary losses are tasks, weighted per step by a phase
+schedule (:func:`dsmt_phase_weights`) and then by any balancer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtl_jax.balancers._base import Balancer
+from mtl_jax.training._step import TrainState, make_train_step
+
+__all__ = [
+    "DSMTNet",
+    "DSMTTrainStep",
+    "dsmt_losses",
+    "dsmt_phase_weights",
+    "make_dsmt_train_step",
+]
+
+
+class _ResidualEncoder(nn.Module):
+    """A 1-D residual network over one stream ``[B, T]`` ending in global average pooling."""
+
+    channels: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        h = x[..., None]
+        for c in self.channels:
+            h = nn.Conv(c, (7,), strides=(2,), use_bias=False)(h)
+            h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
+            r = nn.Conv(c, (3,), use_bias=False)(h)
+            r = nn.relu(nn.BatchNorm(use_running_average=not train)(r))
+            r = nn.Conv(c, (3,), use_bias=False)(r)
+            r = nn.BatchNorm(use_running_average=not train, scale_init=nn.initializers.zeros)(r)
+            h = nn.relu(h + r)
+        return jnp.mean(h, axis=-2)
+
+
+class _TaskDense(nn.Module):
+    """``K`` independent affine maps: ``[B, K, d] -> [B, K, f]`` (or ``[B, d]`` shared input)."""
+
+    num_tasks: int
+    features: int
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
+        kernel = self.param("kernel", init, (self.num_tasks, d, self.features))
+        bias = self.param("bias", self.bias_init, (self.num_tasks, self.features))
+        if x.ndim == 2:
+            return jnp.einsum("bd,kdf->bkf", x, kernel) + bias[None]
+        return jnp.einsum("bkd,kdf->bkf", x, kernel) + bias[None]
+
+
+def _highway(x, gate_bias, dense):
+    """``T ⊙ relu(W_h x) + (1 - T) ⊙ x`` with ``T = σ(W_t x + b_t)``, ``b_t`` init ``gate_bias``."""
+    h = nn.relu(dense(x.shape[-1], nn.initializers.zeros)(x))
+    gate = nn.sigmoid(dense(x.shape[-1], nn.initializers.constant(gate_bias))(x))
+    return gate * h + (1.0 - gate) * x
+
+
+class DSMTNet(nn.Module):
+    r"""A distantly supervised multi-task network (DSMT-Net).
+
+    Each of the ``S`` streams passes its own perception block (a 1-D residual
+    network with ``channels`` stages ending in global average pooling); the
+    stream representations are concatenated with the ``S`` missing-stream
+    indicators into :math:`r`. With ``aux_mode="blocks"`` each auxiliary task
+    :math:`k` has its own block
+
+    .. math::
+       h_k = \mathrm{Highway}(\mathrm{Dropout}(\mathrm{ReLU}(\mathrm{BN}(W_k r)))),
+       \quad \hat a_k = v_k^\top (h_k + \epsilon), \ \epsilon \sim \mathcal N(0, s^2)
+
+    (the highway gate bias starts at ``gate_bias`` < 0, so the block starts
+    close to the identity; the noise acts in training only). The main head reads
+    :math:`[r, h_1, \dots, h_K]` through Dense(2·units) → BN → ReLU → Dropout →
+    Highway → Dense(1) and gives the logit of a true alarm. ``aux_mode="naive"``
+    is the naive multi-task baseline: one shared hidden block with all ``K``
+    auxiliary outputs on one layer. ``num_aux_tasks=0`` is the plain supervised
+    network.
+
+    Dropout needs the ``"dropout"`` RNG and the noise the ``"noise"`` RNG when
+    ``train=True``; BatchNorm keeps its running statistics in the mutable
+    ``"batch_stats"`` collection.
+
+    Schwab et al., "Not to Cry Wolf: Distantly Supervised Multitask Learning in
+    Critical Care", ICML 2018, https://arxiv.org/abs/1802.05027.
+
+    Attributes:
+      num_aux_tasks: ``K >= 0``.
+      channels: channels of the perception blocks' residual stages.
+      units: hidden units of each auxiliary block (the head uses ``2 * units``).
+      dropout_rate: dropout rate of the auxiliary blocks and the head.
+      noise_std: standard deviation ``s`` of the auxiliary blocks' Gaussian noise.
+      gate_bias: initial bias of the highway gates.
+      aux_mode: ``"blocks"`` (DSMT-Net) or ``"naive"`` (all outputs on one layer).
+    """
+
+    num_aux_tasks: int
+    channels: tuple[int, ...] = (16, 32)
+    units: int = 16
+    dropout_rate: float = 0.2
+    noise_std: float = 0.35
+    gate_bias: float = -3.0
+    aux_mode: str = "blocks"
+
+    def _check(self):
+        if not isinstance(self.num_aux_tasks, int) or self.num_aux_tasks < 0:
+            raise ValueError(f"num_aux_tasks must be an int >= 0; got {self.num_aux_tasks!r}")
+        if self.aux_mode not in ("blocks", "naive"):
+            raise ValueError(f"aux_mode must be 'blocks' or 'naive'; got {self.aux_mode!r}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1); got {self.dropout_rate}")
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0; got {self.noise_std}")
+
+    @nn.compact
+    def __call__(
+        self, windows: jax.Array, missing: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, jax.Array]:
+        """Applies the network.
+
+        Args:
+          windows: ``[B, S, T]`` stream samples.
+          missing: ``[B, S]`` missing-stream indicators (1 = absent).
+          train: training mode (batch statistics, dropout and noise).
+
+        Returns:
+          ``(logit [B], aux [B, K])``: the main output's logit and the auxiliary
+          predictions.
+        """
+        self._check()
+        if windows.ndim != 3 or missing.shape != windows.shape[:2]:
+            raise ValueError(
+                f"windows must be [B, S, T] and missing [B, S]; got {windows.shape}, "
+                f"{missing.shape}"
+            )
+        k = self.num_aux_tasks
+        reps = [
+            _ResidualEncoder(self.channels, name=f"stream_{s}")(windows[:, s], train)
+            for s in range(windows.shape[1])
+        ]
+        r = jnp.concatenate([*reps, missing.astype(windows.dtype)], axis=-1)
+        bn = lambda: nn.BatchNorm(use_running_average=not train)
+        drop = lambda h: nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        head_in = [r]
+        aux = jnp.zeros((windows.shape[0], 0), windows.dtype)
+        if k and self.aux_mode == "blocks":
+            h = _TaskDense(k, self.units, name="aux_dense")(r)  # [B, K, U]
+            h = drop(nn.relu(bn()(h)))
+            dense = lambda f, b: _TaskDense(k, f, bias_init=b)
+            h = _highway(h, self.gate_bias, dense)
+            head_in.append(h.reshape(h.shape[0], -1))
+            if train and self.noise_std > 0:
+                h = h + self.noise_std * jax.random.normal(self.make_rng("noise"), h.shape)
+            aux = _TaskDense(k, 1, name="aux_out")(h)[..., 0]
+        elif k:
+            h = drop(nn.relu(bn()(nn.Dense(self.units, name="aux_dense")(r))))
+            h = _highway(h, self.gate_bias, lambda f, b: nn.Dense(f, bias_init=b))
+            head_in.append(h)
+            if train and self.noise_std > 0:
+                h = h + self.noise_std * jax.random.normal(self.make_rng("noise"), h.shape)
+            aux = nn.Dense(k, name="aux_out")(h)
+        z = jnp.concatenate(head_in, axis=-1)
+        z = drop(nn.relu(bn()(nn.Dense(2 * self.units, name="head_dense")(z))))
+        z = _highway(z, self.gate_bias, lambda f, b: nn.Dense(f, bias_init=b))
+        logit = nn.Dense(1, name="head_out")(z)[:, 0]
+        return logit, aux
+
+
+def dsmt_phase_weights(
+    step: jax.Array,
+    *,
+    num_aux_tasks: int,
+    burn_in_steps: int,
+    phase_steps: int,
+) -> jax.Array:
+    r"""The per-task weights of the DSMT schedule at ``step`` (main task first).
+
+    The authors train the auxiliary tasks alone for a burn-in, then alternate an
+    auxiliary phase (all windows) and a main phase (labelled windows) in every
+    epoch. As task weights :math:`(w_\text{main}, w_1, \dots, w_K)`:
+
+    .. math::
+       w = \begin{cases} (0, 1, \dots, 1) & s < b \text{ or }
+       \lfloor (s - b) / p \rfloor \text{ even} \\ (1, 0, \dots, 0) & \text{otherwise}
+       \end{cases}
+
+    with :math:`b` = ``burn_in_steps`` and :math:`p` = ``phase_steps``. With no
+    auxiliary tasks the main task always has weight 1.
+
+    Schwab et al., "Not to Cry Wolf", ICML 2018, https://arxiv.org/abs/1802.05027.
+
+    Args:
+      step: the (traced) step counter.
+      num_aux_tasks: ``K``.
+      burn_in_steps: steps of auxiliary-only training at the start (``>= 0``).
+      phase_steps: steps per phase after the burn-in (``>= 1``).
+
+    Returns:
+      ``[K + 1]`` float32 weights.
+    """
+    if not isinstance(num_aux_tasks, int) or num_aux_tasks < 0:
+        raise ValueError(f"num_aux_tasks must be an int >= 0; got {num_aux_tasks!r}")
+    if burn_in_steps < 0:
+        raise ValueError(f"burn_in_steps must be >= 0; got {burn_in_steps}")
+    if phase_steps < 1:
+        raise ValueError(f"phase_steps must be >= 1; got {phase_steps}")
+    if num_aux_tasks == 0:
+        return jnp.ones((1,), jnp.float32)
+    step = jnp.asarray(step)
+    aux_phase = (step < burn_in_steps) | (((step - burn_in_steps) // phase_steps) % 2 == 0)
+    main = jnp.where(aux_phase, 0.0, 1.0)
+    return jnp.concatenate([main[None], jnp.broadcast_to(1.0 - main, (num_aux_tasks,))]).astype(
+        jnp.float32
+    )
+
+
+def dsmt_losses(
+    logit: jax.Array,
+    aux: jax.Array,
+    *,
+    labels: jax.Array,
+    label_mask: jax.Array,
+    aux_targets: jax.Array,
+) -> jax.Array:
+    r"""The per-task losses of a DSMT-Net: masked main BCE first, then the auxiliary MSEs.
+
+    .. math::
+       L_\text{main} = \frac{\sum_i m_i\, \mathrm{BCE}(z_i, y_i)}{\max(1, \sum_i m_i)},
+       \qquad L_k = \frac{1}{B}\sum_i (\hat a_{ik} - a_{ik})^2
+
+    with the label mask :math:`m_i \in \{0, 1\}`: an unlabelled window
+    (:math:`m_i = 0`) contributes nothing to the main loss or its gradient,
+    whatever its label entry holds (distant supervision: the auxiliary targets
+    exist for every window).
+
+    Schwab et al., "Not to Cry Wolf", ICML 2018, https://arxiv.org/abs/1802.05027.
+
+    Args:
+      logit: ``[B]`` main-output logits.
+      aux: ``[B, K]`` auxiliary predictions.
+      labels: ``[B]`` binary labels (any value where ``label_mask`` is 0).
+      label_mask: ``[B]`` 1 for labelled windows, 0 otherwise.
+      aux_targets: ``[B, K]`` standardised auxiliary targets.
+
+    Returns:
+      ``[K + 1]`` losses.
+    """
+    if aux.shape != aux_targets.shape:
+        raise ValueError(f"aux {aux.shape} and aux_targets {aux_targets.shape} differ in shape")
+    m = jnp.asarray(label_mask, logit.dtype)
+    y = jnp.where(m > 0, jnp.asarray(labels, logit.dtype), 0.0)
+    bce = optax.sigmoid_binary_cross_entropy(logit, y)
+    main = jnp.sum(jnp.where(m > 0, bce, 0.0)) / jnp.maximum(jnp.sum(m), 1.0)
+    mse = jnp.mean((aux - aux_targets) ** 2, axis=0)
+    return jnp.concatenate([main[None], mse])
+
+
+class DSMTTrainStep(NamedTuple):
+    """A DSMT step: ``init(variables) -> state``, ``step(state, batch) -> (state, metrics)``.
+
+    ``state`` is the pair ``(TrainState, batch_stats)``: the library's
+    :class:`~mtl_jax.training.TrainState` over the trainable ``params`` and
+    the BatchNorm statistics carried beside it.
+    """
+
+    init: Callable[[Any], tuple[TrainState, Any]]
+    step: Callable[[tuple[TrainState, Any], Any], tuple[tuple[TrainState, Any], dict]]
+
+
+def make_dsmt_train_step(
+    model: DSMTNet,
+    balancer: Balancer,
+    optimizer: optax.GradientTransformation,
+    *,
+    burn_in_steps: int,
+    phase_steps: int,
+    jit: bool = True,
+) -> DSMTTrainStep:
+    r"""A DSMT training step built on :func:`mtl_jax.training.make_train_step`.
+
+    The loss function returns the ``K + 1`` losses of :func:`dsmt_losses`
+    times the schedule's weights :func:`dsmt_phase_weights` at the current
+    step, so the auxiliary and main phases are a weighting of tasks and any
+    balancer then weights them further. BatchNorm's statistics travel through
+    ``has_aux``: the loss function returns the updated ``batch_stats``, which
+    this thin wrapper stores beside the library's ``TrainState``.
+
+    ``batch`` is a dict with ``windows [B, S, T]``, ``missing [B, S]``,
+    ``labels [B]``, ``label_mask [B]``, ``aux_targets [B, K]`` and ``key`` (a
+    PRNG key for dropout and noise).
+
+    Schwab et al., "Not to Cry Wolf", ICML 2018, https://arxiv.org/abs/1802.05027.
+
+    Args:
+      model: the :class:`DSMTNet`.
+      balancer: any loss-only or Jacobian balancer from :mod:`mtl_jax.balancers`.
+      optimizer: the optax optimiser.
+      burn_in_steps: auxiliary-only steps at the start.
+      phase_steps: steps per auxiliary/main phase after the burn-in.
+      jit: whether to jit the step.
+
+    Returns:
+      A :class:`DSMTTrainStep`; ``metrics`` holds the weighted ``"losses"``
+      and the inner step's other entries.
+    """
+    k = model.num_aux_tasks
+    dsmt_phase_weights(0, num_aux_tasks=k, burn_in_steps=burn_in_steps, phase_steps=phase_steps)
+
+    def loss_fn(params, batch):
+        drop_key, noise_key = jax.random.split(batch["key"])
+        (logit, aux), updates = model.apply(
+            {"params": params, "batch_stats": batch["batch_stats"]},
+            batch["windows"],
+            batch["missing"],
+            train=True,
+            rngs={"dropout": drop_key, "noise": noise_key},
+            mutable=["batch_stats"],
+        )
+        losses = dsmt_losses(
+            logit,
+            aux,
+            labels=batch["labels"],
+            label_mask=batch["label_mask"],
+            aux_targets=batch["aux_targets"],
+        )
+        w = dsmt_phase_weights(
+            batch["step"], num_aux_tasks=k, burn_in_steps=burn_in_steps, phase_steps=phase_steps
+        )
+        return losses * w, updates["batch_stats"]
+
+    inner = make_train_step(loss_fn, balancer, optimizer, has_aux=True, jit=False)
+
+    def init(variables):
+        return inner.init(variables["params"]), variables.get("batch_stats", {})
+
+    def step(state, batch):
+        train_state, stats = state
+        batch = dict(batch, batch_stats=stats, step=train_state.step)
+        train_state, metrics = inner.step(train_state, batch)
+        new_stats = metrics.pop("aux")
+        return (train_state, new_stats), metrics
+
+    return DSMTTrainStep(init, jax.jit(step) if jit else step)

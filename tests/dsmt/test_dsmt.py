@@ -1,0 +1,216 @@
+"""DSMT-Nets: the network, the auxiliary-task construction, the label mask and the data."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+import mtl_jax as mtl
+from mtl_jax import data, models
+
+
+def _batch(key, b=8, s=3, t=96, k=3):
+    k1, k2 = jax.random.split(key)
+    return {
+        "windows": jax.random.normal(k1, (b, s, t)),
+        "missing": jnp.zeros((b, s)).at[0, 1].set(1.0),
+        "labels": (jnp.arange(b) % 2).astype(jnp.float32),
+        "label_mask": (jnp.arange(b) < b // 2).astype(jnp.float32),
+        "aux_targets": jax.random.normal(k2, (b, k)),
+        "key": jax.random.key(3),
+    }
+
+
+@pytest.mark.parametrize("mode,k", [("blocks", 3), ("naive", 3), ("blocks", 0)])
+def test_shapes_and_state(mode, k, key):
+    model = models.DSMTNet(num_aux_tasks=k, aux_mode=mode, channels=(4, 8), units=4)
+    b = _batch(key, k=k)
+    v = model.init(key, b["windows"], b["missing"], train=False)
+    assert set(v) == {"params", "batch_stats"}
+    logit, aux = model.apply(v, b["windows"], b["missing"], train=False)
+    assert logit.shape == (8,) and aux.shape == (8, k)
+    # Training mode updates the BatchNorm statistics and needs the dropout/noise RNGs.
+    rngs = {"dropout": jax.random.key(1), "noise": jax.random.key(2)}
+    (l2, _), upd = model.apply(
+        v, b["windows"], b["missing"], train=True, rngs=rngs, mutable=["batch_stats"]
+    )
+    assert l2.shape == (8,)
+    changed = jax.tree.map(lambda a, c: bool(jnp.any(a != c)), v["batch_stats"], upd["batch_stats"])
+    assert any(jax.tree.leaves(changed))
+    # Blocks: one kernel per auxiliary task; naive: one shared layer with K outputs.
+    if k and mode == "blocks":
+        assert v["params"]["aux_dense"]["kernel"].shape[0] == k
+    if k and mode == "naive":
+        assert v["params"]["aux_out"]["kernel"].shape[-1] == k
+
+
+def test_invalid_arguments(key):
+    b = _batch(key)
+    with pytest.raises(ValueError, match="aux_mode"):
+        models.DSMTNet(num_aux_tasks=2, aux_mode="x").init(
+            key, b["windows"], b["missing"], train=False
+        )
+    with pytest.raises(ValueError, match="num_aux_tasks"):
+        models.dsmt_phase_weights(0, num_aux_tasks=-1, burn_in_steps=0, phase_steps=1)
+    with pytest.raises(ValueError, match="fdr"):
+        data.select_relevant_features(np.zeros((4, 2)), np.array([0, 1, 0, 1]), fdr=1.5)
+    with pytest.raises(ValueError, match="labels"):
+        data.auxiliary_targets(np.zeros((4, 2)), np.array([0, 1, 2, 1]), num_tasks=1)
+    with pytest.raises(ValueError, match="num_windows"):
+        data.icu_alarms(0, num_windows=0)
+
+
+def test_phase_schedule():
+    w = lambda s: np.asarray(
+        models.dsmt_phase_weights(s, num_aux_tasks=2, burn_in_steps=3, phase_steps=2)
+    )
+    # Burn-in: auxiliary only; then alternating auxiliary / main phases of 2 steps.
+    expected_main = [0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1]
+    for s, m in enumerate(expected_main):
+        np.testing.assert_array_equal(w(s), [m, 1 - m, 1 - m])
+    assert np.asarray(
+        models.dsmt_phase_weights(5, num_aux_tasks=0, burn_in_steps=3, phase_steps=2)
+    ).tolist() == [1.0]
+
+
+def test_unlabelled_window_gives_no_main_gradient(key):
+    model = models.DSMTNet(num_aux_tasks=3, channels=(4,), units=4)
+    b = _batch(key)
+    v = model.init(key, b["windows"], b["missing"], train=False)
+
+    def main_loss(params, batch):
+        logit, aux = model.apply(
+            {"params": params, "batch_stats": v["batch_stats"]},
+            batch["windows"],
+            batch["missing"],
+            train=False,
+        )
+        kw = {k: batch[k] for k in ("labels", "label_mask", "aux_targets")}
+        return models.dsmt_losses(logit, aux, **kw)
+
+    g = jax.grad(lambda p, bb: main_loss(p, bb)[0])
+    g0 = g(v["params"], b)
+    # Change everything about the unlabelled windows (mask 0): their label (even to
+    # NaN) and their inputs. The main loss's gradient does not move ...
+    unl = b["label_mask"] == 0
+    b2 = dict(b)
+    b2["labels"] = jnp.where(unl, jnp.nan, b["labels"])
+    b2["windows"] = jnp.where(unl[:, None, None], 5.0 * b["windows"] + 1.0, b["windows"])
+    g1 = g(v["params"], b2)
+    jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7), g0, g1)
+    # ... while the auxiliary losses do see the unlabelled windows.
+    ga = jax.grad(lambda p, bb: main_loss(p, bb)[1])
+    diff = jax.tree.map(
+        lambda a, c: float(jnp.max(jnp.abs(a - c))), ga(v["params"], b), ga(v["params"], b2)
+    )
+    assert max(jax.tree.leaves(diff)) > 1e-4
+    # The masked mean is the mean BCE over the labelled windows (closed form).
+    logit, _ = model.apply(v, b["windows"], b["missing"], train=False)
+    p = jax.nn.sigmoid(logit)
+    y, m = b["labels"], b["label_mask"] > 0
+    bce = -(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
+    np.testing.assert_allclose(main_loss(v["params"], b)[0], jnp.mean(bce[m]), rtol=1e-5)
+
+
+def test_train_step_carries_batch_stats_and_follows_schedule(key):
+    model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
+    b = _batch(key, k=2)
+    b.pop("key")
+    v = model.init(key, b["windows"], b["missing"], train=False)
+    ts = models.make_dsmt_train_step(
+        model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=1, phase_steps=1
+    )
+    state = ts.init(v)
+    seen = []
+    for i in range(3):
+        old_params = state[0].params
+        state, metrics = ts.step(state, dict(b, key=jax.random.key(i)))
+        seen.append(np.asarray(metrics["losses"]))
+        if i == 2:  # main phase: the auxiliary output layer gets no update (SGD)
+            np.testing.assert_array_equal(
+                state[0].params["aux_out"]["kernel"], old_params["aux_out"]["kernel"]
+            )
+    assert int(state[0].step) == 3
+    # Burn-in (step 0), auxiliary phase (step 1), main phase (step 2).
+    assert seen[0][0] == 0 and seen[1][0] == 0 and (seen[1][1:] > 0).all()
+    assert seen[2][0] > 0 and (seen[2][1:] == 0).all()
+    mean0 = v["batch_stats"]["stream_0"]["BatchNorm_0"]["mean"]
+    assert not np.allclose(state[1]["stream_0"]["BatchNorm_0"]["mean"], mean0)
+
+
+def test_feature_bank_matches_numpy(rng):
+    x = rng.normal(size=(3, 2, 100)).astype(np.float32)
+    x[0, 1] += np.linspace(0, 3, 100)
+    x[2, 0] = 1.5  # constant stream: finite features
+    f = np.asarray(data.time_series_features(x))
+    names = data.TS_FEATURE_NAMES
+    assert f.shape == (3, 2, len(names)) and len(names) >= 30 and np.isfinite(f).all()
+    col = {n: f[..., i] for i, n in enumerate(names)}
+    np.testing.assert_allclose(col["mean"], x.mean(-1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(col["std"], x.std(-1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(col["quantile_0.25"], np.quantile(x, 0.25, -1), rtol=1e-5)
+    slope = np.array([[np.polyfit(np.arange(100), s, 1)[0] for s in w] for w in x])
+    np.testing.assert_allclose(col["trend_slope"], slope, rtol=1e-3, atol=1e-6)
+    s = x[1, 0]
+    c = s - s.mean()
+    np.testing.assert_allclose(
+        col["autocorr_lag_4"][1, 0], np.mean(c[:-4] * c[4:]) / c.var(), rtol=1e-4
+    )
+    np.testing.assert_allclose(col["skewness"][:2], stats.skew(x[:2], -1), rtol=1e-3)
+    np.testing.assert_allclose(col["kurtosis"][:2], stats.kurtosis(x[:2], -1), rtol=1e-3)
+    zc = np.mean(np.sign(c[1:]) * np.sign(c[:-1]) < 0)
+    np.testing.assert_allclose(col["zero_crossing_rate"][1, 0], zc, rtol=1e-6)
+    bands = f[..., [i for i, n in enumerate(names) if n.startswith("band_energy")]]
+    np.testing.assert_allclose(bands[:2].sum(-1), 1.0, rtol=1e-5)
+    assert col["std"][2, 0] == 0 and col["autocorr_lag_1"][2, 0] == 0
+
+
+def test_relevance_filter_finds_relevant_features(rng):
+    n = 200
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 30))
+    x[:, :5] += 1.2 * y[:, None]  # the first 5 features depend on the label
+    x[:, 29] = 1.0  # a constant feature is never relevant
+    rel = data.select_relevant_features(x, y)
+    assert rel.relevant[:5].all() and rel.relevant[5:].sum() <= 1 and not rel.relevant[29]
+    # The p-values are scipy's Mann-Whitney U and the selection is Benjamini-Yekutieli.
+    ref = stats.mannwhitneyu(x[y == 1, 3], x[y == 0, 3]).pvalue
+    np.testing.assert_allclose(rel.p_values[3], ref)
+    aux = data.auxiliary_targets(
+        x, np.where(np.arange(n) < 100, y, -1), num_tasks=3, choice="random", seed=1
+    )
+    assert aux.targets.shape == (n, 3) and set(aux.indices) <= set(range(5))
+    np.testing.assert_allclose(aux.targets.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(aux.targets.std(0), 1.0, rtol=1e-4)
+    top = data.auxiliary_targets(x, np.where(np.arange(n) < 100, y, -1), num_tasks=2, choice="top")
+    order = np.argsort(top.relevance.p_values)
+    np.testing.assert_array_equal(top.indices, order[:2])
+
+
+def test_relevance_filter_controls_false_discoveries(rng):
+    # Label-independent features: every selection is a false discovery. BY keeps
+    # the expected false-discovery proportion (here: P(any selected)) below q.
+    draws, hits, frac = 200, 0, []
+    for _ in range(draws):
+        x = rng.normal(size=(40, 20))
+        y = np.repeat([0, 1], 20)
+        rel = data.select_relevant_features(x, y, fdr=0.2)
+        hits += bool(rel.relevant.any())
+        frac.append(rel.relevant.mean())
+    assert hits / draws <= 0.2 + 2 * np.sqrt(0.2 * 0.8 / draws)
+    assert np.mean(frac) < 0.02
+
+
+def test_icu_alarms_is_pure_and_informative():
+    a, b = data.icu_alarms(7, num_windows=80), data.icu_alarms(7, num_windows=80)
+    for u, w in zip(a, b):
+        np.testing.assert_array_equal(u, w)
+    assert a.windows.shape == (80, 3, 256) and a.windows.dtype == np.float32
+    assert set(np.unique(a.labels)) == {0, 1} and a.alarm_type.max() < len(data.ALARM_TYPES)
+    assert (a.windows[a.missing[:, 1] == 1, 1] == 0).all()
+    # True alarms carry the arrhythmia in the pulse stream: it is weaker on average.
+    pulse_std = a.windows[:, 1].std(-1)
+    present = a.missing[:, 1] == 0
+    assert pulse_std[present & (a.labels == 1)].mean() < pulse_std[present & (a.labels == 0)].mean()
