@@ -90,7 +90,10 @@ class CrossStitch(nn.Module):
         return h
 
     def shared_mask(self, params) -> dict:
-        """A ``shared=`` mask: True on the units and every stage but the last.
+        """A ``shared=`` mask: True on every stage but the last and every unit but the last.
+
+        Entry ``(k, l)`` of the last unit only feeds task ``k``'s last stage, so
+        that unit is task-specific, like the last stages.
 
         Args:
           params: the ``"params"`` collection or the whole variables dict.
@@ -98,5 +101,6 @@ class CrossStitch(nn.Module):
         Returns:
           A pytree of bools with the structure of ``params``.
         """
-        last = f"stage_{len(self.stages) - 1}"
-        return path_mask(params, lambda p: p[0] != last)
+        n = len(self.stages)
+        private = {f"stage_{n - 1}", f"unit_{n - 2}"}
+        return path_mask(params, lambda p: p[0] not in private)
