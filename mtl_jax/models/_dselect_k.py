@@ -129,13 +129,13 @@ class DSelectK(nn.Module):
         return jnp.einsum("tbi,tbie->tbe", jax.nn.softmax(alpha, axis=-1), r)
 
     def encode(self, x: jax.Array) -> dict:
-        z = {"experts": self.experts(x)}
+        z = {"experts": jnp.moveaxis(self.experts(x), 0, 1)}  # batch first: [B, E, ...]
         if self.gate_stem is not None:
             z["gate_input"] = gate_features(x, self.gate_stem)
         return z
 
     def decode(self, z: dict, x: jax.Array) -> jax.Array:
-        return self.towers(mix_experts(self._gates_from(z, x), z["experts"]))
+        return self.towers(mix_experts(self._gates_from(z, x), jnp.moveaxis(z["experts"], 1, 0)))
 
     def gates(self, x: jax.Array) -> jax.Array:
         return self._gates_from(self.encode(x), x)

@@ -43,7 +43,8 @@ class MMoE(nn.Module):
     a small shared network of the user's choice (for wide inputs such as images).
 
     ``__call__(x)`` returns the stacked tower outputs ``[K, B, ...]``;
-    ``encode(x)`` returns the shared representation (the experts' outputs and, with
+    ``encode(x)`` returns the shared representation (the experts' outputs ``[B, E, ...]``
+    (batch first, so data-parallel sharding carries over) and, with
     a stem, the gate input) and ``decode(z, x)`` the tower outputs from it, so
     ``decode(encode(x), x) == __call__(x)`` and representation mode
     (:class:`mtl_jax.training.Representation`) applies. ``gates(x)`` returns the
@@ -74,7 +75,7 @@ class MMoE(nn.Module):
         self.towers = Stacked(self.tower, self.num_tasks, in_axis=0)
 
     def encode(self, x: jax.Array) -> dict:
-        z = {"experts": self.experts(x)}
+        z = {"experts": jnp.moveaxis(self.experts(x), 0, 1)}  # batch first: [B, E, ...]
         if self.gate_stem is not None:
             z["gate_input"] = gate_features(x, self.gate_stem)
         return z
@@ -84,7 +85,7 @@ class MMoE(nn.Module):
         return jax.nn.softmax(self.gate(gate_in), axis=-1)
 
     def decode(self, z: dict, x: jax.Array) -> jax.Array:
-        return self.towers(mix_experts(self._gates(z, x), z["experts"]))
+        return self.towers(mix_experts(self._gates(z, x), jnp.moveaxis(z["experts"], 1, 0)))
 
     def gates(self, x: jax.Array) -> jax.Array:
         return self._gates(self.encode(x), x)

@@ -128,7 +128,7 @@ class PLE(nn.Module):
     def encode(self, x: jax.Array) -> dict:
         last = self.num_layers - 1
         if last == 0:
-            z = {"shared_experts": self.shared_experts[0](x)}
+            z = {"shared_experts": jnp.moveaxis(self.shared_experts[0](x), 0, 1)}
             if self.gate_stem is not None:
                 z["gate_input"] = self._first_gate_input(x)
             return z
@@ -138,18 +138,24 @@ class PLE(nn.Module):
             q_tasks, q_shared = self._layer(
                 j, q_tasks, q_shared, jax.vmap(_flat)(q_tasks), _flat(q_shared)
             )
-        return {"task_inputs": q_tasks, "shared_experts": self.shared_experts[last](q_shared)}
+        # Batch first in z, so a data-sharded representation stays sharded on axis 0.
+        return {
+            "task_inputs": jnp.moveaxis(q_tasks, 0, 1),
+            "shared_experts": jnp.moveaxis(self.shared_experts[last](q_shared), 0, 1),
+        }
 
     def _last(self, z: dict, x: jax.Array):
         last = self.num_layers - 1
         if last == 0:
             gin = z["gate_input"] if "gate_input" in z else gate_features(x, None)
             return last, x, gin
-        return last, z["task_inputs"], jax.vmap(_flat)(z["task_inputs"])
+        q_tasks = jnp.moveaxis(z["task_inputs"], 1, 0)
+        return last, q_tasks, jax.vmap(_flat)(q_tasks)
 
     def decode(self, z: dict, x: jax.Array) -> jax.Array:
         last, q_tasks, gin = self._last(z, x)
-        out, _ = self._layer(last, q_tasks, None, gin, None, shared_out=z["shared_experts"])
+        shared_out = jnp.moveaxis(z["shared_experts"], 1, 0)
+        out, _ = self._layer(last, q_tasks, None, gin, None, shared_out=shared_out)
         return self.towers(out)
 
     def gates(self, x: jax.Array) -> jax.Array:
