@@ -200,7 +200,13 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     seeds = seeds_from(seed, n_seeds)
     rows = []
     for ds in DATASETS:
-        rows += compare(ds, seeds=seeds, num_steps=num_steps)
+        rows += compare(
+            ds,
+            architectures=ARCHITECTURES,
+            balancer_names=BALANCERS,
+            seeds=seeds,
+            num_steps=num_steps,
+        )
     return _result(rows, seeds, num_steps, out_dir)
 
 
