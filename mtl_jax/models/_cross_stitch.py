@@ -32,7 +32,8 @@ class CrossStitch(nn.Module):
     Eq. 1), or one per channel of the activation with ``per_channel=True``.
     ``unit_init="identity"`` (default, the paper's): :math:`\\alpha_{kk} =`
     ``alpha_self`` and the rest of each row shared equally by the other tasks
-    (``(0.9, 0.1)`` for two tasks, the paper's best); ``"ones"``: every entry 1.
+    (``(0.9, 0.1)`` for two tasks, as in the paper's experiments); ``"ones"``: every
+    entry 1.
     The last stage of each task is its head. The paper also scales the units'
     learning rate up; use :func:`optax.multi_transform` for that. There is no
     shared representation, so no ``encode``/``decode``.

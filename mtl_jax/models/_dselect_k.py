@@ -63,7 +63,8 @@ class DSelectK(nn.Module):
       num_experts: ``E``, a power of two.
       k: selectors per task (experts each task may use).
       gamma: width ``γ`` of the smooth-step, used in the forward pass and in the
-        initialisation of the selector logits (uniform in ``[-γ/2, γ/2]``).
+        initialisation of the selector logits (biases uniform in
+        ``[-γ/100, γ/100]``, so every selector starts far from saturation).
       per_example: per-example (True) or static (False) gating.
       gate_stem: optional shared Flax module computing the gate input.
 
@@ -92,8 +93,8 @@ class DSelectK(nn.Module):
         )  # [E, m]
         self.experts = Stacked(self.expert, self.num_experts)
         self.towers = Stacked(self.tower, self.num_tasks, in_axis=0)
-        half = self.gamma / 2
-        z_init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -half, half)
+        r = self.gamma / 100
+        z_init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -r, r)
         shape_z, shape_a = (self.num_tasks, self.k, m), (self.num_tasks, self.k)
         if self.per_example:
             small = nn.initializers.variance_scaling(1e-2, "fan_in", "uniform")
