@@ -12,6 +12,9 @@ from mtl_jax.data._icu_alarms import ALARM_TYPES as ALARM_TYPES
 from mtl_jax.data._icu_alarms import ICU_STREAMS as ICU_STREAMS
 from mtl_jax.data._icu_alarms import ICUAlarms as ICUAlarms
 from mtl_jax.data._icu_alarms import icu_alarms as icu_alarms
+from mtl_jax.data._multi_digits import MultiTaskDigits as MultiTaskDigits
+from mtl_jax.data._multi_digits import digits_attributes as digits_attributes
+from mtl_jax.data._multi_digits import multi_digits as multi_digits
 from mtl_jax.data._physionet2015 import PHYSIONET_STREAMS as PHYSIONET_STREAMS
 from mtl_jax.data._physionet2015 import PhysioNetAlarms as PhysioNetAlarms
 from mtl_jax.data._physionet2015 import load_physionet_2015 as load_physionet_2015
@@ -47,6 +50,7 @@ __all__ = [
     "ICU_STREAMS",
     "LabelShiftedDigits",
     "MultiDigits",
+    "MultiTaskDigits",
     "PHYSIONET_STREAMS",
     "PhysioNetAlarms",
     "ShiftedDigits",
@@ -55,6 +59,7 @@ __all__ = [
     "auxiliary_targets",
     "data_source",
     "default_data_dir",
+    "digits_attributes",
     "get_builder",
     "icu_alarms",
     "iterator_state",
@@ -62,6 +67,7 @@ __all__ = [
     "load_digits",
     "load_physionet_2015",
     "make_loader",
+    "multi_digits",
     "multitask_view",
     "nyuv2_source",
     "prepare",

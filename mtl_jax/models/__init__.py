@@ -4,6 +4,8 @@ from mtl_jax.models._benchmark_nets import ConvEncoder as ConvEncoder
 from mtl_jax.models._benchmark_nets import MLPTrunk as MLPTrunk
 from mtl_jax.models._benchmark_nets import conv_hps as conv_hps
 from mtl_jax.models._benchmark_nets import mlp_hps as mlp_hps
+from mtl_jax.models._cross_stitch import CrossStitch as CrossStitch
+from mtl_jax.models._dselect_k import DSelectK as DSelectK
 from mtl_jax.models._dsmt import DSMTNet as DSMTNet
 from mtl_jax.models._dsmt import DSMTTrainStep as DSMTTrainStep
 from mtl_jax.models._dsmt import dsmt_losses as dsmt_losses
@@ -11,6 +13,11 @@ from mtl_jax.models._dsmt import dsmt_phase_weights as dsmt_phase_weights
 from mtl_jax.models._dsmt import make_dsmt_train_step as make_dsmt_train_step
 from mtl_jax.models._hps import HardParameterSharing as HardParameterSharing
 from mtl_jax.models._hps import MultiHeadDense as MultiHeadDense
+from mtl_jax.models._ltb import LTB as LTB
+from mtl_jax.models._mmoe import MMoE as MMoE
+from mtl_jax.models._mtan import MTAN as MTAN
+from mtl_jax.models._ple import CGC as CGC
+from mtl_jax.models._ple import PLE as PLE
 from mtl_jax.models._pseudo_task import PseudoTaskHeads as PseudoTaskHeads
 from mtl_jax.models._pseudo_task import decoder_accuracy as decoder_accuracy
 from mtl_jax.models._pseudo_task import pseudo_task_losses as pseudo_task_losses
@@ -28,12 +35,19 @@ from mtl_jax.models._pta_driver import PTAState as PTAState
 from mtl_jax.models._pta_driver import make_pta_driver as make_pta_driver
 
 __all__ = [
+    "CGC",
     "ConvEncoder",
+    "CrossStitch",
     "DSMTNet",
     "DSMTTrainStep",
+    "DSelectK",
     "HardParameterSharing",
+    "LTB",
     "MLPTrunk",
+    "MMoE",
+    "MTAN",
     "MultiHeadDense",
+    "PLE",
     "PTADriver",
     "PTAState",
     "PTA_STRATEGIES",
