@@ -10,13 +10,14 @@ They are the only place such contractions are written; balancers call them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 __all__ = [
     "MaskSpec",
+    "TreeMask",
     "combine",
     "gram",
     "num_tasks",
@@ -26,8 +27,21 @@ __all__ = [
 ]
 
 PyTree = Any
-MaskSpec = PyTree | Callable[[tuple, Any], bool] | None
-"""Which leaves to act on: ``None`` (all), a pytree of bools, or ``fn(path, leaf)``."""
+
+
+class TreeMask(NamedTuple):
+    """A mask rule that looks at the whole tree: ``select(tree) -> pytree of bools``.
+
+    For choices a per-leaf predicate cannot express, such as "the last shared
+    leaf with two or more dimensions" (GradNorm's default layer).
+    """
+
+    select: Callable[[Any], Any]
+
+
+MaskSpec = PyTree | Callable[[tuple, Any], bool] | TreeMask | None
+"""Which leaves to act on: ``None`` (all), a pytree of bools, ``fn(path, leaf)``, or a
+:class:`TreeMask`."""
 
 
 def num_tasks(task_tree: PyTree) -> int:
@@ -55,7 +69,8 @@ def resolve_mask(mask: MaskSpec, tree: PyTree) -> PyTree:
     Args:
       mask: ``None`` (every leaf selected), a pytree of bools with ``tree``'s
         structure (a prefix is not accepted), or a callable ``fn(path, leaf)``
-        returning a bool, where ``path`` is the leaf's key path.
+        returning a bool, where ``path`` is the leaf's key path, or a
+        :class:`TreeMask`.
       tree: the pytree whose leaves are selected (params or a task Jacobian).
 
     Returns:
@@ -63,7 +78,9 @@ def resolve_mask(mask: MaskSpec, tree: PyTree) -> PyTree:
     """
     if mask is None:
         return jax.tree_util.tree_map(lambda _: True, tree)
-    if callable(mask):
+    if isinstance(mask, TreeMask):
+        mask = mask.select(tree)
+    elif callable(mask):
         return jax.tree_util.tree_map_with_path(lambda p, x: bool(mask(p, x)), tree)
     tree_def = jax.tree_util.tree_structure(tree)
     mask_def = jax.tree_util.tree_structure(mask)

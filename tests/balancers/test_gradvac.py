@@ -39,7 +39,7 @@ def test_matches_torchjd_over_steps():
     torch = pytest.importorskip("torch")
     torchjd_agg = pytest.importorskip("torchjd.aggregation")
     ref = torchjd_agg.GradVac(beta=0.5)
-    tx = mtl.balancers.gradvac(0.5, num_tasks=2)
+    tx = mtl.balancers.gradvac(beta=0.5, num_tasks=2)
     state = tx.init(None)
     update = jax.jit(tx.update)
     rng = np.random.default_rng(0)
@@ -84,4 +84,4 @@ def test_first_step_is_pcgrad_and_cosine_reaches_target():
 
 def test_validation():
     with pytest.raises(ValueError, match="beta"):
-        mtl.balancers.gradvac(1.5)
+        mtl.balancers.gradvac(num_tasks=2, beta=1.5)

@@ -10,7 +10,7 @@ import mtl_jax as mtl
 
 def test_update_is_random_convex_combination():
     jac = {"w": jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])}
-    tx = mtl.balancers.rlw(2, seed=3)
+    tx = mtl.balancers.rlw(num_tasks=2, seed=3)
     state = tx.init(None)
     update = jax.jit(lambda s: tx.update(jac, s, task_losses=jnp.ones(2)))
     seen = []
@@ -53,6 +53,6 @@ def test_normal_matches_torchjd_random_weighting_in_distribution():
 
 def test_rejects_bad_hyperparameters():
     with pytest.raises(ValueError, match="distribution"):
-        mtl.balancers.rlw(2, distribution="cauchy")
+        mtl.balancers.rlw(num_tasks=2, distribution="cauchy")
     with pytest.raises(ValueError, match="num_tasks"):
-        mtl.balancers.rlw(0)
+        mtl.balancers.rlw(num_tasks=0)
