@@ -482,9 +482,11 @@ def check_number(
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     v = float(value)
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
-    rng = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    lo = "(" if low_open or low is None else "["
+    hi = ")" if high_open or high is None else "]"
+    rng = (
+        f"{lo}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{hi}"
+    )
     bad = not math.isfinite(v)
     if low is not None:
         bad = bad or (v <= low if low_open else v < low)
