@@ -75,7 +75,7 @@ def dwa(
     def weights_fn(losses, state):
         _base.check_losses(losses, num_tasks)
         ready = state.epochs_done >= 2
-        w = _dwa.dwa_weights(state.prev_losses, state.prev_prev_losses, temperature)
+        w = _dwa.dwa_weights(state.prev_losses, state.prev_prev_losses, temperature=temperature)
         w = jnp.where(ready, w, jnp.ones_like(w)).astype(jnp.float32)
         epoch_sum = state.epoch_sum + losses.astype(jnp.float32)
         step = state.step + 1

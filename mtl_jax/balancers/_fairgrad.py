@@ -60,7 +60,7 @@ def fairgrad(
 
     return _base.stateless_gram_balancer(
         lambda g, losses: _fairgrad.fairgrad_weights(
-            g, alpha, reg_eps=reg_eps, num_iters=num_iters
+            g, alpha=alpha, reg_eps=reg_eps, num_iters=num_iters
         ),
         shared=shared,
         num_tasks=num_tasks,

@@ -132,7 +132,7 @@ def gradnorm(
         losses = losses.astype(w.dtype)
         l0 = jnp.where(state.count == 0, losses, state.initial_losses)
         norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0)).astype(w.dtype)
-        grad = _gradnorm.gradnorm_weights_grad(w, norms, losses, l0, alpha)
+        grad = _gradnorm.gradnorm_weights_grad(w, norms, losses, l0, alpha=alpha)
         step, inner = optimizer.update(grad, state.inner_state, w)
         w_new = jnp.maximum(optax.apply_updates(w, step), 0.0)
         total = jnp.sum(w_new)

@@ -66,7 +66,7 @@ def rlw(
     def weights_fn(losses, state):
         _base.check_losses(losses, num_tasks)
         key, (sub,) = _base.split_key(state.key)
-        w = _rlw.rlw_weights(sub, num_tasks, distribution)
+        w = _rlw.rlw_weights(sub, num_tasks=num_tasks, distribution=distribution)
         return w, RLWState(key, w)
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

@@ -51,7 +51,7 @@ def test_epoch_averaging():
 
 
 def test_pure_function_guards_zero_history():
-    w = mtl.weighting.dwa_weights(jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), 2.0)
+    w = mtl.weighting.dwa_weights(jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), temperature=2.0)
     np.testing.assert_allclose(w, 2 * _softmax(np.array([1.0, 2.0]) / 2.0), rtol=1e-6)
 
 

@@ -20,8 +20,8 @@ def test_closed_form_gradient_matches_autodiff():
             norms = jnp.asarray(rng.uniform(0.1, 5.0, 4), jnp.float32)
             losses = jnp.asarray(rng.uniform(0.1, 3.0, 4), jnp.float32)
             l0 = jnp.asarray(rng.uniform(0.5, 3.0, 4), jnp.float32)
-            auto = jax.grad(gradnorm_objective)(w, norms, losses, l0, alpha)
-            closed = gradnorm_weights_grad(w, norms, losses, l0, alpha)
+            auto = jax.grad(gradnorm_objective)(w, norms, losses, l0, alpha=alpha)
+            closed = gradnorm_weights_grad(w, norms, losses, l0, alpha=alpha)
             np.testing.assert_allclose(closed, auto, rtol=1e-6)
             # By hand: G_i = w_i n_i, target Ḡ r_i^α with r from the inverse training rates.
             ratio = np.asarray(losses / l0)
@@ -71,7 +71,7 @@ def test_layer_choice_and_update():
 
     def expected_weights(layer_leaf):
         norms = jnp.sqrt(jnp.sum(jnp.reshape(layer_leaf, (2, -1)) ** 2, axis=1))
-        g = gradnorm_weights_grad(jnp.ones(2), norms, losses, losses, 1.5)
+        g = gradnorm_weights_grad(jnp.ones(2), norms, losses, losses, alpha=1.5)
         opt = optax.adam(0.025)
         step, _ = opt.update(g, opt.init(jnp.ones(2)), jnp.ones(2))
         w = jnp.maximum(jnp.ones(2) + step, 0.0)
