@@ -52,7 +52,7 @@ ALIASES = {"ew": "equal_weighting", "uw": "uncertainty_weighting"}
 def all_methods() -> list[str]:
     """Every balancer name the package declares (some may not be implemented yet)."""
     names = [n for n in mtl.balancers.__all__ if n[0].islower()]
-    skip = {"gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
+    skip = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
     return [n for n in names if n not in skip]
 
 

@@ -1,4 +1,34 @@
-"""mtl_jax: pure-functional JAX multi-task and transfer learning."""
+"""mtl_jax: pure-functional JAX multi-task and transfer learning.
+
+API conventions (every public factory and function follows them):
+
+* **Keyword-only hyperparameters.** Only the data a function acts on is
+  positional (``gram``, ``losses``, ``features``, ``labels``, ...); every
+  hyperparameter, and ``num_tasks``, is passed by name:
+  ``mtl.balancers.uncertainty_weighting(num_tasks=3, learning_rate=1e-2)``.
+  ``num_tasks`` is required where the method's state needs ``K`` (the loss-based
+  balancers, GradNorm, GradVac) and optional elsewhere, where it makes the state
+  record the applied weights (:func:`mtl_jax.balancers.task_weights`).
+* **Names.** Iteration counts are ``num_iters``; step sizes ``learning_rate``;
+  tolerances ``tol``; ridge terms ``reg_eps``. Randomised balancers take
+  ``seed: int`` and keep their key in the state (as raw ``uint32`` key data, so
+  the state is checkpointable); pure functions take an explicit ``key``.
+* **Paper symbols.** A hyperparameter named after a Greek letter keeps the
+  symbol of the paper it comes from, and its docstring says what it is, so the
+  same letter means different things in different methods: ``alpha`` is
+  GradNorm's asymmetry, FairGrad's fairness exponent, the L2-SP weight of the
+  distance to the starting point, and a significance level in shift detection;
+  ``beta`` is an EMA rate in GradVac and DB-MTL and the L2-SP weight of the
+  new parameters; ``gamma`` is a weight decay (FAMO), the GRL schedule's
+  steepness (DANN, MSTN) or a penalty weight (L2T); ``lam`` is RLLS's amount of
+  correction and REFORM's weight of the distance to the transported model;
+  ``c`` is CAGrad's radius.
+* **Validation.** Arguments are checked eagerly: a ``ValueError`` (or
+  ``TypeError``) names the argument and the offending value.
+* **Deprecations.** Old spellings used by earlier notebooks and experiments
+  (a positional ``K`` in the loss-based balancer factories, ``steps=`` /
+  ``num_steps=`` for ``num_iters=``) still work and emit a ``DeprecationWarning``.
+"""
 
 from mtl_jax import adaptation as adaptation
 from mtl_jax import balancers as balancers

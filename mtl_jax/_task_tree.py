@@ -10,13 +10,14 @@ They are the only place such contractions are written; balancers call them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 __all__ = [
     "MaskSpec",
+    "TreeMask",
     "combine",
     "gram",
     "num_tasks",
@@ -26,11 +27,24 @@ __all__ = [
 ]
 
 PyTree = Any
-MaskSpec = PyTree | str | tuple[str, ...] | Callable[[tuple, Any], bool] | None
+
+
+class TreeMask(NamedTuple):
+    """A mask rule that looks at the whole tree: ``select(tree) -> pytree of bools``.
+
+    For choices a per-leaf predicate cannot express, such as "the last shared
+    leaf with two or more dimensions" (GradNorm's default layer).
+    """
+
+    select: Callable[[Any], Any]
+
+
+MaskSpec = PyTree | str | tuple[str, ...] | Callable[[tuple, Any], bool] | TreeMask | None
 """Which leaves to act on; see :func:`resolve_mask`.
 
 ``None`` (every leaf), a key-path prefix such as ``"encoder"`` (or a tuple of
-them), a pytree of bools with the tree's structure, or ``fn(path, leaf) -> bool``.
+them), a pytree of bools with the tree's structure, ``fn(path, leaf) -> bool``, or
+a :class:`TreeMask`.
 """
 
 
@@ -109,7 +123,7 @@ def resolve_mask(mask: MaskSpec, tree: PyTree) -> PyTree:
     * a callable ``fn(path, leaf) -> bool``, where ``path`` is the leaf's key path.
 
     Args:
-      mask: the spec, one of the above.
+      mask: the spec, one of the above, or a :class:`TreeMask`.
       tree: the pytree whose leaves are selected (params or a task Jacobian).
 
     Returns:
@@ -128,7 +142,9 @@ def resolve_mask(mask: MaskSpec, tree: PyTree) -> PyTree:
     """
     if mask is None:
         return jax.tree_util.tree_map(lambda _: True, tree)
-    if _is_prefix_spec(mask):
+    if isinstance(mask, TreeMask):
+        mask = mask.select(tree)
+    elif _is_prefix_spec(mask):
         raw = (mask,) if isinstance(mask, str) else tuple(mask)
         prefixes = [_split_prefix(p) for p in raw]
         out = jax.tree_util.tree_map_with_path(
@@ -142,9 +158,9 @@ def resolve_mask(mask: MaskSpec, tree: PyTree) -> PyTree:
                 f"shared={mask!r} selects no leaf; the tree's top-level key paths are {tops}"
             )
         return out
-    if isinstance(mask, (tuple, list)) and any(isinstance(m, str) for m in mask):
+    elif isinstance(mask, (tuple, list)) and any(isinstance(m, str) for m in mask):
         raise TypeError(f"a shared= prefix tuple must hold only strings, got {mask!r}")
-    if callable(mask):
+    elif callable(mask):
         return jax.tree_util.tree_map_with_path(lambda p, x: bool(mask(p, x)), tree)
     tree_def = jax.tree_util.tree_structure(tree)
     mask_def = jax.tree_util.tree_structure(mask)

@@ -11,12 +11,14 @@ References:
 from __future__ import annotations
 
 import functools
+import numbers
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from mtl_jax._deprecation import renamed_kwargs
 from mtl_jax.adaptation._reform import (
     LinearModel,
     linear_model_predict,
@@ -102,6 +104,7 @@ def _refit(x, y, w_prior, b0, lam, learn_scale, num_iters):
     return LinearModel(p["w"], p["b"]), d
 
 
+@renamed_kwargs(num_steps="num_iters")
 def learn_metric(
     phi_old: ArrayLike,
     phi_new: ArrayLike,
@@ -110,7 +113,7 @@ def learn_metric(
     y: ArrayLike,
     *,
     factor_init: ArrayLike | None = None,
-    num_steps: int = 30,
+    num_iters: int = 30,
     learning_rate: float = 0.05,
     epsilon: float = 0.05,
 ) -> jax.Array:
@@ -127,7 +130,7 @@ def learn_metric(
       x: ``[N, d1]`` few labelled examples in the new space.
       y: ``[N]`` labels.
       factor_init: ``[m, m]`` initial ``L`` (identity by default).
-      num_steps: Adam steps.
+      num_iters: Adam steps (the old name ``num_steps=`` is deprecated).
       learning_rate: Adam step size.
       epsilon: relative entropic regularisation of :func:`semantic_transport`.
 
@@ -139,9 +142,9 @@ def learn_metric(
     m = phi_old.shape[1]
     factor = jnp.eye(m, dtype=phi_old.dtype) if factor_init is None else jnp.asarray(factor_init)
 
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    return _learn_metric(phi_old, phi_new, old, x, y, factor, num_steps, learning_rate, epsilon)
+    if not isinstance(num_iters, numbers.Integral) or num_iters < 1:
+        raise ValueError(f"num_iters must be an int >= 1, got {num_iters!r}")
+    return _learn_metric(phi_old, phi_new, old, x, y, factor, num_iters, learning_rate, epsilon)
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7, 8))

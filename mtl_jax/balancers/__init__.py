@@ -8,6 +8,7 @@ from mtl_jax.balancers._aligned_mtl import aligned_mtl as aligned_mtl
 from mtl_jax.balancers._base import Balancer as Balancer
 from mtl_jax.balancers._base import BalancerSpec as BalancerSpec
 from mtl_jax.balancers._base import WeightsState as WeightsState
+from mtl_jax.balancers._base import check_balancer as check_balancer
 from mtl_jax.balancers._base import gram_balancer as gram_balancer
 from mtl_jax.balancers._base import jacobian_balancer as jacobian_balancer
 from mtl_jax.balancers._base import loss_balancer as loss_balancer
@@ -65,6 +66,7 @@ __all__ = [
     "WeightsState",
     "aligned_mtl",
     "cagrad",
+    "check_balancer",
     "conflict_free",
     "db_mtl",
     "dualproj",

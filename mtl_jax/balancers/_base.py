@@ -22,11 +22,16 @@ with :func:`loss_balancer`, :func:`gram_balancer` or :func:`jacobian_balancer`.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mtl_jax import _task_tree
@@ -35,6 +40,7 @@ from mtl_jax._task_tree import MaskSpec
 __all__ = [
     "Balancer",
     "BalancerSpec",
+    "check_balancer",
     "gram_balancer",
     "jacobian_balancer",
     "loss_balancer",
@@ -56,25 +62,29 @@ CombineFn = Callable[[PyTree, jax.Array, Any], tuple[PyTree, Any]]
 class BalancerSpec(NamedTuple):
     """What a balancer needs from the training step, and how it computes.
 
+    A balancer's ``update`` is derived from its spec (:func:`loss_balancer`,
+    :func:`gram_balancer`, :func:`jacobian_balancer`), so every field below is
+    what the method actually does.
+
     Attributes:
       kind: ``"loss"``, ``"gram"`` or ``"jacobian"`` (see the module docstring).
       shared: the ``shared=`` mask spec the balancer was built with.
-      init: ``(num_leaves_tree_or_params) -> state``; the transform's ``init``.
-      combine: ``(jac, losses, state) -> (update, state)`` balancing every leaf
-        of ``jac``. Used on the shared leaves, and by representation mode on the
-        Jacobian of the shared representation.
+      combine: ``(jac_leaves, losses, state) -> (update_leaves, state)`` balancing
+        every leaf it is given. ``update`` applies it to the shared leaves (for
+        ``kind="jacobian"``); representation mode applies it to the Jacobian of
+        the shared representation (every kind).
       loss_weights: for ``kind="loss"``: ``(losses, state) -> (weights, state)``.
       gram_weights: for ``kind="gram"``: ``(G, losses, state) -> (weights, state)``.
       gram_mask: for ``kind="gram"``: the leaves, among the shared ones, whose Gram
-        matrix the weights depend on (``None``: all shared leaves). GradNorm uses
-        one layer here.
+        matrix the weights depend on (``None``: all shared leaves; a
+        :class:`~mtl_jax._task_tree.TreeMask` for a rule that looks at the whole
+        tree, e.g. GradNorm's "last shared layer").
       representation: whether the method may run on the Jacobian of the shared
         representation instead of the shared parameters.
     """
 
     kind: Kind
     shared: MaskSpec
-    init: Callable[[PyTree], Any]
     combine: CombineFn
     loss_weights: LossWeightFn | None = None
     gram_weights: GramWeightFn | None = None
@@ -96,28 +106,119 @@ class Balancer(optax.GradientTransformationExtraArgs):
         return (self.init, self.update, self.spec)
 
 
-def task_weights(state: Any) -> jax.Array:
-    """The task weights a balancer used at its last update (``state.weights``).
+def check_balancer(obj: Any, name: str = "balancer") -> Balancer:
+    """Returns ``obj`` if it is a :class:`Balancer`, else raises a ``TypeError`` that says why.
+
+    Catches the usual mix-ups: an optax optimiser (or an ``optax.chain`` holding a
+    balancer) passed where a balancer is expected, and a balancer factory passed
+    without calling it.
+
+    Args:
+      obj: the object to check.
+      name: the argument's name, used in the message.
+
+    Returns:
+      ``obj``, unchanged.
+    """
+    if isinstance(obj, Balancer):
+        return obj
+    if isinstance(obj, optax.GradientTransformation):
+        raise TypeError(
+            f"{name} must be an mtl_jax.balancers.Balancer, got an optax "
+            f"{type(obj).__name__} (an optimiser or an optax.chain). Pass the balancer "
+            f"alone (e.g. mtl.balancers.mgda()) as {name}= and the optimiser separately "
+            "(e.g. optimizer=optax.adam(1e-3))"
+        )
+    if callable(obj) and getattr(obj, "__module__", "").startswith("mtl_jax.balancers"):
+        fname = getattr(obj, "__name__", repr(obj))
+        raise TypeError(
+            f"{name} must be a Balancer; got the factory {fname} itself: call it, "
+            f"e.g. mtl.balancers.{fname}()"
+        )
+    raise TypeError(
+        f"{name} must be an mtl_jax.balancers.Balancer (e.g. mtl.balancers.mgda()), "
+        f"got {type(obj).__name__}: {obj!r:.80}"
+    )
+
+
+_NOT_GIVEN = object()
+
+
+def task_weights(state: Any, default: Any = _NOT_GIVEN) -> jax.Array | None:
+    """The task weights a balancer applied at its last update (``state.weights``).
+
+    The recorded weights are those of the update the balancer just returned:
+    for the methods whose update is ``Σ_k w_k g_k`` on the shared leaves, ``w``.
+    Before the first update they are the method's initial weights.
 
     Works on a balancer's own state and on an ``optax.chain`` state whose first
     element is a balancer state.
+
+    Args:
+      state: a balancer state, or an ``optax.chain`` state starting with one.
+      default: returned when the balancer was built without ``num_tasks`` and so
+        records no weights; if not given, that case raises ``ValueError``.
+
+    Returns:
+      The ``[K]`` weights (or ``default``).
     """
-    if hasattr(state, "weights"):
-        return state.weights
-    if isinstance(state, tuple) and state and hasattr(state[0], "weights"):
-        return state[0].weights
-    raise ValueError(f"no task weights in a state of type {type(state).__name__}")
+    target = state
+    if not hasattr(state, "weights") and isinstance(state, tuple) and state:
+        target = state[0]
+    if not hasattr(target, "weights"):
+        raise ValueError(f"no task weights in a state of type {type(state).__name__}")
+    if target.weights is None:
+        if default is not _NOT_GIVEN:
+            return default
+        raise ValueError(
+            "this balancer was built without num_tasks, so its state records no task "
+            "weights; build it with num_tasks=K to record them"
+        )
+    return target.weights
+
+
+def _is_list_like(x: Any) -> bool:
+    return isinstance(x, list | tuple)
+
+
+def check_losses(task_losses: Any, num_tasks: int | None = None) -> jax.Array:
+    """``task_losses`` as a ``[K]`` array; ``TypeError``/``ValueError`` on anything else."""
+    if _is_list_like(task_losses):
+        raise TypeError(
+            f"task_losses must be an array of shape [K], got a Python {type(task_losses).__name__}"
+            f" of {len(task_losses)} items: return jnp.stack(losses) from the loss function"
+        )
+    losses = jnp.asarray(task_losses)
+    if losses.ndim != 1:
+        hint = ""
+        if losses.ndim == 2 and 1 in losses.shape:
+            hint = " (a [K, 1] or [1, K] array: squeeze the extra axis)"
+        raise ValueError(f"task_losses must have shape [K], got shape {losses.shape}{hint}")
+    if losses.shape[0] == 0:
+        raise ValueError("task_losses has shape (0,): there must be at least one task")
+    if num_tasks is not None and losses.shape[0] != num_tasks:
+        raise ValueError(
+            f"the balancer was built with num_tasks={num_tasks} but task_losses has "
+            f"{losses.shape[0]} entries (shape {losses.shape})"
+        )
+    if not jnp.issubdtype(losses.dtype, jnp.floating):
+        raise TypeError(f"task_losses must be floating point, got dtype {losses.dtype}")
+    return losses
 
 
 def validate_task_inputs(task_grads: PyTree, params: PyTree | None, task_losses: Any) -> int:
-    """Checks a task Jacobian against ``params`` and the losses; returns ``K``."""
-    k = _task_tree.num_tasks(task_grads)
-    losses = jnp.asarray(task_losses)
-    if losses.shape != (k,):
-        raise ValueError(
-            f"task_losses has shape {losses.shape} but the task Jacobian has K={k} tasks; "
-            f"expected shape ({k},)"
-        )
+    """Checks a task Jacobian against ``params`` and the losses; returns ``K``.
+
+    Raises ``ValueError`` (``TypeError`` for a list of losses) naming what
+    disagrees: the losses' shape, the task axis, the tree structure, a leaf's
+    shape. A params-shaped input (no task axis), as a balancer placed after an
+    optimiser in ``optax.chain`` receives, gets its own message.
+    """
+    losses = check_losses(task_losses)
+    k = losses.shape[0]
+    leaves = jax.tree_util.tree_leaves_with_path(task_grads)
+    if not leaves:
+        raise ValueError("the task Jacobian has no leaves")
     if params is not None:
         g_def = jax.tree_util.tree_structure(task_grads)
         p_def = jax.tree_util.tree_structure(params)
@@ -125,15 +226,48 @@ def validate_task_inputs(task_grads: PyTree, params: PyTree | None, task_losses:
             raise ValueError(
                 f"task_grads structure {g_def} does not match params structure {p_def}"
             )
-        for (path, g), p in zip(
-            jax.tree_util.tree_leaves_with_path(task_grads), jax.tree_util.tree_leaves(params)
-        ):
-            if tuple(g.shape) != (k, *jnp.shape(p)):
+        p_leaves = jax.tree_util.tree_leaves(params)
+        if all(jnp.shape(g) == jnp.shape(p) for (_, g), p in zip(leaves, p_leaves)):
+            raise ValueError(
+                "the balancer received params-shaped updates with no task axis: a balancer "
+                "must receive the task Jacobian, so it must come first in optax.chain "
+                "(e.g. optax.chain(mtl.balancers.mgda(), optax.adam(1e-3)))"
+            )
+    for i, (path, g) in enumerate(leaves):
+        shape = jnp.shape(g)
+        if not shape or shape[0] != k:
+            where = (
+                " (is the balancer after an optimiser in optax.chain? it must come first)"
+                if not shape
+                else ""
+            )
+            raise ValueError(
+                f"leaf {jax.tree_util.keystr(path)} of the task Jacobian has shape {shape}, "
+                f"expected a leading task axis of size K={k} (from task_losses){where}"
+            )
+        if params is not None:
+            p = p_leaves[i]
+            if tuple(shape) != (k, *jnp.shape(p)):
                 raise ValueError(
-                    f"leaf {jax.tree_util.keystr(path)}: task gradient shape {tuple(g.shape)} "
+                    f"leaf {jax.tree_util.keystr(path)}: task gradient shape {tuple(shape)} "
                     f"is not (K, *param.shape) = {(k, *jnp.shape(p))}"
                 )
     return k
+
+
+def _shape_tree(task_grads: PyTree) -> PyTree:
+    """A params-shaped tree of shape structs for masks resolved without ``params``."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(jnp.shape(x)[1:], jnp.result_type(x)), task_grads
+    )
+
+
+def _resolve(mask: MaskSpec, ref: PyTree, name: str) -> list[bool]:
+    try:
+        flags = jax.tree_util.tree_leaves(_task_tree.resolve_mask(mask, ref))
+    except ValueError as e:
+        raise ValueError(f"{name}=: {e}") from None
+    return flags
 
 
 def _route(
@@ -141,25 +275,34 @@ def _route(
 ) -> tuple[PyTree, Any]:
     validate_task_inputs(task_grads, params, task_losses)
     losses = jnp.asarray(task_losses)
-    mask = _task_tree.resolve_mask(spec.shared, task_grads if params is None else params)
+    ref = _shape_tree(task_grads) if params is None else params
     treedef = jax.tree_util.tree_structure(task_grads)
     leaves = jax.tree_util.tree_leaves(task_grads)
-    flags = jax.tree_util.tree_leaves(mask)
+    flags = _resolve(spec.shared, ref, "shared")
     shared = [x for x, m in zip(leaves, flags) if m]
     if not shared:
-        raise ValueError("shared= selects no leaf: nothing to balance")
-    balanced, state = spec.combine(shared, losses, state)
+        raise ValueError("shared= selects no leaf of the parameters: nothing to balance")
+    if spec.kind == "gram":
+        gflags = _resolve(spec.gram_mask, ref, "gram_mask")
+        sel = [x for x, m, gm in zip(leaves, flags, gflags) if m and gm]
+        if not sel:
+            raise ValueError("the Gram mask selects no shared leaf")
+        g = _task_tree.gram(sel)
+        w, state = spec.gram_weights(g, jax.lax.stop_gradient(losses), state)
+        balanced = _task_tree.combine(_cast_like(w, losses), shared)
+    else:
+        balanced, state = spec.combine(shared, losses, state)
     it = iter(balanced)
     out = [next(it) if m else jnp.sum(x, axis=0) for x, m in zip(leaves, flags)]
     return jax.tree_util.tree_unflatten(treedef, out), state
 
 
-def _make(spec: BalancerSpec) -> Balancer:
+def _make(spec: BalancerSpec, init: Callable[[PyTree], Any]) -> Balancer:
     def update_fn(task_grads, state, params=None, *, task_losses, **extra_args):
         del extra_args
         return _route(spec, task_grads, state, params, task_losses)
 
-    return Balancer(spec.init, update_fn, spec)
+    return Balancer(init, update_fn, spec)
 
 
 def _cast_like(w: jax.Array, losses: jax.Array) -> jax.Array:
@@ -176,14 +319,21 @@ def loss_balancer(
       weights_fn: ``(losses[K], state) -> (weights[K], new_state)``; must be
         jit-compatible. The losses it receives are not differentiated through.
       shared: leaves to weight; the others receive the plain sum over tasks.
+
+    Returns:
+      A :class:`Balancer` of kind ``"loss"``.
     """
 
+    def checked(losses, state):
+        w, new = weights_fn(check_losses(losses), state)
+        return w, like(new, state)
+
     def combine(jac, losses, state):
-        w, state = weights_fn(jax.lax.stop_gradient(losses), state)
+        w, state = checked(jax.lax.stop_gradient(losses), state)
         return _task_tree.combine(_cast_like(w, losses), jac), state
 
-    spec = BalancerSpec("loss", shared, init, combine, loss_weights=weights_fn)
-    return _make(spec)
+    spec = BalancerSpec("loss", shared, combine, loss_weights=checked, representation=True)
+    return _make(spec, init)
 
 
 def gram_balancer(
@@ -201,46 +351,32 @@ def gram_balancer(
       weights_fn: ``(G[K, K], losses[K], state) -> (weights[K], new_state)``.
       shared: leaves to balance; the others receive the plain sum over tasks.
       gram_mask: a mask over the *params* tree choosing which shared leaves ``G``
-        is computed on (``None``: all shared leaves).
+        is computed on (``None``: all shared leaves). In representation mode ``G``
+        is taken over the whole representation.
       representation: whether the method may run on the representation Jacobian.
+
+    Returns:
+      A :class:`Balancer` of kind ``"gram"``.
     """
 
+    def checked(gram, losses, state):
+        check_losses(losses, gram.shape[0])
+        w, new = weights_fn(gram, losses, state)
+        return w, like(new, state)
+
     def combine(jac, losses, state):
-        g = _task_tree.gram(jac)
-        w, state = weights_fn(g, jax.lax.stop_gradient(losses), state)
+        w, state = checked(_task_tree.gram(jac), jax.lax.stop_gradient(losses), state)
         return _task_tree.combine(_cast_like(w, losses), jac), state
 
     spec = BalancerSpec(
         "gram",
         shared,
-        init,
         combine,
-        gram_weights=weights_fn,
+        gram_weights=checked,
         gram_mask=gram_mask,
         representation=representation,
     )
-    if gram_mask is None:
-        return _make(spec)
-
-    # A Gram matrix over a sub-selection of leaves: route by hand.
-    def update_fn(task_grads, state, params=None, *, task_losses, **extra_args):
-        del extra_args
-        validate_task_inputs(task_grads, params, task_losses)
-        losses = jnp.asarray(task_losses)
-        ref = task_grads if params is None else params
-        shared_m = _task_tree.resolve_mask(shared, ref)
-        gm = _task_tree.resolve_mask(gram_mask, ref)
-        g = _task_tree.gram(task_grads, jax.tree_util.tree_map(lambda a, b: a and b, shared_m, gm))
-        w, state = weights_fn(g, jax.lax.stop_gradient(losses), state)
-        w = _cast_like(w, losses)
-        out = jax.tree_util.tree_map(
-            lambda x, m: jnp.tensordot(w.astype(x.dtype), x, axes=1) if m else jnp.sum(x, 0),
-            task_grads,
-            shared_m,
-        )
-        return out, state
-
-    return Balancer(init, update_fn, spec)
+    return _make(spec, init)
 
 
 def jacobian_balancer(
@@ -255,42 +391,152 @@ def jacobian_balancer(
     ``jac_leaves`` is the list of shared leaves of the task Jacobian, each
     ``[K, ...]``; the result is the list of their balanced updates (task axis
     removed), in the same order.
+
+    Returns:
+      A :class:`Balancer` of kind ``"jacobian"``.
     """
-    spec = BalancerSpec("jacobian", shared, init, combine_fn, representation=representation)
-    return _make(spec)
+
+    def checked(leaves, losses, state):
+        out, new = combine_fn(leaves, losses, state)
+        return out, like(new, state)
+
+    spec = BalancerSpec("jacobian", shared, checked, representation=representation)
+    return _make(spec, init)
+
+
+# --------------------------------------------------------------------------- state
 
 
 class WeightsState(NamedTuple):
     """State of a balancer with no state of its own but the weights it last used.
 
-    ``weights`` has shape ``[K]`` when the balancer was built with ``num_tasks``,
-    else shape ``[0]`` (nothing recorded: the state's shape cannot depend on data).
+    ``weights`` is ``[K]`` (float32) when the balancer was built with
+    ``num_tasks``; else ``None`` (nothing recorded: a state's shapes are fixed at
+    ``init``, before ``K`` is known, and orbax cannot save zero-size arrays).
     """
 
-    weights: jax.Array  # [K] or [0]
+    weights: jax.Array | None  # [K] float32, or None without num_tasks
 
 
 def init_weights_state(num_tasks: int | None) -> WeightsState:
-    """A :class:`WeightsState` recording ``[K]`` weights, or none if ``num_tasks`` is None."""
-    return WeightsState(jnp.ones((0 if num_tasks is None else num_tasks,), jnp.float32))
+    """A :class:`WeightsState` of ``[K]`` ones, or of ``None`` without ``num_tasks``."""
+    return WeightsState(init_weights(num_tasks))
 
 
-def record_weights(recorded: jax.Array, weights: jax.Array) -> jax.Array:
-    """Returns ``weights`` (as float32) if ``recorded`` has room for them, else ``recorded``."""
-    if recorded.shape[0] == 0:
-        return recorded
+def init_weights(num_tasks: int | None, value: float = 1.0) -> jax.Array | None:
+    """``[K]`` float32 ``value``, or ``None`` if ``num_tasks`` is None."""
+    return None if num_tasks is None else jnp.full((num_tasks,), value, jnp.float32)
+
+
+def record_weights(recorded: jax.Array | None, weights: jax.Array) -> jax.Array | None:
+    """``weights`` cast to ``recorded``'s dtype, or ``None`` if nothing is recorded."""
+    if recorded is None:
+        return None
     if recorded.shape != weights.shape:
         raise ValueError(
-            f"the balancer was built for num_tasks={recorded.shape[0]} but got "
-            f"{weights.shape[0]} tasks"
+            f"the balancer was built with num_tasks={recorded.shape[0]} but the task "
+            f"Jacobian has K={weights.shape[0]} tasks"
         )
     return weights.astype(recorded.dtype)
 
 
-def check_num_tasks(num_tasks: int | None, name: str = "num_tasks") -> None:
-    """Raises ``ValueError`` unless ``num_tasks`` is None or a positive int."""
-    if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
+def like(new: Any, old: Any) -> Any:
+    """``new`` cast leaf-wise to the dtypes of ``old`` (keeps a state's dtypes fixed)."""
+    return jax.tree_util.tree_map(lambda n, o: jnp.asarray(n).astype(jnp.result_type(o)), new, old)
+
+
+def key_data(seed: int) -> jax.Array:
+    """The raw ``uint32`` data of ``jax.random.key(seed)``, as a state stores it."""
+    return jax.random.key_data(jax.random.key(seed))
+
+
+def split_key(data: jax.Array, num: int = 1) -> tuple[jax.Array, jax.Array]:
+    """Splits stored key data: ``(new key data, num subkeys)`` (typed keys)."""
+    keys = jax.random.split(jax.random.wrap_key_data(data), num + 1)
+    return jax.random.key_data(keys[0]), keys[1:]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_num_tasks(num_tasks: int | None, name: str = "num_tasks", *, required: bool = False):
+    """Raises ``ValueError`` unless ``num_tasks`` is None (if allowed) or a positive int."""
+    if num_tasks is None:
+        if required:
+            raise ValueError(f"{name} must be given (a positive int), got None")
+        return
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int | np.integer) or num_tasks < 1:
         raise ValueError(f"{name} must be a positive int, got {num_tasks!r}")
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real hyperparameter within bounds, as a float; ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    lo = "(" if low_open or low is None else "["
+    hi = ")" if high_open or high is None else "]"
+    rng = (
+        f"{lo}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{hi}"
+    )
+    bad = not math.isfinite(v)
+    if low is not None:
+        bad = bad or (v <= low if low_open else v < low)
+    if high is not None:
+        bad = bad or (v >= high if high_open else v > high)
+    if bad:
+        raise ValueError(f"{name} must be a finite number in {rng}, got {value!r}")
+    return v
+
+
+def check_int(name: str, value: Any, *, low: int = 1) -> int:
+    """An int hyperparameter ``≥ low``; ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_seed(seed: Any) -> int:
+    """A seed must be a Python int."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return int(seed)
+
+
+def positional_num_tasks(factory: Callable) -> Callable:
+    """Keeps the deprecated ``factory(K, ...)`` spelling working with a ``DeprecationWarning``.
+
+    ``num_tasks`` is keyword-only; a single leading positional argument is taken
+    as ``num_tasks``.
+    """
+    name = factory.__name__
+
+    @functools.wraps(factory)
+    def wrapper(*args, **kwargs):
+        if args:
+            if len(args) > 1 or "num_tasks" in kwargs:
+                raise TypeError(
+                    f"{name}() takes keyword arguments only (num_tasks=K, hyperparameters by "
+                    f"name); got {len(args)} positional argument(s)"
+                )
+            warnings.warn(
+                f"{name}(K, ...) is deprecated: pass num_tasks=K by keyword",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            kwargs["num_tasks"] = args[0]
+        return factory(**kwargs)
+
+    wrapper.__signature__ = inspect.signature(factory)
+    return wrapper
 
 
 def stateless_gram_balancer(
@@ -305,6 +551,9 @@ def stateless_gram_balancer(
       weights_of_gram: ``(G[K, K], losses[K]) -> weights[K]``, jit-compatible.
       shared: leaves to balance; the others receive the plain sum over tasks.
       num_tasks: if given, the state records the weights of each update.
+
+    Returns:
+      A :class:`Balancer` of kind ``"gram"`` whose state is a :class:`WeightsState`.
     """
     check_num_tasks(num_tasks)
 

@@ -15,8 +15,8 @@ __all__ = ["cagrad"]
 
 
 def cagrad(
-    c: float = 0.5,
     *,
+    c: float = 0.5,
     rescale: int = 1,
     num_iters: int = 50,
     tol: float = 1e-6,

@@ -22,12 +22,13 @@ __all__ = ["DBMTLState", "db_mtl"]
 class DBMTLState(NamedTuple):
     step: jax.Array  # [] int32, updates so far
     norms: jax.Array  # [K], moving average of ‖∇ log L_k‖
-    weights: jax.Array  # [K], weights on the raw losses used at the last update
+    weights: jax.Array  # [K] float32, weights on the raw losses used at the last update
 
 
+@_base.positional_num_tasks
 def db_mtl(
-    num_tasks: int,
     *,
+    num_tasks: int | None = None,
     beta: float = 0.9,
     beta_sigma: float = 0.0,
     eps: float = 1e-8,
@@ -59,7 +60,7 @@ def db_mtl(
     typically far from equal weighting's scale; Adam absorbs it).
 
     Args:
-      num_tasks: ``K``.
+      num_tasks: ``K`` (required, keyword-only).
       beta: moving-average factor ``β ∈ [0, 1)`` (LibMTL: 0.9).
       beta_sigma: decay exponent ``σ ≥ 0`` of ``β_t = β / t^σ`` (LibMTL: 0).
       eps: added to the losses inside the logarithm.
@@ -71,24 +72,20 @@ def db_mtl(
     References:
       Lin et al. 2023, https://arxiv.org/abs/2308.12029
     """
-    _base.check_num_tasks(num_tasks)
-    if num_tasks is None:
-        raise ValueError("num_tasks must be given, got None")
-    if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got {beta}")
-    if not beta_sigma >= 0.0:
-        raise ValueError(f"beta_sigma must be >= 0, got {beta_sigma}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    _base.check_num_tasks(num_tasks, required=True)
+    beta = _base.check_number("beta", beta, low=0.0, high=1.0, high_open=True)
+    beta_sigma = _base.check_number("beta_sigma", beta_sigma, low=0.0)
+    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
 
     def init(params):
         del params
         k = num_tasks
-        return DBMTLState(jnp.zeros((), jnp.int32), jnp.zeros((k,), jnp.float32), jnp.ones((k,)))
+        return DBMTLState(
+            jnp.zeros((), jnp.int32), jnp.zeros((k,), jnp.float32), _base.init_weights(k)
+        )
 
     def weights_fn(gram, losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(f"built for num_tasks={num_tasks}, got losses of shape {losses.shape}")
+        _base.check_losses(losses, num_tasks)
         step = state.step + 1
         beta_t = beta / step.astype(jnp.float32) ** beta_sigma
         n_now = _db_mtl.db_mtl_log_grad_norms(gram, losses, eps=eps).astype(jnp.float32)

@@ -28,9 +28,10 @@ class DWAState(NamedTuple):
     weights: jax.Array  # [K], weights used at the last update
 
 
+@_base.positional_num_tasks
 def dwa(
-    num_tasks: int,
     *,
+    num_tasks: int | None = None,
     temperature: float = 2.0,
     steps_per_epoch: int = 1,
     shared: MaskSpec = None,
@@ -50,7 +51,7 @@ def dwa(
     depend on gradients, so full-parameter and representation modes coincide.
 
     Args:
-      num_tasks: ``K``.
+      num_tasks: ``K`` (required, keyword-only).
       temperature: softmax temperature ``T > 0`` (paper: 2).
       steps_per_epoch: calls averaged into one loss record.
       shared: leaves to weight (all by default); the others receive the plain sum.
@@ -61,13 +62,9 @@ def dwa(
     References:
       Liu, Johns & Davison 2019, https://arxiv.org/abs/1803.10704
     """
-    _base.check_num_tasks(num_tasks)
-    if num_tasks is None:
-        raise ValueError("num_tasks must be given, got None")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be a positive int, got {steps_per_epoch!r}")
+    _base.check_num_tasks(num_tasks, required=True)
+    temperature = _base.check_number("temperature", temperature, low=0.0, low_open=True)
+    steps_per_epoch = _base.check_int("steps_per_epoch", steps_per_epoch)
 
     def init(params):
         del params
@@ -76,10 +73,9 @@ def dwa(
         return DWAState(i0, zeros, zeros, zeros, i0, jnp.ones((num_tasks,), jnp.float32))
 
     def weights_fn(losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(f"built for num_tasks={num_tasks}, got losses of shape {losses.shape}")
+        _base.check_losses(losses, num_tasks)
         ready = state.epochs_done >= 2
-        w = _dwa.dwa_weights(state.prev_losses, state.prev_prev_losses, temperature)
+        w = _dwa.dwa_weights(state.prev_losses, state.prev_prev_losses, temperature=temperature)
         w = jnp.where(ready, w, jnp.ones_like(w)).astype(jnp.float32)
         epoch_sum = state.epoch_sum + losses.astype(jnp.float32)
         step = state.step + 1

@@ -54,17 +54,13 @@ def fairgrad(
       Ban & Ji 2024, https://arxiv.org/abs/2402.15638
     """
     _base.check_num_tasks(num_tasks)
-    if not isinstance(alpha, int | float) or not alpha >= 0:
-        raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
-    if not reg_eps >= 0:
-        raise ValueError(f"reg_eps must be non-negative, got {reg_eps!r}")
-    if not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
-    alpha = float(alpha)
+    alpha = _base.check_number("alpha", alpha, low=0.0)
+    reg_eps = _base.check_number("reg_eps", reg_eps, low=0.0)
+    num_iters = _base.check_int("num_iters", num_iters)
 
     return _base.stateless_gram_balancer(
         lambda g, losses: _fairgrad.fairgrad_weights(
-            g, alpha, reg_eps=reg_eps, num_iters=num_iters
+            g, alpha=alpha, reg_eps=reg_eps, num_iters=num_iters
         ),
         shared=shared,
         num_tasks=num_tasks,

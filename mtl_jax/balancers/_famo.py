@@ -28,9 +28,10 @@ class FAMOState(NamedTuple):
     weights: jax.Array  # [K], weights on the raw losses used at the last update
 
 
+@_base.positional_num_tasks
 def famo(
-    num_tasks: int,
     *,
+    num_tasks: int | None = None,
     learning_rate: float = 0.025,
     gamma: float = 0.001,
     min_losses: jax.typing.ArrayLike | None = None,
@@ -60,7 +61,7 @@ def famo(
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k``).
 
     Args:
-      num_tasks: ``K``.
+      num_tasks: ``K`` (required, keyword-only).
       learning_rate: Adam learning rate ``β`` of the logits (paper: 0.025).
       gamma: weight decay ``γ`` of the logits, added to their gradient as in
         ``torch.optim.Adam(weight_decay=γ)`` (LibMTL: 1e-3; authors' code: 1e-5).
@@ -74,15 +75,10 @@ def famo(
     References:
       Liu et al. 2023, https://arxiv.org/abs/2306.03792
     """
-    _base.check_num_tasks(num_tasks)
-    if num_tasks is None:
-        raise ValueError("num_tasks must be given, got None")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    if not gamma >= 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    _base.check_num_tasks(num_tasks, required=True)
+    learning_rate = _base.check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    gamma = _base.check_number("gamma", gamma, low=0.0)
+    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
     if min_losses is not None:
         min_losses = jnp.asarray(min_losses, jnp.float32)
         if min_losses.shape != (num_tasks,):
@@ -98,8 +94,7 @@ def famo(
         return FAMOState(xi, optimizer.init(xi), jnp.zeros_like(xi), jnp.zeros((), bool), w)
 
     def weights_fn(losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(f"built for num_tasks={num_tasks}, got losses of shape {losses.shape}")
+        _base.check_losses(losses, num_tasks)
         losses = losses.astype(jnp.float32)
         xi = state.logits
         grad = _famo.famo_logit_grad(xi, state.prev_losses, losses, min_losses=min_losses, eps=eps)

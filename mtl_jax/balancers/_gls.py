@@ -42,8 +42,7 @@ def gls(
       Chennupati et al. 2019, https://arxiv.org/abs/1904.08492
     """
     _base.check_num_tasks(num_tasks)
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
 
     def init(params):
         del params

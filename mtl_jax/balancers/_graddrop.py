@@ -20,8 +20,8 @@ __all__ = ["GradDropState", "graddrop"]
 
 
 class GradDropState(NamedTuple):
-    key: jax.Array  # PRNG key for the uniform draws of the next update
-    weights: jax.Array  # [K] or [0]: always 1 (GradDrop has no per-task weights)
+    key: jax.Array  # [2] uint32 raw key data (jax.random.key_data) for the next draws
+    weights: jax.Array | None  # [K] all ones (no per-task weights), None without num_tasks
 
 
 @jax.jit
@@ -71,8 +71,9 @@ def graddrop(
       seed: seed of the PRNG key drawing ``U``.
       leak: ``ℓ`` in ``[0, 1]``, one float for all tasks or one per task (then
         ``len(leak) = K``); ``ℓ = 1`` passes a task's gradient through unchanged.
-      num_tasks: if given, the state has a ``[K]`` ``weights`` field (all ones:
-        the method has no per-task weights).
+      num_tasks: if given, the state has a ``[K]`` ``weights`` field, all ones:
+        GradDrop's update is not ``Σ_k w_k g_k`` (it masks coordinates), so no
+        task weights describe it; the ones say every task took part.
       shared: leaves to balance; the others receive the plain sum over tasks.
 
     Returns:
@@ -82,24 +83,26 @@ def graddrop(
       Chen et al. 2020, https://arxiv.org/abs/2010.06808
     """
     _base.check_num_tasks(num_tasks)
-    if not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = _base.check_seed(seed)
+    if isinstance(leak, str):
+        raise ValueError(f"leak must be a float or a 1-D sequence in [0, 1], got {leak!r}")
     leak_arr = jnp.asarray(leak, jnp.float32)
-    if leak_arr.ndim > 1 or not bool(jnp.all((leak_arr >= 0) & (leak_arr <= 1))):
+    ok = bool(jnp.all((leak_arr >= 0) & (leak_arr <= 1)))
+    if leak_arr.ndim > 1 or (leak_arr.ndim == 1 and leak_arr.shape[0] == 0) or not ok:
         raise ValueError(f"leak must be a float or a 1-D sequence in [0, 1], got {leak!r}")
     if leak_arr.ndim == 1 and num_tasks is not None and leak_arr.shape[0] != num_tasks:
         raise ValueError(f"leak has {leak_arr.shape[0]} entries but num_tasks={num_tasks}")
 
     def init(params):
         del params
-        return GradDropState(jax.random.key(seed), _base.init_weights_state(num_tasks).weights)
+        return GradDropState(_base.key_data(seed), _base.init_weights(num_tasks))
 
     def combine(leaves, losses, state):
         del losses
         k = leaves[0].shape[0]
         if leak_arr.ndim == 1 and leak_arr.shape[0] != k:
             raise ValueError(f"leak has {leak_arr.shape[0]} entries but got {k} tasks")
-        key, *subs = jax.random.split(state.key, len(leaves) + 1)
+        key, subs = _base.split_key(state.key, len(leaves))
         out = []
         for x, sub in zip(leaves, subs):
             out.append(_drop(x, sub, jnp.broadcast_to(leak_arr, (k,))))

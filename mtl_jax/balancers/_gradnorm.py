@@ -22,38 +22,48 @@ __all__ = ["GradNormState", "gradnorm"]
 
 
 class GradNormState(NamedTuple):
-    weights: jax.Array  # [K], the current weights w (Σw = K), used by the next update
-    initial_losses: jax.Array  # [K], L_i(0), recorded at the first update
-    count: jax.Array  # [], int32, number of updates so far
+    weights: jax.Array  # [K] float32, the weights w applied at the last update (ones before)
+    next_weights: jax.Array  # [K] float32, the weights the next update applies (Σw = K)
+    initial_losses: jax.Array  # [K] float32, L_i(0), recorded at the first update
+    count: jax.Array  # [] int32, number of updates so far
     inner_state: Any  # state of the optimiser of w
 
 
 def _default_layer(shared_flags: list[bool], shapes: list[tuple]) -> list[bool]:
     """The last shared leaf with ≥ 2 dimensions (else the last shared leaf)."""
     idx = [i for i, m in enumerate(shared_flags) if m]
+    if not idx:
+        return [False] * len(shared_flags)
     matrices = [i for i in idx if len(shapes[i]) >= 2]
     chosen = (matrices or idx)[-1]
     return [i == chosen for i in range(len(shared_flags))]
 
 
-def _layer_flags(tree, shared: MaskSpec, layer: MaskSpec, param_ndim_offset: int) -> list[bool]:
-    shared_flags = jax.tree_util.tree_leaves(_task_tree.resolve_mask(shared, tree))
-    if layer is None:
-        shapes = [jnp.shape(x)[param_ndim_offset:] for x in jax.tree_util.tree_leaves(tree)]
-        flags = _default_layer(shared_flags, shapes)
-    else:
-        layer_flags = jax.tree_util.tree_leaves(_task_tree.resolve_mask(layer, tree))
-        flags = [a and b for a, b in zip(shared_flags, layer_flags)]
-    if not any(flags):
-        raise ValueError("layer= selects no shared leaf")
-    return flags
+def _layer_mask(shared: MaskSpec, layer: MaskSpec) -> _task_tree.TreeMask:
+    """GradNorm's ``W`` as a mask rule on the params tree: ``layer`` ∧ shared, or the default."""
+
+    def select(tree):
+        treedef = jax.tree_util.tree_structure(tree)
+        shared_flags = jax.tree_util.tree_leaves(_task_tree.resolve_mask(shared, tree))
+        if layer is None:
+            shapes = [tuple(jnp.shape(x)) for x in jax.tree_util.tree_leaves(tree)]
+            flags = _default_layer(shared_flags, shapes)
+        else:
+            layer_flags = jax.tree_util.tree_leaves(_task_tree.resolve_mask(layer, tree))
+            flags = [a and b for a, b in zip(shared_flags, layer_flags)]
+            if not any(flags):
+                raise ValueError("layer= selects no shared leaf")
+        return jax.tree_util.tree_unflatten(treedef, flags)
+
+    return _task_tree.TreeMask(select)
 
 
+@_base.positional_num_tasks
 def gradnorm(
-    num_tasks: int,
+    *,
+    num_tasks: int | None = None,
     alpha: float = 1.5,
     learning_rate: float = 0.025,
-    *,
     layer: MaskSpec = None,
     optimizer: optax.GradientTransformation | None = None,
     shared: MaskSpec = None,
@@ -80,11 +90,12 @@ def gradnorm(
 
     Modes: full-parameter (norms on ``W``) and representation mode (norms of
     the gradients w.r.t. the shared representation, as LibMTL does).
-    ``state.weights`` holds the weights of the *next* update (ones initially).
+    ``state.weights`` (and :func:`~mtl_jax.balancers.task_weights`) hold the
+    weights the last update applied; ``state.next_weights`` those of the next.
 
     Args:
-      num_tasks: ``K``.
-      alpha: the asymmetry ``α`` (paper: 0.12 on the toy, 1.5 on NYUv2).
+      num_tasks: ``K`` (required, keyword-only).
+      alpha: the asymmetry ``α ≥ 0`` (paper: 0.12 on the toy, 1.5 on NYUv2).
       learning_rate: Adam learning rate of ``w`` (ignored if ``optimizer`` given).
       layer: which shared leaves make ``W`` (see above); ``None``: the default rule.
       optimizer: the optax optimiser of ``w``; default ``optax.adam(learning_rate)``.
@@ -92,72 +103,45 @@ def gradnorm(
 
     Returns:
       A :class:`~mtl_jax.balancers.Balancer` of kind ``"gram"`` whose
-      ``spec.gram_mask`` is ``layer`` (``None``: the default rule, applied by
-      ``update`` to the tree it receives).
+      ``spec.gram_mask`` is a :class:`~mtl_jax._task_tree.TreeMask` selecting ``W``
+      (``layer`` among the shared leaves, or the default rule).
 
     References:
       Chen et al. 2018, https://arxiv.org/abs/1711.02257
     """
-    _base.check_num_tasks(num_tasks)
-    if not alpha >= 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+    _base.check_num_tasks(num_tasks, required=True)
+    alpha = _base.check_number("alpha", alpha, low=0.0)
     if optimizer is None:
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+        learning_rate = _base.check_number("learning_rate", learning_rate, low=0.0, low_open=True)
         optimizer = optax.adam(learning_rate)
+    elif not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
 
     def init(params):
         del params
         w = jnp.ones((num_tasks,), jnp.float32)
-        return GradNormState(w, jnp.ones_like(w), jnp.zeros((), jnp.int32), optimizer.init(w))
+        return GradNormState(w, w, w, jnp.zeros((), jnp.int32), optimizer.init(w))
 
     def weights_fn(gram, losses, state):
         if gram.shape != (num_tasks, num_tasks):
-            raise ValueError(f"built for num_tasks={num_tasks}, got {gram.shape[0]} tasks")
-        w = state.weights
+            raise ValueError(
+                f"the balancer was built with num_tasks={num_tasks} but the task Jacobian "
+                f"has K={gram.shape[0]} tasks"
+            )
+        w = state.next_weights
         losses = losses.astype(w.dtype)
         l0 = jnp.where(state.count == 0, losses, state.initial_losses)
         norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0)).astype(w.dtype)
-        grad = _gradnorm.gradnorm_weights_grad(w, norms, losses, l0, alpha)
+        grad = _gradnorm.gradnorm_weights_grad(w, norms, losses, l0, alpha=alpha)
         step, inner = optimizer.update(grad, state.inner_state, w)
         w_new = jnp.maximum(optax.apply_updates(w, step), 0.0)
         total = jnp.sum(w_new)
         ok = total > jnp.finfo(w.dtype).tiny
         w_new = jnp.where(ok, num_tasks * w_new / jnp.where(ok, total, 1.0), 1.0)
-        return w, GradNormState(w_new, l0, state.count + 1, inner)
+        return w, GradNormState(w, w_new, l0, state.count + 1, inner)
 
-    def combine(leaves, losses, state):
-        # Representation mode: the norms are taken w.r.t. the representation (all of
-        # its leaves), as LibMTL does; full-parameter mode goes through update_fn.
-        w, state = weights_fn(_task_tree.gram(leaves), jax.lax.stop_gradient(losses), state)
-        return [jnp.tensordot(w.astype(x.dtype), x, axes=1) for x in leaves], state
-
-    def update_fn(task_grads, state, params=None, *, task_losses, **extra_args):
-        del extra_args
-        _base.validate_task_inputs(task_grads, params, task_losses)
-        losses = jnp.asarray(task_losses)
-        ref = task_grads if params is None else params
-        offset = 0 if params is not None else 1
-        flags = _layer_flags(ref, shared, layer, offset)
-        treedef = jax.tree_util.tree_structure(task_grads)
-        layer_mask = jax.tree_util.tree_unflatten(treedef, flags)
-        g = _task_tree.gram(task_grads, layer_mask)
-        w, state = weights_fn(g, jax.lax.stop_gradient(losses), state)
-        shared_m = _task_tree.resolve_mask(shared, ref)
-        out = jax.tree_util.tree_map(
-            lambda x, m: jnp.tensordot(w.astype(x.dtype), x, axes=1) if m else jnp.sum(x, 0),
-            task_grads,
-            shared_m,
-        )
-        return out, state
-
-    spec = _base.BalancerSpec(
-        "gram",
-        shared,
-        init,
-        combine,
-        gram_weights=weights_fn,
-        gram_mask=layer,
-        representation=True,
+    # In representation mode the norms are taken w.r.t. the whole representation
+    # (as LibMTL does); on parameters, on W.
+    return _base.gram_balancer(
+        init, weights_fn, shared=shared, gram_mask=_layer_mask(shared, layer)
     )
-    return _base.Balancer(init, update_fn, spec)

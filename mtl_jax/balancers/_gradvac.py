@@ -19,17 +19,17 @@ __all__ = ["GradVacState", "gradvac"]
 
 
 class GradVacState(NamedTuple):
-    key: jax.Array  # PRNG key for the visiting orders of the next update
-    targets: jax.Array  # [K, K] EMA cosine targets φ̂ (or [0, 0] before the first update)
-    weights: jax.Array  # [K] (or [0] if num_tasks is None), weights of the last update
+    key: jax.Array  # [2] uint32 raw key data (jax.random.key_data) for the next orders
+    targets: jax.Array  # [K, K] float32 EMA cosine targets φ̂ (zeros before the first update)
+    weights: jax.Array  # [K] float32, weights of the last update
 
 
 def gradvac(
-    beta: float = 0.5,
     *,
+    num_tasks: int | None = None,
+    beta: float = 0.5,
     eps: float = 1e-8,
     seed: int = 0,
-    num_tasks: int | None = None,
     shared: MaskSpec = None,
 ) -> _base.Balancer:
     """GradVac: lift each pairwise cosine ``cos(g_i, g_j)`` up to an EMA target.
@@ -47,12 +47,12 @@ def gradvac(
     Modes: full-parameter (Gram over the shared leaves) and representation mode.
 
     Args:
+      num_tasks: ``K`` (required). The ``[K, K]`` targets live in the state, whose
+        shapes are fixed at ``init`` before any data is seen; without them every
+        update would silently be PCGrad's.
       beta: EMA rate of the cosine targets, in ``[0, 1]``.
       eps: added to denominators.
       seed: seed of the PRNG key drawing the visiting orders.
-      num_tasks: ``K``. The targets live in the state, whose shape cannot depend on
-        data, so ``num_tasks`` is required for the EMA; with ``None`` the targets
-        stay at 0 (every update is then PCGrad-like) and no weights are recorded.
       shared: leaves to balance; the others receive the plain sum over tasks.
 
     Returns:
@@ -61,33 +61,33 @@ def gradvac(
     References:
       Wang et al. 2021, https://arxiv.org/abs/2010.05874
     """
+    if num_tasks is None:
+        raise ValueError(
+            "gradvac needs num_tasks=K: its [K, K] cosine targets live in the state, which is "
+            "built before K is seen (without them every update would be PCGrad's)"
+        )
     _base.check_num_tasks(num_tasks)
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta!r}")
-    if not eps >= 0.0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
-    if not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    beta = _base.check_number("beta", beta, low=0.0, high=1.0)
+    eps = _base.check_number("eps", eps, low=0.0)
+    seed = _base.check_seed(seed)
 
     def init(params):
         del params
-        k = 0 if num_tasks is None else num_tasks
+        k = num_tasks
         return GradVacState(
-            jax.random.key(seed),
-            jnp.zeros((k, k), jnp.float32),
-            _base.init_weights_state(num_tasks).weights,
+            _base.key_data(seed), jnp.zeros((k, k), jnp.float32), _base.init_weights(k)
         )
 
     def weights_fn(gram, losses, state):
         del losses
         k = gram.shape[0]
-        key, sub = jax.random.split(state.key)
-        keep = state.targets.shape == (k, k)
-        if not keep and state.targets.shape[0] != 0:
-            raise ValueError(f"built for num_tasks={state.targets.shape[0]}, got {k} tasks")
-        targets = state.targets if keep else jnp.zeros((k, k), jnp.float32)
-        w, new_targets = _gradvac.gradvac_weights(gram, targets, sub, beta=beta, eps=eps)
-        new_targets = new_targets.astype(jnp.float32) if keep else state.targets
+        if k != num_tasks:
+            raise ValueError(
+                f"the balancer was built with num_tasks={num_tasks} but the task Jacobian "
+                f"has K={k} tasks"
+            )
+        key, (sub,) = _base.split_key(state.key)
+        w, new_targets = _gradvac.gradvac_weights(gram, state.targets, sub, beta=beta, eps=eps)
         return w, GradVacState(key, new_targets, _base.record_weights(state.weights, w))
 
     return _base.gram_balancer(init, weights_fn, shared=shared)

@@ -20,10 +20,10 @@ __all__ = ["NashMTLState", "nash_mtl"]
 
 
 class NashMTLState(NamedTuple):
-    """State of :func:`nash_mtl` (``[0]``-shaped arrays when ``num_tasks`` is None)."""
+    """State of :func:`nash_mtl` (``weights`` and ``alpha`` are None without ``num_tasks``)."""
 
-    weights: jax.Array  # [K] weights used at the last update (after clipping)
-    alpha: jax.Array  # [K] last solution before clipping: warm start and reused weights
+    weights: jax.Array | None  # [K] float32 weights used at the last update (after clipping)
+    alpha: jax.Array | None  # [K] float32 last solution before clipping: warm start, reuse
     count: jax.Array  # [] int32 number of updates so far
 
 
@@ -71,34 +71,31 @@ def nash_mtl(
       Navon et al. 2022, https://arxiv.org/abs/2202.01017
     """
     _base.check_num_tasks(num_tasks)
-    if not isinstance(max_norm, int | float) or not max_norm >= 0:
-        raise ValueError(f"max_norm must be a non-negative number, got {max_norm!r}")
-    if not isinstance(update_weights_every, int) or update_weights_every < 1:
-        raise ValueError(
-            f"update_weights_every must be a positive int, got {update_weights_every!r}"
-        )
+    max_norm = _base.check_number("max_norm", max_norm, low=0.0)
+    update_weights_every = _base.check_int("update_weights_every", update_weights_every)
     if update_weights_every > 1 and num_tasks is None:
         raise ValueError(
             f"update_weights_every={update_weights_every} needs num_tasks to keep the weights"
         )
-    if not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
-    if not reg_eps >= 0:
-        raise ValueError(f"reg_eps must be non-negative, got {reg_eps!r}")
-    max_norm = float(max_norm)
+    num_iters = _base.check_int("num_iters", num_iters)
+    reg_eps = _base.check_number("reg_eps", reg_eps, low=0.0)
 
     def init(params):
         del params
-        k = 0 if num_tasks is None else num_tasks
         return NashMTLState(
-            weights=jnp.ones((k,), jnp.float32),
-            alpha=jnp.zeros((k,), jnp.float32),
+            weights=_base.init_weights(num_tasks),
+            alpha=_base.init_weights(num_tasks, 0.0),
             count=jnp.zeros((), jnp.int32),
         )
 
     def weights_fn(gram, losses, state):
         del losses
-        keep = state.alpha.shape[0] > 0
+        keep = state.alpha is not None
+        if keep and state.alpha.shape[0] != gram.shape[0]:
+            raise ValueError(
+                f"the balancer was built with num_tasks={state.alpha.shape[0]} but the task "
+                f"Jacobian has K={gram.shape[0]} tasks"
+            )
         warm = state.count > 0
 
         def solve(_):

@@ -19,8 +19,8 @@ __all__ = ["PCGradState", "pcgrad"]
 
 
 class PCGradState(NamedTuple):
-    key: jax.Array  # PRNG key for the projection orders of the next update
-    weights: jax.Array  # [K] (or [0] if num_tasks is None), weights of the last update
+    key: jax.Array  # [2] uint32 raw key data (jax.random.key_data) for the next orders
+    weights: jax.Array | None  # [K] weights of the last update (None without num_tasks)
 
 
 def pcgrad(
@@ -52,16 +52,15 @@ def pcgrad(
       Yu et al. 2020, https://arxiv.org/abs/2001.06782
     """
     _base.check_num_tasks(num_tasks)
-    if not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = _base.check_seed(seed)
 
     def init(params):
         del params
-        return PCGradState(jax.random.key(seed), _base.init_weights_state(num_tasks).weights)
+        return PCGradState(_base.key_data(seed), _base.init_weights(num_tasks))
 
     def weights_fn(gram, losses, state):
         del losses
-        key, sub = jax.random.split(state.key)
+        key, (sub,) = _base.split_key(state.key)
         w = _pcgrad.pcgrad_weights(gram, sub)
         return w, PCGradState(key, _base.record_weights(state.weights, w))
 

@@ -19,13 +19,14 @@ __all__ = ["RLWState", "rlw"]
 
 
 class RLWState(NamedTuple):
-    key: jax.Array  # PRNG key for the next draw
+    key: jax.Array  # [2] uint32 raw key data (jax.random.key_data) for the next draw
     weights: jax.Array  # [K], weights used at the last update
 
 
+@_base.positional_num_tasks
 def rlw(
-    num_tasks: int,
     *,
+    num_tasks: int | None = None,
     seed: int = 0,
     distribution: _rlw.Distribution = "normal",
     shared: MaskSpec = None,
@@ -41,7 +42,7 @@ def rlw(
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k``).
 
     Args:
-      num_tasks: ``K``.
+      num_tasks: ``K`` (required, keyword-only).
       seed: seed of the PRNG key kept in the state.
       distribution: ``"normal"`` (paper default), ``"uniform"`` or ``"dirichlet"``;
         see :func:`mtl_jax.weighting.rlw_weights`.
@@ -53,24 +54,19 @@ def rlw(
     References:
       Lin et al. 2022, https://arxiv.org/abs/2111.10603
     """
-    _base.check_num_tasks(num_tasks)
-    if num_tasks is None:
-        raise ValueError("num_tasks must be given, got None")
+    _base.check_num_tasks(num_tasks, required=True)
     if distribution not in _rlw.DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {_rlw.DISTRIBUTIONS}, got {distribution!r}")
-    if not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = _base.check_seed(seed)
 
     def init(params):
         del params
-        w = _base.init_weights_state(num_tasks).weights
-        return RLWState(jax.random.key(seed), w)
+        return RLWState(_base.key_data(seed), _base.init_weights(num_tasks))
 
     def weights_fn(losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(f"built for num_tasks={num_tasks}, got losses of shape {losses.shape}")
-        key, sub = jax.random.split(state.key)
-        w = _rlw.rlw_weights(sub, num_tasks, distribution)
+        _base.check_losses(losses, num_tasks)
+        key, (sub,) = _base.split_key(state.key)
+        w = _rlw.rlw_weights(sub, num_tasks=num_tasks, distribution=distribution)
         return w, RLWState(key, w)
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

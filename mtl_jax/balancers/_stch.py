@@ -26,9 +26,10 @@ class STCHState(NamedTuple):
     weights: jax.Array  # [K], weights on the raw losses used at the last update
 
 
+@_base.positional_num_tasks
 def stch(
-    num_tasks: int,
     *,
+    num_tasks: int | None = None,
     mu: float = 1.0,
     warmup_steps: int = 0,
     nadir: jax.typing.ArrayLike | None = None,
@@ -54,7 +55,7 @@ def stch(
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k``).
 
     Args:
-      num_tasks: ``K``.
+      num_tasks: ``K`` (required, keyword-only).
       mu: smoothing ``μ > 0`` (LibMTL default 1).
       warmup_steps: updates of ``Σ log L`` before switching to STCH.
       nadir: ``[K]`` fixed nadir vector (positive); ``None`` to estimate it.
@@ -69,11 +70,8 @@ def stch(
     References:
       Lin et al. 2024, https://arxiv.org/abs/2402.19078
     """
-    _base.check_num_tasks(num_tasks)
-    if num_tasks is None:
-        raise ValueError("num_tasks must be given, got None")
-    if not mu > 0:
-        raise ValueError(f"mu must be > 0, got {mu}")
+    _base.check_num_tasks(num_tasks, required=True)
+    mu = _base.check_number("mu", mu, low=0.0, low_open=True)
     if not isinstance(warmup_steps, int) or warmup_steps < 0:
         raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
     if nadir_steps is None:
@@ -86,8 +84,7 @@ def stch(
         nadir = jnp.asarray(nadir, jnp.float32)
         if nadir.shape != (num_tasks,) or not bool(jnp.all(nadir > 0)):
             raise ValueError(f"nadir must be a positive vector of shape ({num_tasks},)")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
     window_start = warmup_steps - nadir_steps
 
     def init(params):
@@ -97,8 +94,7 @@ def stch(
         return STCHState(jnp.zeros((), jnp.int32), jnp.zeros_like(ones), n0, ones)
 
     def weights_fn(losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(f"built for num_tasks={num_tasks}, got losses of shape {losses.shape}")
+        _base.check_losses(losses, num_tasks)
         losses = losses.astype(jnp.float32)
         t = state.step
         in_warmup = t < warmup_steps

@@ -25,9 +25,10 @@ class UncertaintyWeightingState(NamedTuple):
     weights: jax.Array  # [K], weights used at the last update
 
 
+@_base.positional_num_tasks
 def uncertainty_weighting(
-    num_tasks: int,
     *,
+    num_tasks: int | None = None,
     learning_rate: float = 1e-3,
     optimizer: optax.GradientTransformation | None = None,
     init_log_variance: float = 0.0,
@@ -44,7 +45,7 @@ def uncertainty_weighting(
     Scale: at ``s = 0`` the update is ½ of :func:`equal_weighting`'s.
 
     Args:
-      num_tasks: ``K``.
+      num_tasks: ``K`` (required, keyword-only; the positional ``K`` is deprecated).
       learning_rate: Adam learning rate for ``s`` (ignored if ``optimizer`` is given).
       optimizer: the optax optimiser of ``s``; default ``optax.adam(learning_rate)``.
       init_log_variance: initial ``s_k``.
@@ -56,11 +57,13 @@ def uncertainty_weighting(
     References:
       Kendall, Gal & Cipolla 2018, https://arxiv.org/abs/1705.07115
     """
-    _base.check_num_tasks(num_tasks)
+    _base.check_num_tasks(num_tasks, required=True)
+    init_log_variance = _base.check_number("init_log_variance", init_log_variance)
     if optimizer is None:
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        learning_rate = _base.check_number("learning_rate", learning_rate, low=0.0, low_open=True)
         optimizer = optax.adam(learning_rate)
+    elif not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
 
     def init(params):
         del params
@@ -68,8 +71,7 @@ def uncertainty_weighting(
         return UncertaintyWeightingState(s, optimizer.init(s), _uncertainty.uncertainty_weights(s))
 
     def weights_fn(losses, state):
-        if losses.shape != (num_tasks,):
-            raise ValueError(f"built for num_tasks={num_tasks}, got losses of shape {losses.shape}")
+        _base.check_losses(losses, num_tasks)
         s = state.log_variances
         w = _uncertainty.uncertainty_weights(s)
         grad = _uncertainty.uncertainty_log_variance_grad(s, losses.astype(s.dtype))

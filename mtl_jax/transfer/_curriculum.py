@@ -25,6 +25,7 @@ Experiments with Deep Networks", ICML 2018, https://arxiv.org/abs/1802.03796.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import jax
@@ -32,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.typing import ArrayLike
+
+from mtl_jax._deprecation import renamed_kwargs
 
 __all__ = [
     "curriculum_batch",
@@ -46,13 +49,14 @@ __all__ = [
 Pacing = Callable[[ArrayLike], jax.Array]
 
 
+@renamed_kwargs(steps="num_iters")
 def difficulty_scores(
     features: ArrayLike,
     labels: ArrayLike,
     num_classes: int,
     *,
     l2: float = 1e-3,
-    steps: int = 300,
+    num_iters: int = 300,
     learning_rate: float = 0.5,
 ) -> jax.Array:
     """Teacher confidence in the true label: ``p(y_i | f_i)`` of a fitted softmax regression.
@@ -66,7 +70,7 @@ def difficulty_scores(
       labels: int labels ``[N]`` in ``[0, num_classes)``.
       num_classes: number of classes.
       l2: weight of ``l2/2 ‖W‖²`` (≥ 0).
-      steps: optimisation steps (≥ 1).
+      num_iters: optimisation steps (≥ 1; the old name ``steps=`` is deprecated).
       learning_rate: gradient-descent learning rate (> 0).
 
     Returns:
@@ -77,15 +81,15 @@ def difficulty_scores(
     """
     if not l2 >= 0:
         raise ValueError(f"l2 must be >= 0, got {l2!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    if not isinstance(num_iters, numbers.Integral) or num_iters < 1:
+        raise ValueError(f"num_iters must be an int >= 1, got {num_iters!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     f = jnp.asarray(features, jnp.float32)
     y = jnp.asarray(labels, jnp.int32)
     if f.ndim != 2 or y.shape != (f.shape[0],):
         raise ValueError(f"need features [N, D] and labels [N], got {f.shape} and {y.shape}")
-    return _scores_jit(f, y, num_classes, float(l2), int(steps), float(learning_rate))
+    return _scores_jit(f, y, num_classes, float(l2), int(num_iters), float(learning_rate))
 
 
 def _scores_impl(f, y, num_classes, l2, steps, learning_rate):

@@ -35,6 +35,7 @@ recorded in PAPERS.md, marked unverified there):
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -42,6 +43,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from mtl_jax._deprecation import renamed_kwargs
 from mtl_jax.transfer._mmd import MMDStatistics, mmd_statistics
 
 __all__ = ["ReflectionParams", "fit_reflection", "optimize_latent_map", "reflection_value"]
@@ -81,12 +83,13 @@ def _constrain(raw: tuple) -> ReflectionParams:
     return ReflectionParams(jax.nn.softplus(vb), jax.nn.softplus(vl), jax.nn.softplus(vm), b)
 
 
+@renamed_kwargs(steps="num_iters")
 def fit_reflection(
     stats: MMDStatistics,
     improvement_ratios: ArrayLike,
     *,
     reg: float = 1e-3,
-    steps: int = 2000,
+    num_iters: int = 2000,
     learning_rate: float = 0.02,
 ) -> ReflectionParams:
     """Fits the reflection function on transfer experiences (L2T stage 1).
@@ -99,7 +102,7 @@ def fit_reflection(
         ``tau [E, K]``), e.g. ``jax.vmap(mmd_statistics, (0, 0, None))(...)`` or stacked.
       improvement_ratios: ``[E]`` positive performance improvement ratios l_e.
       reg: L2 regularisation weight (≥ 0).
-      steps: Adam steps (≥ 1).
+      num_iters: Adam steps (≥ 1; the old name ``steps=`` is deprecated).
       learning_rate: Adam learning rate (> 0).
 
     Returns:
@@ -110,8 +113,8 @@ def fit_reflection(
     """
     if not reg >= 0:
         raise ValueError(f"reg must be >= 0, got {reg!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    if not isinstance(num_iters, numbers.Integral) or num_iters < 1:
+        raise ValueError(f"num_iters must be an int >= 1, got {num_iters!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     ratios = jnp.asarray(improvement_ratios, jnp.float32)
@@ -121,7 +124,7 @@ def fit_reflection(
     if not bool(jnp.all(ratios > 0)):
         raise ValueError("improvement ratios must be positive")
     stats = MMDStatistics(d, jnp.asarray(stats.q, jnp.float32), jnp.asarray(stats.tau, jnp.float32))
-    return _fit_jit(stats, 1.0 / ratios, float(reg), int(steps), float(learning_rate))
+    return _fit_jit(stats, 1.0 / ratios, float(reg), int(num_iters), float(learning_rate))
 
 
 def _fit_impl(stats, targets, reg, steps, learning_rate):
@@ -151,6 +154,7 @@ def _fit_impl(stats, targets, reg, steps, learning_rate):
 _fit_jit = jax.jit(_fit_impl, static_argnums=(2, 3, 4))
 
 
+@renamed_kwargs(steps="num_iters")
 def optimize_latent_map(
     params: ReflectionParams,
     source: ArrayLike,
@@ -159,7 +163,7 @@ def optimize_latent_map(
     sigmas: ArrayLike,
     *,
     gamma: float = 1e-3,
-    steps: int = 200,
+    num_iters: int = 200,
     learning_rate: float = 0.01,
 ) -> tuple[jax.Array, jax.Array]:
     """Optimises the shared latent map for a new pair (L2T stage 2).
@@ -173,11 +177,12 @@ def optimize_latent_map(
       init: ``[d, k]`` starting map (e.g. a base algorithm's map).
       sigmas: ``[K]`` kernel bandwidths, the bank used to fit ``params``.
       gamma: weight γ ≥ 0 of ``‖W‖²_F``.
-      steps: Adam steps (≥ 0; 0 returns ``init``).
+      num_iters: Adam steps (≥ 0; 0 returns ``init``; the old name ``steps=`` is
+        deprecated).
       learning_rate: Adam learning rate (> 0).
 
     Returns:
-      ``(W [d, k], objective [steps + 1])`` — the map and the objective trace
+      ``(W [d, k], objective [num_iters + 1])`` — the map and the objective trace
       (entry 0 at ``init``, entry i after i steps).
 
     References:
@@ -185,8 +190,8 @@ def optimize_latent_map(
     """
     if not gamma >= 0:
         raise ValueError(f"gamma must be >= 0, got {gamma!r}")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps!r}")
+    if not isinstance(num_iters, numbers.Integral) or num_iters < 0:
+        raise ValueError(f"num_iters must be an int >= 0, got {num_iters!r}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     xs, xt = jnp.asarray(source, jnp.float32), jnp.asarray(target, jnp.float32)
@@ -194,7 +199,7 @@ def optimize_latent_map(
     if w0.ndim != 2 or w0.shape[0] != xs.shape[1]:
         raise ValueError(f"init must be [{xs.shape[1]}, k], got {w0.shape}")
     sig = jnp.asarray(sigmas, jnp.float32)
-    return _opt_jit(params, xs, xt, w0, sig, float(gamma), int(steps), float(learning_rate))
+    return _opt_jit(params, xs, xt, w0, sig, float(gamma), int(num_iters), float(learning_rate))
 
 
 def _opt_impl(params, xs, xt, w0, sigmas, gamma, steps, learning_rate):

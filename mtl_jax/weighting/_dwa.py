@@ -17,6 +17,7 @@ __all__ = ["dwa_weights"]
 def dwa_weights(
     prev_losses: jax.typing.ArrayLike,
     prev_prev_losses: jax.typing.ArrayLike,
+    *,
     temperature: float = 2.0,
 ) -> jax.Array:
     """``w = K · softmax(r / T)`` with ``r_k = L_k(t−1) / L_k(t−2)``.

@@ -149,8 +149,8 @@ def solve_alpha_fair(
 
 def fairgrad_weights(
     gram: jax.typing.ArrayLike,
-    alpha: float = 1.0,
     *,
+    alpha: float = 1.0,
     reg_eps: float = 1e-5,
     num_iters: int = 20,
 ) -> jax.Array:

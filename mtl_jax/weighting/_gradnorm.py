@@ -29,6 +29,7 @@ def gradnorm_targets(
     layer_norms: jax.typing.ArrayLike,
     losses: jax.typing.ArrayLike,
     initial_losses: jax.typing.ArrayLike,
+    *,
     alpha: float,
 ) -> jax.Array:
     """The targets ``Ḡ r_i^α`` (as constants: gradients are stopped), shape ``[K]``.
@@ -48,11 +49,12 @@ def gradnorm_objective(
     layer_norms: jax.typing.ArrayLike,
     losses: jax.typing.ArrayLike,
     initial_losses: jax.typing.ArrayLike,
+    *,
     alpha: float,
 ) -> jax.Array:
     """``L_grad(w) = Σ_i |w_i n_i − Ḡ r_i^α|`` with the target held constant."""
     w = jnp.asarray(weights)
-    target = gradnorm_targets(w, layer_norms, losses, initial_losses, alpha)
+    target = gradnorm_targets(w, layer_norms, losses, initial_losses, alpha=alpha)
     return jnp.sum(jnp.abs(w * jnp.asarray(layer_norms, w.dtype) - target))
 
 
@@ -61,6 +63,7 @@ def gradnorm_weights_grad(
     layer_norms: jax.typing.ArrayLike,
     losses: jax.typing.ArrayLike,
     initial_losses: jax.typing.ArrayLike,
+    *,
     alpha: float,
 ) -> jax.Array:
     """Closed-form ``∂L_grad/∂w_i = sign(w_i n_i − Ḡ r_i^α) · n_i``, shape ``[K]``.
@@ -79,11 +82,11 @@ def gradnorm_weights_grad(
       >>> import jax.numpy as jnp
       >>> from mtl_jax.weighting import gradnorm_weights_grad
       >>> g = gradnorm_weights_grad(jnp.ones(2), jnp.array([1.0, 3.0]), jnp.ones(2),
-      ...                           jnp.ones(2), 1.5)
+      ...                           jnp.ones(2), alpha=1.5)
       >>> g.tolist()  # task 0's gradient is below the mean norm: raise its weight
       [-1.0, 3.0]
     """
     w = jnp.asarray(weights)
     n = jnp.asarray(layer_norms, w.dtype)
-    target = gradnorm_targets(w, n, losses, initial_losses, alpha)
+    target = gradnorm_targets(w, n, losses, initial_losses, alpha=alpha)
     return jnp.sign(w * n - target) * n

@@ -8,7 +8,9 @@ For every task ``i`` and the other tasks ``j`` in a random order, with
 ``φ_ij = cos(g_i^PC, g_j)`` and the target ``φ̂_ij`` (an EMA of past cosines): if
 ``φ_ij < φ̂_ij`` then
 ``g_i^PC ← g_i^PC + ‖g_i^PC‖ (φ̂_ij √(1−φ_ij²) − φ_ij √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²)) · g_j``,
-which sets the cosine to exactly ``φ̂_ij``; then ``φ̂_ij ← (1−β) φ̂_ij + β φ_ij``
+which sets the cosine to exactly ``φ̂_ij`` (measured cosines are clipped to
+``[−1, 1]``, and the target used is capped at ``1 − 10⁻⁴``, where the correction
+would diverge); then ``φ̂_ij ← (1−β) φ̂_ij + β φ_ij``
 (with the cosine measured before the correction, as in the paper's Algorithm 1
 and LibMTL). The update is ``Σ_i g_i^PC``. As for PCGrad, ``g_i^PC = Σ_k C_ik g_k``,
 so everything runs on ``G`` and the coefficient matrix ``C``.
@@ -22,6 +24,8 @@ import jax.numpy as jnp
 from mtl_jax.weighting._pcgrad import _as_gram, check_orders, random_task_orders
 
 __all__ = ["gradvac_weights"]
+
+_MAX_TARGET = 1.0 - 1e-4  # largest target cosine used in a correction
 
 
 def gradvac_weights(
@@ -71,8 +75,12 @@ def _gradvac_ordered(g, phi_hat, orders, beta, eps):
             j = order[t]
             cg = c @ g
             norm_i = jnp.sqrt(jnp.maximum(cg @ c, 0.0))
-            phi = cg[j] / (norm_i * norms[j] + eps)
-            hat = hat_row[j]
+            # A cosine: clipped to [-1, 1] against cancellation in cᵀGc (dependent
+            # gradients, low precision), which would otherwise send φ, and the
+            # targets, far outside that range.
+            phi = jnp.clip(cg[j] / (norm_i * norms[j] + eps), -1.0, 1.0)
+            # The correction needed to reach a target cosine φ̂ diverges as φ̂ → 1.
+            hat = jnp.clip(hat_row[j], -1.0, _MAX_TARGET)
             s_phi = jnp.sqrt(jnp.maximum(1.0 - phi * phi, 0.0))
             s_hat = jnp.sqrt(jnp.maximum(1.0 - hat * hat, 0.0))
             coef = norm_i * (hat * s_phi - phi * s_hat) / (norms[j] * s_hat + eps)

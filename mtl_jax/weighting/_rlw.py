@@ -19,7 +19,9 @@ Distribution = Literal["normal", "uniform", "dirichlet"]
 DISTRIBUTIONS = ("normal", "uniform", "dirichlet")
 
 
-def rlw_weights(key: jax.Array, num_tasks: int, distribution: Distribution = "normal") -> jax.Array:
+def rlw_weights(
+    key: jax.Array, *, num_tasks: int, distribution: Distribution = "normal"
+) -> jax.Array:
     """Random weights on the simplex, ``[num_tasks]``, summing to 1.
 
     Args:

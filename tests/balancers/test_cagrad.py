@@ -39,7 +39,7 @@ def test_matches_torchjd():
     rng = np.random.default_rng(0)
     for jac in [J_TORCHJD, rng.normal(size=(3, 8)), rng.normal(size=(5, 4))]:
         expected = torchjd_agg.CAGrad(c=0.5)(torch.tensor(jac)).numpy()
-        tx = mtl.balancers.cagrad(0.5, rescale=0)
+        tx = mtl.balancers.cagrad(c=0.5, rescale=0)
         out, _ = jax.jit(tx.update)(
             {"w": jnp.asarray(jac, jnp.float32)}, tx.init(None), task_losses=jnp.ones(len(jac))
         )
@@ -72,6 +72,6 @@ def test_primal_property():
 
 def test_validation():
     with pytest.raises(ValueError, match="c must"):
-        mtl.balancers.cagrad(-1.0)
+        mtl.balancers.cagrad(c=-1.0)
     with pytest.raises(ValueError, match="rescale"):
         mtl.balancers.cagrad(rescale=3)

@@ -28,7 +28,7 @@ def test_matches_libmtl_without_moving_average():
     jacs = [J, J + 0.3 * rng.normal(size=J.shape)]
     losses = [np.array([0.5, 2.0, 1.0]), np.array([0.4, 1.5, 0.9])]
     ref = _libmtl_db_mtl(jacs, losses, beta=0.0, beta_sigma=0.0)
-    tx = mtl.balancers.db_mtl(3, beta=0.0)
+    tx = mtl.balancers.db_mtl(num_tasks=3, beta=0.0)
     state = tx.init(None)
     for jac, ls, r in zip(jacs, losses, ref):
         u, state = tx.update({"w": jnp.asarray(jac, jnp.float32)}, state, task_losses=ls)
@@ -38,7 +38,7 @@ def test_matches_libmtl_without_moving_average():
 def test_first_step_matches_libmtl_up_to_ema_scale():
     losses = np.array([0.5, 2.0, 1.0])
     (ref,) = _libmtl_db_mtl([J], [losses], beta=0.9, beta_sigma=0.5)
-    tx = mtl.balancers.db_mtl(3, beta=0.9, beta_sigma=0.5)
+    tx = mtl.balancers.db_mtl(num_tasks=3, beta=0.9, beta_sigma=0.5)
     u, _ = tx.update({"w": jnp.asarray(J, jnp.float32)}, tx.init(None), task_losses=losses)
     # LibMTL combines the zero-started gradient average, (1 − β)·g at step 1.
     np.testing.assert_allclose(0.1 * np.asarray(u["w"]), ref, rtol=1e-5)
@@ -46,7 +46,7 @@ def test_first_step_matches_libmtl_up_to_ema_scale():
 
 def test_balanced_log_gradients_have_equal_norms():
     losses = jnp.array([0.5, 20.0, 1.0])
-    tx = mtl.balancers.db_mtl(3, beta=0.0)
+    tx = mtl.balancers.db_mtl(num_tasks=3, beta=0.0)
     _, state = tx.update({"w": jnp.asarray(J, jnp.float32)}, tx.init(None), task_losses=losses)
     contrib = np.asarray(state.weights)[:, None] * J
     norms = np.linalg.norm(contrib, axis=1)
@@ -57,7 +57,7 @@ def test_balanced_log_gradients_have_equal_norms():
 
 
 def test_moving_average_of_norms():
-    tx = mtl.balancers.db_mtl(2, beta=0.5)
+    tx = mtl.balancers.db_mtl(num_tasks=2, beta=0.5)
     state = tx.init(None)
     losses = jnp.ones(2)
     for scale in (1.0, 3.0):
@@ -80,7 +80,7 @@ def test_representation_mode_runs():
     decode = lambda p, z, b: jnp.mean((jnp.einsum("nd,kd->kn", z, p["heads"]) - b[1]) ** 2, 1)
     step = mtl.training.make_train_step(
         lambda p, b: decode(p, encode(p, b), b),
-        mtl.balancers.db_mtl(2),
+        mtl.balancers.db_mtl(num_tasks=2),
         optax.adam(1e-2),
         mode="representation",
         representation=mtl.training.Representation(encode, decode),
@@ -96,7 +96,7 @@ def test_representation_mode_runs():
 
 def test_rejects_bad_hyperparameters():
     with pytest.raises(ValueError, match="beta"):
-        mtl.balancers.db_mtl(2, beta=1.0)
+        mtl.balancers.db_mtl(num_tasks=2, beta=1.0)
     with pytest.raises(ValueError, match="beta_sigma"):
-        mtl.balancers.db_mtl(2, beta_sigma=-1.0)
-    assert mtl.balancers.db_mtl(2).spec.kind == "gram"
+        mtl.balancers.db_mtl(num_tasks=2, beta_sigma=-1.0)
+    assert mtl.balancers.db_mtl(num_tasks=2).spec.kind == "gram"

@@ -15,7 +15,7 @@ def _softmax(x):
 
 def test_weights_on_scripted_losses():
     losses = np.array([[2.0, 1.0, 4.0], [1.0, 0.9, 3.0], [0.5, 0.8, 2.9], [0.4, 0.4, 2.0]])
-    tx = mtl.balancers.dwa(3, temperature=2.0)
+    tx = mtl.balancers.dwa(num_tasks=3, temperature=2.0)
     state = tx.init(None)
     jac = {"w": jnp.eye(3)}
     update = jax.jit(lambda s, ls: tx.update(jac, s, task_losses=ls))
@@ -35,7 +35,7 @@ def test_weights_on_scripted_losses():
 
 
 def test_epoch_averaging():
-    tx = mtl.balancers.dwa(2, temperature=1.0, steps_per_epoch=2)
+    tx = mtl.balancers.dwa(num_tasks=2, temperature=1.0, steps_per_epoch=2)
     seq = np.array([[4.0, 4.0], [2.0, 2.0], [3.0, 1.0], [1.0, 1.0], [9.0, 9.0], [9.0, 9.0]])
     state = tx.init(None)
     ws = []
@@ -51,12 +51,12 @@ def test_epoch_averaging():
 
 
 def test_pure_function_guards_zero_history():
-    w = mtl.weighting.dwa_weights(jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), 2.0)
+    w = mtl.weighting.dwa_weights(jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), temperature=2.0)
     np.testing.assert_allclose(w, 2 * _softmax(np.array([1.0, 2.0]) / 2.0), rtol=1e-6)
 
 
 def test_rejects_bad_hyperparameters():
     with pytest.raises(ValueError, match="temperature"):
-        mtl.balancers.dwa(2, temperature=0.0)
+        mtl.balancers.dwa(num_tasks=2, temperature=0.0)
     with pytest.raises(ValueError, match="steps_per_epoch"):
-        mtl.balancers.dwa(2, steps_per_epoch=0)
+        mtl.balancers.dwa(num_tasks=2, steps_per_epoch=0)

@@ -39,7 +39,7 @@ def test_matches_torch_reference_on_scripted_losses():
         [[1.0, 2.0, 3.0], [0.5, 1.9, 2.0], [0.3, 1.8, 1.5], [0.2, 1.75, 1.0], [0.15, 1.7, 0.8]]
     )
     ref_w, ref_logits = _torch_famo(seq, lr=0.025, gamma=0.001)
-    tx = mtl.balancers.famo(3, learning_rate=0.025, gamma=0.001)
+    tx = mtl.balancers.famo(num_tasks=3, learning_rate=0.025, gamma=0.001)
     state = tx.init(None)
     fn = jax.jit(tx.spec.loss_weights)
     for t, row in enumerate(seq):
@@ -53,7 +53,7 @@ def test_matches_torch_reference_on_scripted_losses():
 def test_first_logit_update_by_hand():
     # One Adam step from zero moves every logit by -lr·sign(δ) (Adam's first step).
     l0, l1 = np.array([1.0, 1.0]), np.array([0.5, 1.0])
-    tx = mtl.balancers.famo(2, learning_rate=0.1, gamma=0.0)
+    tx = mtl.balancers.famo(num_tasks=2, learning_rate=0.1, gamma=0.0)
     state = tx.init(None)
     _, state = tx.spec.loss_weights(jnp.asarray(l0), state)
     np.testing.assert_allclose(state.logits, 0.0)
@@ -78,8 +78,8 @@ def test_weights_are_gradient_of_scaled_log_objective():
 
 def test_rejects_bad_hyperparameters():
     with pytest.raises(ValueError, match="learning_rate"):
-        mtl.balancers.famo(2, learning_rate=0.0)
+        mtl.balancers.famo(num_tasks=2, learning_rate=0.0)
     with pytest.raises(ValueError, match="gamma"):
-        mtl.balancers.famo(2, gamma=-1.0)
+        mtl.balancers.famo(num_tasks=2, gamma=-1.0)
     with pytest.raises(ValueError, match="min_losses"):
-        mtl.balancers.famo(2, min_losses=jnp.zeros(3))
+        mtl.balancers.famo(num_tasks=2, min_losses=jnp.zeros(3))

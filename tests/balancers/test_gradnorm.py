@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import mtl_jax as mtl
+from mtl_jax._task_tree import TreeMask, resolve_mask
 from mtl_jax.weighting import gradnorm_objective, gradnorm_weights_grad
 
 
@@ -19,8 +20,8 @@ def test_closed_form_gradient_matches_autodiff():
             norms = jnp.asarray(rng.uniform(0.1, 5.0, 4), jnp.float32)
             losses = jnp.asarray(rng.uniform(0.1, 3.0, 4), jnp.float32)
             l0 = jnp.asarray(rng.uniform(0.5, 3.0, 4), jnp.float32)
-            auto = jax.grad(gradnorm_objective)(w, norms, losses, l0, alpha)
-            closed = gradnorm_weights_grad(w, norms, losses, l0, alpha)
+            auto = jax.grad(gradnorm_objective)(w, norms, losses, l0, alpha=alpha)
+            closed = gradnorm_weights_grad(w, norms, losses, l0, alpha=alpha)
             np.testing.assert_allclose(closed, auto, rtol=1e-6)
             # By hand: G_i = w_i n_i, target Ḡ r_i^α with r from the inverse training rates.
             ratio = np.asarray(losses / l0)
@@ -46,7 +47,7 @@ def _jac(rng, k=2):
 def test_records_initial_losses_and_renormalises():
     rng = np.random.default_rng(1)
     shared = lambda path, _: "encoder" in jax.tree_util.keystr(path)
-    tx = mtl.balancers.gradnorm(3, alpha=1.5, learning_rate=0.1, shared=shared)
+    tx = mtl.balancers.gradnorm(num_tasks=3, alpha=1.5, learning_rate=0.1, shared=shared)
     params = _params()
     state = tx.init(params)
     update = jax.jit(lambda j, s, ls: tx.update(j, s, params, task_losses=ls))
@@ -70,7 +71,7 @@ def test_layer_choice_and_update():
 
     def expected_weights(layer_leaf):
         norms = jnp.sqrt(jnp.sum(jnp.reshape(layer_leaf, (2, -1)) ** 2, axis=1))
-        g = gradnorm_weights_grad(jnp.ones(2), norms, losses, losses, 1.5)
+        g = gradnorm_weights_grad(jnp.ones(2), norms, losses, losses, alpha=1.5)
         opt = optax.adam(0.025)
         step, _ = opt.update(g, opt.init(jnp.ones(2)), jnp.ones(2))
         w = jnp.maximum(jnp.ones(2) + step, 0.0)
@@ -78,23 +79,43 @@ def test_layer_choice_and_update():
 
     # Default: the last shared leaf with ≥ 2 dimensions (the encoder kernel, not the bias
     # and not the task-specific heads).
-    tx = mtl.balancers.gradnorm(2, shared=shared)
+    tx = mtl.balancers.gradnorm(num_tasks=2, shared=shared)
     out, state = tx.update(jac, tx.init(params), params, task_losses=losses)
-    np.testing.assert_allclose(state.weights, expected_weights(jac["encoder"]["kernel"]), rtol=1e-5)
-    # Ones at the first update: the update is the plain sum.
+    np.testing.assert_allclose(
+        state.next_weights, expected_weights(jac["encoder"]["kernel"]), rtol=1e-5
+    )
+    # Ones at the first update: the update is the plain sum, and the state records
+    # the weights applied (ones), not the next step's.
     np.testing.assert_allclose(out["encoder"]["kernel"], jnp.sum(jac["encoder"]["kernel"], 0))
+    np.testing.assert_allclose(mtl.balancers.task_weights(state), [1.0, 1.0])
+    # The second update applies next_weights and records them.
+    w1 = state.next_weights
+    out, state = tx.update(jac, state, params, task_losses=losses)
+    np.testing.assert_allclose(mtl.balancers.task_weights(state), w1, rtol=1e-6)
+    np.testing.assert_allclose(
+        out["encoder"]["kernel"], jnp.tensordot(w1, jac["encoder"]["kernel"], axes=1), rtol=1e-5
+    )
     # The same with no params (the default rule resolved on the task Jacobian).
     _, state2 = tx.update(jac, tx.init(None), task_losses=losses)
-    np.testing.assert_allclose(state2.weights, state.weights, rtol=1e-6)
-    assert tx.spec.gram_mask is None
+    _, state1 = tx.update(jac, tx.init(params), params, task_losses=losses)
+    np.testing.assert_allclose(state2.next_weights, state1.next_weights, rtol=1e-6)
+    # The spec says which leaves the Gram matrix is taken on: the encoder kernel.
+    assert isinstance(tx.spec.gram_mask, TreeMask)
+    sel = resolve_mask(tx.spec.gram_mask, params)
+    assert sel == {"encoder": {"bias": False, "kernel": True}, "heads": {"kernel": False}}, sel
     # An explicit layer: the bias.
     layer = lambda path, _: "bias" in jax.tree_util.keystr(path)
-    tx = mtl.balancers.gradnorm(2, shared=shared, layer=layer)
-    assert tx.spec.gram_mask is layer
+    tx = mtl.balancers.gradnorm(num_tasks=2, shared=shared, layer=layer)
+    sel = resolve_mask(tx.spec.gram_mask, params)
+    assert sel == {"encoder": {"bias": True, "kernel": False}, "heads": {"kernel": False}}, sel
     _, state = tx.update(jac, tx.init(params), params, task_losses=losses)
-    np.testing.assert_allclose(state.weights, expected_weights(jac["encoder"]["bias"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        state.next_weights, expected_weights(jac["encoder"]["bias"]), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="layer"):
-        tx = mtl.balancers.gradnorm(2, shared=shared, layer=lambda p, _: "heads" in str(p))
+        tx = mtl.balancers.gradnorm(
+            num_tasks=2, shared=shared, layer=lambda p, _: "heads" in str(p)
+        )
         tx.update(jac, tx.init(params), params, task_losses=losses)
 
 
@@ -113,7 +134,7 @@ def test_toy_weight_of_low_sigma_task_grows():
         return jnp.mean((pred - batch[1]) ** 2, axis=(1, 2))
 
     shared = mtl.models.HardParameterSharing.shared_mask(params)
-    tx = mtl.balancers.gradnorm(2, alpha=0.12, shared=shared)
+    tx = mtl.balancers.gradnorm(num_tasks=2, alpha=0.12, shared=shared)
     step = mtl.training.make_train_step(loss_fn, tx, optax.adam(1e-3))
     state = step.init(params)
     for _ in range(40):
@@ -124,8 +145,8 @@ def test_toy_weight_of_low_sigma_task_grows():
 
 def test_validation():
     with pytest.raises(ValueError, match="num_tasks"):
-        mtl.balancers.gradnorm(0)
+        mtl.balancers.gradnorm(num_tasks=0)
     with pytest.raises(ValueError, match="alpha"):
-        mtl.balancers.gradnorm(2, alpha=-1.0)
+        mtl.balancers.gradnorm(num_tasks=2, alpha=-1.0)
     with pytest.raises(ValueError, match="learning_rate"):
-        mtl.balancers.gradnorm(2, learning_rate=0.0)
+        mtl.balancers.gradnorm(num_tasks=2, learning_rate=0.0)

@@ -39,7 +39,7 @@ def test_matches_torchjd_over_steps():
     torch = pytest.importorskip("torch")
     torchjd_agg = pytest.importorskip("torchjd.aggregation")
     ref = torchjd_agg.GradVac(beta=0.5)
-    tx = mtl.balancers.gradvac(0.5, num_tasks=2)
+    tx = mtl.balancers.gradvac(beta=0.5, num_tasks=2)
     state = tx.init(None)
     update = jax.jit(tx.update)
     rng = np.random.default_rng(0)
@@ -84,4 +84,24 @@ def test_first_step_is_pcgrad_and_cosine_reaches_target():
 
 def test_validation():
     with pytest.raises(ValueError, match="beta"):
-        mtl.balancers.gradvac(1.5)
+        mtl.balancers.gradvac(num_tasks=2, beta=1.5)
+
+
+def test_targets_stay_cosines_on_dependent_low_precision_gradients():
+    """Found by the fuzzer: K = 64 unit gradients in 16 dimensions, in bfloat16.
+
+    Cancellation in ``cᵀGc`` sent the measured cosine (and the EMA targets) to
+    ±50 and the second update to inf; cosines are now clipped to ``[-1, 1]``.
+    """
+    import pathlib
+
+    rows = np.load(pathlib.Path(__file__).parent / "data" / "gradvac_k64_bf16_rows.npy")
+    tx = mtl.balancers.gradvac(num_tasks=64)
+    params = {"a": jnp.zeros(16)}
+    jac = {"a": jnp.asarray(rows, jnp.bfloat16)}
+    update = jax.jit(lambda j, s, ls: tx.update(j, s, params, task_losses=ls))
+    state = tx.init(params)
+    for scale in (1.0, 0.5, 0.25):
+        out, state = update(jac, state, jnp.full((64,), scale, jnp.bfloat16))
+        assert np.all(np.isfinite(np.asarray(out["a"], np.float32)))
+        assert np.all(np.abs(np.asarray(state.targets)) <= 1.0)

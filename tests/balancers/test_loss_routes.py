@@ -16,12 +16,14 @@ import mtl_jax as mtl
 K = 3
 BALANCERS = {
     "equal_weighting": lambda: mtl.balancers.equal_weighting(num_tasks=K),
-    "uncertainty_weighting": lambda: mtl.balancers.uncertainty_weighting(K, learning_rate=0.1),
-    "dwa": lambda: mtl.balancers.dwa(K),
+    "uncertainty_weighting": lambda: mtl.balancers.uncertainty_weighting(
+        num_tasks=K, learning_rate=0.1
+    ),
+    "dwa": lambda: mtl.balancers.dwa(num_tasks=K),
     "gls": lambda: mtl.balancers.gls(num_tasks=K),
-    "rlw": lambda: mtl.balancers.rlw(K, seed=1),
-    "stch": lambda: mtl.balancers.stch(K, warmup_steps=2),
-    "famo": lambda: mtl.balancers.famo(K),
+    "rlw": lambda: mtl.balancers.rlw(num_tasks=K, seed=1),
+    "stch": lambda: mtl.balancers.stch(num_tasks=K, warmup_steps=2),
+    "famo": lambda: mtl.balancers.famo(num_tasks=K),
 }
 
 

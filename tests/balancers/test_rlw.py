@@ -10,7 +10,7 @@ import mtl_jax as mtl
 
 def test_update_is_random_convex_combination():
     jac = {"w": jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])}
-    tx = mtl.balancers.rlw(2, seed=3)
+    tx = mtl.balancers.rlw(num_tasks=2, seed=3)
     state = tx.init(None)
     update = jax.jit(lambda s: tx.update(jac, s, task_losses=jnp.ones(2)))
     seen = []
@@ -30,7 +30,9 @@ def test_update_is_random_convex_combination():
 @pytest.mark.parametrize("distribution", ["normal", "uniform", "dirichlet"])
 def test_distributions_on_simplex(distribution):
     keys = jax.random.split(jax.random.key(0), 500)
-    w = jax.vmap(lambda k: mtl.weighting.rlw_weights(k, 4, distribution))(keys)
+    w = jax.vmap(lambda k: mtl.weighting.rlw_weights(k, num_tasks=4, distribution=distribution))(
+        keys
+    )
     np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
     assert np.all(w >= 0)
     np.testing.assert_allclose(w.mean(0), 0.25, atol=0.03)
@@ -44,7 +46,7 @@ def test_normal_matches_torchjd_random_weighting_in_distribution():
     m = torch.zeros(5, 3)
     ref = np.stack([weighting(m).numpy() for _ in range(2000)])
     keys = jax.random.split(jax.random.key(1), 2000)
-    ours = np.asarray(jax.vmap(lambda k: mtl.weighting.rlw_weights(k, 5))(keys))
+    ours = np.asarray(jax.vmap(lambda k: mtl.weighting.rlw_weights(k, num_tasks=5))(keys))
     # Same law (softmax of a standard normal): compare the mean largest and smallest weight.
     np.testing.assert_allclose(ours.max(1).mean(), ref.max(1).mean(), atol=0.01)
     np.testing.assert_allclose(ours.min(1).mean(), ref.min(1).mean(), atol=0.01)
@@ -53,6 +55,6 @@ def test_normal_matches_torchjd_random_weighting_in_distribution():
 
 def test_rejects_bad_hyperparameters():
     with pytest.raises(ValueError, match="distribution"):
-        mtl.balancers.rlw(2, distribution="cauchy")
+        mtl.balancers.rlw(num_tasks=2, distribution="cauchy")
     with pytest.raises(ValueError, match="num_tasks"):
-        mtl.balancers.rlw(0)
+        mtl.balancers.rlw(num_tasks=0)

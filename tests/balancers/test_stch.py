@@ -41,7 +41,7 @@ def test_small_mu_focuses_on_worst_normalised_task():
 
 def test_warmup_then_nadir_from_averaged_losses():
     seq = np.array([[4.0, 2.0], [2.0, 1.0], [1.0, 0.6], [0.5, 0.5], [0.4, 0.3]])
-    tx = mtl.balancers.stch(2, mu=0.5, warmup_steps=3, nadir_steps=2)
+    tx = mtl.balancers.stch(num_tasks=2, mu=0.5, warmup_steps=3, nadir_steps=2)
     state = tx.init(None)
     fn = jax.jit(tx.spec.loss_weights)
     ws = []
@@ -57,12 +57,12 @@ def test_warmup_then_nadir_from_averaged_losses():
 
 
 def test_fixed_nadir_and_first_losses_default():
-    tx = mtl.balancers.stch(2, nadir=jnp.array([2.0, 1.0]))
+    tx = mtl.balancers.stch(num_tasks=2, nadir=jnp.array([2.0, 1.0]))
     w, _ = tx.spec.loss_weights(jnp.array([1.0, 1.0]), tx.init(None))
     np.testing.assert_allclose(
         w, _torch_stch_grad(np.ones(2), np.array([2.0, 1.0]), 1.0), rtol=1e-5
     )
-    tx = mtl.balancers.stch(2)
+    tx = mtl.balancers.stch(num_tasks=2)
     state = tx.init(None)
     w0, state = tx.spec.loss_weights(jnp.array([2.0, 4.0]), state)
     np.testing.assert_allclose(state.nadir, [2.0, 4.0])
@@ -71,10 +71,10 @@ def test_fixed_nadir_and_first_losses_default():
 
 def test_rejects_bad_hyperparameters():
     with pytest.raises(ValueError, match="mu"):
-        mtl.balancers.stch(2, mu=0.0)
+        mtl.balancers.stch(num_tasks=2, mu=0.0)
     with pytest.raises(ValueError, match="warmup_steps"):
-        mtl.balancers.stch(2, warmup_steps=-1)
+        mtl.balancers.stch(num_tasks=2, warmup_steps=-1)
     with pytest.raises(ValueError, match="nadir_steps"):
-        mtl.balancers.stch(2, warmup_steps=2, nadir_steps=3)
+        mtl.balancers.stch(num_tasks=2, warmup_steps=2, nadir_steps=3)
     with pytest.raises(ValueError, match="nadir"):
-        mtl.balancers.stch(2, nadir=jnp.array([1.0, 0.0]))
+        mtl.balancers.stch(num_tasks=2, nadir=jnp.array([1.0, 0.0]))

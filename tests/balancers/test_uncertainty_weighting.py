@@ -27,7 +27,7 @@ def test_log_variance_gradient_matches_autodiff_and_torch():
 
 def test_scripted_sgd_steps_by_hand():
     lr = 0.1
-    tx = mtl.balancers.uncertainty_weighting(2, optimizer=optax.sgd(lr))
+    tx = mtl.balancers.uncertainty_weighting(num_tasks=2, optimizer=optax.sgd(lr))
     state = tx.init(None)
     jac = {"w": jnp.array([[1.0, 0.0], [0.0, 1.0]])}
     s = np.zeros(2)
@@ -43,7 +43,7 @@ def test_scripted_sgd_steps_by_hand():
 
 def test_log_variances_converge_to_log_loss():
     # The joint objective is minimised at s_k = log L_k, i.e. w_k = 1 / (2 L_k).
-    tx = mtl.balancers.uncertainty_weighting(3, optimizer=optax.sgd(0.5))
+    tx = mtl.balancers.uncertainty_weighting(num_tasks=3, optimizer=optax.sgd(0.5))
     losses = jnp.array([0.2, 1.0, 7.0])
     state = tx.init(None)
     fn = jax.jit(tx.spec.loss_weights)
@@ -54,6 +54,6 @@ def test_log_variances_converge_to_log_loss():
 
 def test_rejects_bad_hyperparameters():
     with pytest.raises(ValueError, match="learning_rate"):
-        mtl.balancers.uncertainty_weighting(2, learning_rate=0.0)
+        mtl.balancers.uncertainty_weighting(num_tasks=2, learning_rate=0.0)
     with pytest.raises(ValueError, match="num_tasks"):
-        mtl.balancers.uncertainty_weighting(0)
+        mtl.balancers.uncertainty_weighting(num_tasks=0)

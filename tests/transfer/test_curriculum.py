@@ -105,5 +105,5 @@ def test_difficulty_scores_match_sklearn_multinomial(rng):
     clf = LogisticRegression(C=1.0 / (1e-2 * n), tol=1e-10, max_iter=10_000).fit(xs, y)
     want = clf.predict_proba(xs)[np.arange(n), y]
     np.testing.assert_allclose(got, want, atol=1e-3)
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(ValueError, match="num_iters"):
         transfer.difficulty_scores(x, y, 3, steps=0)

@@ -1,0 +1,416 @@
+"""Property-based fuzzing (hypothesis) of every balancer and every pure weighting function.
+
+Inputs: random and degenerate task Jacobians (zero rows, duplicate rows, opposite
+rows, collinear rows, all zero), per-task gradient norms spanning 1e-6…1e6, losses
+spanning 1e-6…1e6 (and exact zeros), K ∈ {1, 2, 3, 5, 64}, float32 and bfloat16.
+Checked: every output and state leaf is finite; and, on well-conditioned float32
+draws, the documented invariants: weights on the simplex where promised, no
+conflict where promised (MGDA: ⟨g_k, d⟩ ≥ ‖d‖²; UPGrad, DualProj: ⟨g_k, d⟩ ≥ 0;
+PCGrad with two tasks), permutation equivariance of the deterministic methods,
+and the documented scale behaviour (``d(cJ) = c^p d(J)``: ``p = 1`` for most,
+``p = 0`` for Nash-MTL and FairGrad with α = 1).
+
+Profiles: ``ci`` (default: per balancer 3 degenerate draws with (K, dtype) among
+(1, bf16), (64, f32), (64, bf16) and 3 well-conditioned draws with K = 3, so few
+shapes are compiled) and ``slow`` (per
+balancer 1,000 degenerate draws with K ∈ {1, 2, 3, 5, 64} and 250 well-conditioned
+draws with K ∈ {2, 3, 5}), run with
+``MTL_FUZZ_SLOW=1 python -m pytest tests/balancers/test_fuzz.py -m fuzz_slow -s``.
+Each test prints how many examples ran and how many outputs were non-finite;
+``test_report_fuzz_counts`` repeats the per-balancer counts as its skip reason, so
+``-ra`` shows them.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mtl_jax as mtl
+from mtl_jax import weighting as W
+
+_COMMON = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile("ci", max_examples=3, **_COMMON)
+settings.register_profile("slow", max_examples=1000, **_COMMON)
+settings.register_profile("slow_invariants", max_examples=250, **_COMMON)
+CI = settings.get_profile("ci")
+SLOW = settings.get_profile("slow")
+SLOW_INVARIANTS = settings.get_profile("slow_invariants")
+RUN_SLOW = os.environ.get("MTL_FUZZ_SLOW", "") == "1"
+
+NAMES = [
+    "equal_weighting",
+    "mgda",
+    "uncertainty_weighting",
+    "gradnorm",
+    "pcgrad",
+    "gradvac",
+    "graddrop",
+    "imtl",
+    "cagrad",
+    "nash_mtl",
+    "aligned_mtl",
+    "upgrad",
+    "dualproj",
+    "conflict_free",
+    "fairgrad",
+    "dwa",
+    "rlw",
+    "gls",
+    "db_mtl",
+    "famo",
+    "stch",
+]
+RANDOMISED = {"pcgrad", "gradvac", "graddrop", "rlw"}
+SCALE_POWER = {"nash_mtl": 0.0, "fairgrad": 0.0}  # others: d(cJ) = c d(J)
+SIMPLEX = {"mgda", "rlw", "famo"}  # recorded weights on the simplex
+NON_CONFLICT = {"upgrad", "dualproj", "mgda"}
+KS = [1, 2, 3, 5, 64]
+# The CI profile compiles few shapes: the extremes of K, each dtype at least once.
+CI_SHAPES = [(1, "bfloat16"), (64, "float32"), (64, "bfloat16")]
+P = 16  # coordinates of the shared parameters (two leaves)
+KINDS = ["random", "zero_rows", "duplicate", "opposite", "collinear", "all_zero"]
+
+COUNTS: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+
+@st.composite
+def problems(draw, well_conditioned: bool = False, ks=tuple(KS), shapes=None):
+    """A ``([K, P] Jacobian rows, [K] losses, dtype)`` example, numpy float64.
+
+    ``shapes``, if given, is the list of ``(K, dtype)`` pairs to draw from.
+    """
+    if well_conditioned:
+        k = draw(st.sampled_from(ks))
+        kind, dtype = "random", "float32"
+        log_norms = draw(st.lists(st.floats(-1, 1), min_size=k, max_size=k))
+    else:
+        if shapes is None:
+            k = draw(st.sampled_from(ks))
+            dtype = draw(st.sampled_from(["float32", "bfloat16"]))
+        else:
+            k, dtype = draw(st.sampled_from(shapes))
+        kind = draw(st.sampled_from(KINDS))
+        log_norms = draw(st.lists(st.floats(-6, 6), min_size=k, max_size=k))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(k, P))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rows *= 10.0 ** np.asarray(log_norms)[:, None]
+    if k > 1 and kind != "random":
+        i, j = rng.choice(k, size=2, replace=False)
+        if kind == "zero_rows":
+            rows[rng.random(k) < 0.5] = 0.0
+            rows[i] = 0.0
+        elif kind == "duplicate":
+            rows[j] = rows[i]
+        elif kind == "opposite":
+            rows[j] = -rows[i]
+        elif kind == "collinear":
+            rows = rows[i] * (10.0 ** np.asarray(log_norms))[:, None] / np.linalg.norm(rows[i])
+        elif kind == "all_zero":
+            rows[:] = 0.0
+    if well_conditioned:
+        losses = 10.0 ** rng.uniform(-1, 1, size=k)
+    else:
+        log_losses = draw(st.lists(st.floats(-6, 6), min_size=k, max_size=k))
+        losses = 10.0 ** np.asarray(log_losses)
+        if draw(st.booleans()):
+            losses[rng.random(k) < 0.3] = 0.0
+    return rows, losses, dtype
+
+
+def _tree(rows, dtype):
+    rows = jnp.asarray(rows, dtype)
+    k = rows.shape[0]
+    return {"a": rows[:, :12].reshape(k, 4, 3), "b": rows[:, 12:]}
+
+
+def _params():
+    return {"a": jnp.zeros((4, 3)), "b": jnp.zeros((4,))}
+
+
+def _flat(tree):
+    return jnp.concatenate([tree["a"].ravel(), tree["b"]]).astype(jnp.float32)
+
+
+@functools.cache
+def _balancer(name: str, k: int, invariants: bool):
+    factory = getattr(mtl.balancers, name)
+    kwargs = {"num_tasks": k}
+    if "seed" in inspect.signature(factory).parameters:
+        kwargs["seed"] = 0
+    tx = factory(**kwargs)
+    params = _params()
+
+    @jax.jit
+    def run(jac, losses, perm, scale):
+        state = tx.init(params)
+        out, new_state = tx.update(jac, state, params, task_losses=losses)
+        if invariants:  # the same first update on permuted and on scaled tasks
+            second, _ = tx.update(
+                jax.tree_util.tree_map(lambda x: x[perm], jac),
+                state,
+                params,
+                task_losses=losses[perm],
+            )
+            third, _ = tx.update(
+                jax.tree_util.tree_map(lambda x: x * scale.astype(x.dtype), jac),
+                state,
+                params,
+                task_losses=losses,
+            )
+            return out, new_state, second, third
+        # a second update from the new state
+        out2, state2 = tx.update(jac, new_state, params, task_losses=0.5 * losses)
+        return out, new_state, out2, state2
+
+    return run
+
+
+def _finite_tree(tree) -> bool:
+    return all(
+        bool(np.all(np.isfinite(np.asarray(x, np.float64))))
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+    )
+
+
+def _check_balancer(name, rows, losses, dtype, invariants):
+    k = rows.shape[0]
+    jac = _tree(rows, dtype)
+    ls = jnp.asarray(losses, dtype)
+    perm = jnp.asarray(np.random.default_rng(k).permutation(k))
+    outs = _balancer(name, k, invariants)(jac, ls, perm, jnp.asarray(10.0, jnp.float32))
+    out, state, permuted, scaled = outs
+    COUNTS[name]["examples"] += 1
+    finite = all(_finite_tree(t) for t in outs)
+    if not finite:
+        COUNTS[name]["non_finite"] += 1
+    assert finite, (name, dtype, k, out, state)
+    if not invariants:
+        return
+    g = np.asarray(rows, np.float64)
+    d = np.asarray(_flat(out), np.float64)
+    gmax = np.linalg.norm(g, axis=1).max()
+    dn = np.linalg.norm(d)
+    w = np.asarray(mtl.balancers.task_weights(state), np.float64)
+    if name in SIMPLEX:
+        assert np.all(w >= -1e-5) and abs(w.sum() - 1.0) < 1e-4, (name, w)
+    if name in NON_CONFLICT:
+        margin = dn**2 if name == "mgda" else 0.0
+        slack = 2e-3 * gmax * dn + 1e-6
+        assert np.all(g @ d >= margin - slack), (name, g @ d, margin)
+    if name == "pcgrad" and k == 2:
+        assert np.all(g @ d >= -1e-4 * gmax * dn), (name, g @ d)
+    if name not in RANDOMISED:
+        dp = np.asarray(_flat(permuted), np.float64)
+        np.testing.assert_allclose(dp, d, rtol=0, atol=2e-3 * max(dn, 1e-6 * gmax), err_msg=name)
+    ds = np.asarray(_flat(scaled), np.float64)
+    expect = d * 10.0 ** SCALE_POWER.get(name, 1.0)
+    tol = 2e-3 * np.linalg.norm(expect) + 1e-6
+    np.testing.assert_allclose(ds, expect, rtol=0, atol=tol, err_msg=f"{name}: scale")
+
+
+def _fuzz(name, profile, invariant_profile, ks, invariant_ks, shapes=None):
+    @profile
+    @given(problems(ks=ks, shapes=shapes))
+    def degenerate(problem):
+        _check_balancer(name, *problem, invariants=False)
+
+    @invariant_profile
+    @given(problems(well_conditioned=True, ks=invariant_ks))
+    def well_conditioned(problem):
+        _check_balancer(name, *problem, invariants=True)
+
+    before = COUNTS[name]["examples"]
+    degenerate()
+    well_conditioned()
+    ran = COUNTS[name]["examples"] - before
+    print(f"\n[fuzz] {name}: {ran} examples, {COUNTS[name]['non_finite']} non-finite outputs")
+    return ran
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fuzz_balancer(name):
+    assert _fuzz(name, CI, CI, tuple(KS), (3,), shapes=tuple(CI_SHAPES)) >= 2
+
+
+@pytest.mark.fuzz_slow
+@pytest.mark.skipif(not RUN_SLOW, reason="set MTL_FUZZ_SLOW=1 to run the 1,000-example profile")
+@pytest.mark.parametrize("name", NAMES)
+def test_fuzz_balancer_slow(name):
+    ran = _fuzz(name, SLOW, SLOW_INVARIANTS, tuple(KS), (2, 3, 5))
+    assert ran >= 1000, ran
+    assert COUNTS[name]["non_finite"] == 0
+
+
+# --------------------------------------------------------------------------- weighting
+
+
+def _gram(rows):
+    g = np.asarray(rows, np.float32)
+    return jnp.asarray(g @ g.T)
+
+
+def _simplex(w, total=1.0):
+    w = np.asarray(w, np.float64)
+    assert np.all(w >= -1e-5) and abs(w.sum() - total) < 1e-4 * max(total, 1.0), w
+
+
+KEY = jax.random.key(0)
+WEIGHTING = {
+    # name: (call(rows, losses) -> outputs, invariant(outputs, rows, losses) or None)
+    "aligned_mtl_weights": (lambda g, ls: W.aligned_mtl_weights(_gram(g)), None),
+    "box_qp": (lambda g, ls: W.box_qp(_gram(g), jnp.ones(g.shape[0]) / g.shape[0]), None),
+    "cagrad_dual": (lambda g, ls: W.cagrad_dual(_gram(g)), lambda w, g, ls: _simplex(w)),
+    "cagrad_weights": (lambda g, ls: W.cagrad_weights(_gram(g)), None),
+    "conflict_free_weights": (lambda g, ls: W.conflict_free_weights(_gram(g)), None),
+    "db_mtl_log_grad_norms": (lambda g, ls: W.db_mtl_log_grad_norms(_gram(g), ls), None),
+    "db_mtl_weights": (
+        lambda g, ls: W.db_mtl_weights(jnp.asarray(np.linalg.norm(g, axis=1), jnp.float32), ls),
+        None,
+    ),
+    "dualproj_weights": (lambda g, ls: W.dualproj_weights(_gram(g)), None),
+    "dwa_weights": (
+        lambda g, ls: W.dwa_weights(ls, ls[::-1]),
+        lambda w, g, ls: _simplex(w, total=len(ls)),
+    ),
+    "fairgrad_weights": (lambda g, ls: W.fairgrad_weights(_gram(g)), None),
+    "famo_logit_grad": (lambda g, ls: W.famo_logit_grad(jnp.zeros_like(ls), ls, ls[::-1]), None),
+    "famo_weights": (
+        lambda g, ls: W.famo_weights(jnp.zeros_like(ls), ls),
+        lambda w, g, ls: _simplex(w),
+    ),
+    "gls_objective": (lambda g, ls: W.gls_objective(ls), None),
+    "gls_weights": (lambda g, ls: W.gls_weights(ls), None),
+    "gradnorm_objective": (
+        lambda g, ls: W.gradnorm_objective(
+            jnp.ones_like(ls),
+            jnp.linalg.norm(jnp.asarray(g, jnp.float32), axis=1),
+            ls,
+            ls[::-1],
+            alpha=1.5,
+        ),
+        None,
+    ),
+    "gradnorm_targets": (
+        lambda g, ls: W.gradnorm_targets(
+            jnp.ones_like(ls),
+            jnp.linalg.norm(jnp.asarray(g, jnp.float32), axis=1),
+            ls,
+            ls[::-1],
+            alpha=1.5,
+        ),
+        None,
+    ),
+    "gradnorm_weights_grad": (
+        lambda g, ls: W.gradnorm_weights_grad(
+            jnp.ones_like(ls),
+            jnp.linalg.norm(jnp.asarray(g, jnp.float32), axis=1),
+            ls,
+            ls[::-1],
+            alpha=1.5,
+        ),
+        None,
+    ),
+    "gradvac_weights": (
+        lambda g, ls: W.gradvac_weights(_gram(g), jnp.full((len(ls), len(ls)), 0.1), KEY),
+        None,
+    ),
+    "imtl_weights": (lambda g, ls: W.imtl_weights(_gram(g)), None),
+    "mgda_normalizers": (lambda g, ls: W.mgda_normalizers(_gram(g), ls, "loss+"), None),
+    "mgda_weights": (lambda g, ls: W.mgda_weights(_gram(g)), lambda w, g, ls: _simplex(w)),
+    "min_norm_simplex": (lambda g, ls: W.min_norm_simplex(_gram(g)), lambda w, g, ls: _simplex(w)),
+    "nash_mtl_weights": (lambda g, ls: W.nash_mtl_weights(_gram(g)), None),
+    "normalize_gram": (lambda g, ls: W.normalize_gram(_gram(g)), None),
+    "pcgrad_weights": (lambda g, ls: W.pcgrad_weights(_gram(g), KEY), None),
+    "project_simplex": (
+        lambda g, ls: W.project_simplex(jnp.asarray(g[:, 0], jnp.float32)),
+        lambda w, g, ls: _simplex(w),
+    ),
+    "rlw_weights": (
+        lambda g, ls: W.rlw_weights(KEY, num_tasks=len(ls)),
+        lambda w, g, ls: _simplex(w),
+    ),
+    "stch_objective": (lambda g, ls: W.stch_objective(ls), None),
+    "stch_weights": (lambda g, ls: W.stch_weights(ls), None),
+    "uncertainty_log_variance_grad": (
+        lambda g, ls: W.uncertainty_log_variance_grad(jnp.zeros_like(ls), ls),
+        None,
+    ),
+    "uncertainty_objective": (lambda g, ls: W.uncertainty_objective(jnp.zeros_like(ls), ls), None),
+    "uncertainty_weights": (lambda g, ls: W.uncertainty_weights(jnp.log1p(ls)), None),
+    "upgrad_weights": (lambda g, ls: W.upgrad_weights(_gram(g)), None),
+}
+
+
+def test_every_weighting_function_is_fuzzed():
+    assert sorted(WEIGHTING) == sorted(W.__all__)
+
+
+# Found by this fuzzer, in a solver file owned elsewhere (reported, not fixed here):
+# cagrad_dual on K ≥ 8 identical unit gradients returns weights summing to 0.5.
+KNOWN = {"cagrad_dual": "cagrad_dual weights leave the simplex (sum 0.5) on identical rows"}
+
+
+@pytest.mark.parametrize(
+    "fname",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN[n], strict=False)) if n in KNOWN else n
+        for n in sorted(WEIGHTING)
+    ],
+)
+def test_fuzz_weighting(fname):
+    call, invariant = WEIGHTING[fname]
+
+    @CI
+    @given(problems(shapes=tuple(CI_SHAPES)))
+    def run(problem):
+        rows, losses, dtype = problem
+        ls = jnp.asarray(losses, dtype).astype(jnp.float32) + 1e-3
+        out = call(rows, ls)
+        COUNTS[f"weighting.{fname}"]["examples"] += 1
+        finite = _finite_tree(out)
+        if not finite:
+            COUNTS[f"weighting.{fname}"]["non_finite"] += 1
+        assert finite, (fname, rows, losses, out)
+        if invariant is not None:
+            invariant(out, rows, ls)
+
+    run()
+
+
+def test_report_fuzz_counts():
+    """Shows the examples run per balancer in ``-ra`` (as this test's skip reason)."""
+    if not COUNTS:
+        pytest.skip("no fuzz test ran in this session")
+    text = ", ".join(
+        f"{n}={c['examples']} ({c['non_finite']} non-finite)" for n, c in sorted(COUNTS.items())
+    )
+    print("\n[fuzz] " + text)
+    pytest.skip("fuzz examples run: " + text)
+
+
+@pytest.mark.xfail(reason=KNOWN["cagrad_dual"], strict=False)
+def test_cagrad_dual_on_identical_rows_stays_on_simplex():
+    """The case the fuzzer found: K identical unit gradients (K = 8, 64)."""
+    g = np.random.default_rng(0).normal(size=16)
+    for k in (8, 64):
+        rows = np.tile(g / np.linalg.norm(g), (k, 1))
+        _simplex(W.cagrad_dual(_gram(rows)))
