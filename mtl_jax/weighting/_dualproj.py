@@ -40,7 +40,9 @@ def dualproj_weights(
       polish_iters: cap on the active-set steps of :func:`box_qp`.
 
     Returns:
-      ``[K]`` weights ``w ≥ p`` with ``Jᵀw`` the projection; ``G w ≥ 0`` up to tolerance.
+      ``[K]`` weights ``w ≥ p`` with ``Jᵀw`` the projection; ``G w ≥ 0`` up to the
+      solver's tolerance and the ridge, ``(G w)_k ≥ −reg_eps·tr(G)·w_k`` (the KKT
+      conditions of the ridged problem; ``reg_eps=0`` gives exact non-conflict).
 
     Example:
       >>> import jax.numpy as jnp

@@ -42,8 +42,11 @@ def upgrad_weights(
       polish_iters: cap on the active-set steps of :func:`box_qp`.
 
     Returns:
-      ``[K]`` weights ``w`` with ``Jᵀw`` the UPGrad update; ``G w ≥ 0`` (up to the
-      solver's tolerance and the ridge). ``w ≥ p`` elementwise.
+      ``[K]`` weights ``w`` with ``Jᵀw`` the UPGrad update; ``G w ≥ 0`` up to the
+      solver's tolerance and the ridge: the KKT conditions of the ridged problem give
+      ``(G w)_k ≥ −reg_eps·tr(G)·w_k``, so a task whose squared gradient norm is
+      below ``reg_eps·tr(G)`` can see a small conflict (pass ``reg_eps=0`` for exact
+      non-conflict). ``w ≥ p`` elementwise.
 
     Example:
       >>> import jax.numpy as jnp
