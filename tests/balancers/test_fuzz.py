@@ -53,29 +53,9 @@ SLOW = settings.get_profile("slow")
 SLOW_INVARIANTS = settings.get_profile("slow_invariants")
 RUN_SLOW = os.environ.get("MTL_FUZZ_SLOW", "") == "1"
 
-NAMES = [
-    "equal_weighting",
-    "mgda",
-    "uncertainty_weighting",
-    "gradnorm",
-    "pcgrad",
-    "gradvac",
-    "graddrop",
-    "imtl",
-    "cagrad",
-    "nash_mtl",
-    "aligned_mtl",
-    "upgrad",
-    "dualproj",
-    "conflict_free",
-    "fairgrad",
-    "dwa",
-    "rlw",
-    "gls",
-    "db_mtl",
-    "famo",
-    "stch",
-]
+# Every balancer factory in the public namespace (new ones are fuzzed without an edit here).
+HELPERS = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
+NAMES = [n for n in mtl.balancers.__all__ if n.islower() and n not in HELPERS]
 RANDOMISED = {"pcgrad", "gradvac", "graddrop", "rlw"}
 SCALE_POWER = {"nash_mtl": 0.0, "fairgrad": 0.0}  # others: d(cJ) = c d(J)
 SIMPLEX = {"mgda", "rlw", "famo"}  # recorded weights on the simplex
