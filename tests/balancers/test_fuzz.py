@@ -257,6 +257,12 @@ def _simplex(w, total=1.0):
     assert np.all(w >= -1e-5) and abs(w.sum() - total) < 1e-4 * max(total, 1.0), w
 
 
+def _gradnorm_args(rows, losses):
+    """GradNorm's inputs from a fuzzed problem: weights, gradient norms, L(t), L(0)."""
+    norms = jnp.linalg.norm(jnp.asarray(rows, jnp.float32), axis=1)
+    return jnp.ones_like(losses), norms, losses, losses[::-1]
+
+
 KEY = jax.random.key(0)
 WEIGHTING = {
     # name: (call(rows, losses) -> outputs, invariant(outputs, rows, losses) or None)
@@ -284,33 +290,12 @@ WEIGHTING = {
     "gls_objective": (lambda g, ls: W.gls_objective(ls), None),
     "gls_weights": (lambda g, ls: W.gls_weights(ls), None),
     "gradnorm_objective": (
-        lambda g, ls: W.gradnorm_objective(
-            jnp.ones_like(ls),
-            jnp.linalg.norm(jnp.asarray(g, jnp.float32), axis=1),
-            ls,
-            ls[::-1],
-            alpha=1.5,
-        ),
+        lambda g, ls: W.gradnorm_objective(*_gradnorm_args(g, ls), alpha=1.5),
         None,
     ),
-    "gradnorm_targets": (
-        lambda g, ls: W.gradnorm_targets(
-            jnp.ones_like(ls),
-            jnp.linalg.norm(jnp.asarray(g, jnp.float32), axis=1),
-            ls,
-            ls[::-1],
-            alpha=1.5,
-        ),
-        None,
-    ),
+    "gradnorm_targets": (lambda g, ls: W.gradnorm_targets(*_gradnorm_args(g, ls), alpha=1.5), None),
     "gradnorm_weights_grad": (
-        lambda g, ls: W.gradnorm_weights_grad(
-            jnp.ones_like(ls),
-            jnp.linalg.norm(jnp.asarray(g, jnp.float32), axis=1),
-            ls,
-            ls[::-1],
-            alpha=1.5,
-        ),
+        lambda g, ls: W.gradnorm_weights_grad(*_gradnorm_args(g, ls), alpha=1.5),
         None,
     ),
     "gradvac_weights": (
