@@ -50,3 +50,23 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def key() -> jax.Array:
     return jax.random.key(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """The offline builders' cache (``$MTL_JAX_DATA_DIR``): a tmp dir, never the user's home.
+
+    One directory per test run, shared by its pytest-xdist workers (the lock in
+    :func:`mtl_jax.data.prepare` makes their concurrent preparations safe).
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path = root / "mtl_jax_data"
+    old = os.environ.get("MTL_JAX_DATA_DIR")
+    os.environ["MTL_JAX_DATA_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MTL_JAX_DATA_DIR", None)
+    else:
+        os.environ["MTL_JAX_DATA_DIR"] = old

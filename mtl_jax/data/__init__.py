@@ -13,6 +13,7 @@ from mtl_jax.data._icu_alarms import ICU_STREAMS as ICU_STREAMS
 from mtl_jax.data._icu_alarms import ICUAlarms as ICUAlarms
 from mtl_jax.data._icu_alarms import icu_alarms as icu_alarms
 from mtl_jax.data._multi_digits import MultiTaskDigits as MultiTaskDigits
+from mtl_jax.data._multi_digits import attribute_labels as attribute_labels
 from mtl_jax.data._multi_digits import digits_attributes as digits_attributes
 from mtl_jax.data._multi_digits import multi_digits as multi_digits
 from mtl_jax.data._physionet2015 import PHYSIONET_STREAMS as PHYSIONET_STREAMS
@@ -29,6 +30,7 @@ from mtl_jax.data._tfds import data_source as data_source
 from mtl_jax.data._tfds import default_data_dir as default_data_dir
 from mtl_jax.data._tfds import get_builder as get_builder
 from mtl_jax.data._tfds import list_builders as list_builders
+from mtl_jax.data._tfds import load as load
 from mtl_jax.data._tfds import prepare as prepare
 from mtl_jax.data._toy_regression import ToyRegression as ToyRegression
 from mtl_jax.data._toy_regression import toy_regression as toy_regression
@@ -56,6 +58,7 @@ __all__ = [
     "ShiftedDigits",
     "TS_FEATURE_NAMES",
     "ToyRegression",
+    "attribute_labels",
     "auxiliary_targets",
     "data_source",
     "default_data_dir",
@@ -64,6 +67,7 @@ __all__ = [
     "icu_alarms",
     "iterator_state",
     "list_builders",
+    "load",
     "load_digits",
     "load_physionet_2015",
     "make_loader",

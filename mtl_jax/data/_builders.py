@@ -15,28 +15,23 @@ GradNorm, Chen et al. 2018 (https://arxiv.org/abs/1711.02257); label shift
 
 from __future__ import annotations
 
+import functools
 import inspect
+import re
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
 from mtl_jax.data._digits import Digits, load_digits, train_test_split
+from mtl_jax.data._multi_digits import ATTRIBUTES, attribute_labels, multi_digits
 from mtl_jax.data._toy_regression import toy_regression
 
 #: Seed of every random choice the offline builders make.
 GENERATION_SEED = 0
 #: The domains of ``shifted_digits``, in label order.
 DOMAINS = ("clean", "rotated", "noisy", "inverted")
-#: The binary attributes of ``digits_attributes``, each a set of digit classes.
-ATTRIBUTES = {
-    "even": (0, 2, 4, 6, 8),
-    "large": (5, 6, 7, 8, 9),
-    "prime": (2, 3, 5, 7),
-    "has_loop": (0, 6, 8, 9),
-    "has_straight_stroke": (1, 4, 7),
-    "symmetric": (0, 1, 8),
-}
 #: Dirichlet concentration and tweak-one (class, probability) of ``label_shifted_digits``.
 DIRICHLET_ALPHA = 1.0
 TWEAK_ONE = (3, 0.5)
@@ -51,10 +46,23 @@ def _splits() -> tuple[Digits, Digits]:
 
 
 class _Offline(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Shared plumbing: version, ``array_record`` by default, train and test splits."""
+    """Shared plumbing: version, ``array_record``, records in generation order, configs.
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}  # noqa: RUF012
+    A builder whose data comes from a generator with integer arguments lists
+    their defaults in ``PARAMS``; its configs are named after the arguments
+    (``"num_train4000-num_test1000-seed0"``), the first of ``BUILDER_CONFIGS``
+    being the defaults, and any other values make a config on request
+    (:meth:`config_name`), so that ``tfds.data_source("multi_digits/seed3-...")``
+    and :func:`mtl_jax.data.load` read the data of any seed.
+    """
+
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {  # noqa: RUF012
+        "1.0.0": "First release.",
+        "2.0.0": "Records in generation order; generator arguments as configs; shared generators.",
+    }
+    #: The generator's integer arguments and their defaults (empty: no configs).
+    PARAMS: ClassVar[dict[str, int]] = {}
 
     @tfds.core.utils.classproperty
     @classmethod
@@ -63,9 +71,72 @@ class _Offline(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         # classes outside ``tensorflow_datasets``; the source file is all it needs.
         return epath.Path(inspect.getfile(cls))
 
+    #: Called with 1 after every generated example (the preparation progress bar).
+    _on_example = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        generate = cls.__dict__.get("_generate_examples")
+        if generate is not None:
+
+            @functools.wraps(generate)
+            def counted(self, *args, _generate=generate, **kw):
+                for item in _generate(self, *args, **kw):
+                    if self._on_example is not None:
+                        self._on_example(1)
+                    yield item
+
+            cls._generate_examples = counted
+        if cls.PARAMS:
+            cls.BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=cls.config_name())]
+
+    @classmethod
+    def config_name(cls, params: dict[str, int] | None = None) -> str:
+        """The config name of the generator arguments ``params`` (defaults filled in).
+
+        Raises:
+          ValueError: an argument the generator does not take, or a value that is
+            not a non-negative int.
+        """
+        params = dict(params or {})
+        for k, v in params.items():
+            if k not in cls.PARAMS:
+                raise ValueError(f"config keys must be in {sorted(cls.PARAMS)}, got {k!r}")
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+                raise ValueError(f"config[{k!r}] must be a non-negative int, got {v!r}")
+        full = {**cls.PARAMS, **{k: int(v) for k, v in params.items()}}
+        return "-".join(f"{k}{v}" for k, v in full.items())
+
+    @classmethod
+    def get_builder_config(cls, name, version=None):
+        config = super().get_builder_config(name, version)
+        if config is None and cls.PARAMS:
+            parts = [re.fullmatch(r"([a-z_]+?)(\d+)", p) for p in str(name).split("-")]
+            if all(parts):
+                params = {m[1]: int(m[2]) for m in parts}
+                if set(params) <= set(cls.PARAMS) and cls.config_name(params) == name:
+                    config = tfds.core.BuilderConfig(name=name)
+        return config
+
+    @property
+    def params(self) -> dict[str, int]:
+        """The generator arguments of this builder's config."""
+        if not self.PARAMS:
+            return {}
+        parts = [re.fullmatch(r"([a-z_]+?)(\d+)", p) for p in self.builder_config.name.split("-")]
+        return {m[1]: int(m[2]) for m in parts}
+
     def __init__(self, **kwargs):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=self._features(),
+            disable_shuffling=True,
+        )
 
     def _split_generators(self, dl_manager):
         del dl_manager
@@ -73,61 +144,94 @@ class _Offline(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {"train": self._generate_examples(train), "test": self._generate_examples(test)}
 
 
+class UCIDigits(_Offline):
+    """Scikit-learn's 1,797 real 8×8 UCI digits, unchanged, in their original order.
+
+    One split, ``train``. Features: ``image`` float32 ``[8, 8, 1]`` in ``[0, 1]``,
+    ``label``. Experiments that split the digits per seed read them from here.
+    """
+
+    name = "digits"
+    DESCRIPTION = "scikit-learn's handwritten digits (UCI optical recognition), all 1,797."
+
+    def _features(self):
+        return tfds.features.FeaturesDict(
+            {"image": _image((8, 8, 1)), "label": tfds.features.ClassLabel(num_classes=10)}
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {"train": self._generate_examples(load_digits())}
+
+    def _generate_examples(self, data: Digits):
+        for i, (image, label) in enumerate(zip(data.images, data.labels)):
+            yield i, {"image": image, "label": label}
+
+
 class MultiDigits(_Offline):
     """Two real digits side by side (8×16), two 10-class tasks: the MultiMNIST analogue.
 
-    Each split pairs every digit of the split (left) with a digit drawn from the
-    same split (right). Features: ``image`` float32 ``[8, 16, 1]``, ``left`` and
-    ``right`` class labels.
+    The records of :func:`mtl_jax.data.multi_digits` with the config's arguments
+    (default ``num_train=4000, num_test=1000, seed=0``), in the same order.
+    Features: ``image`` float32 ``[8, 16, 1]``, ``left`` and ``right`` class labels.
     """
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Two scikit-learn digits side by side; tasks: left and right digit.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": _image((8, 16, 1)),
-                    "left": tfds.features.ClassLabel(num_classes=10),
-                    "right": tfds.features.ClassLabel(num_classes=10),
-                }
-            ),
+    PARAMS: ClassVar[dict[str, int]] = {"num_train": 4000, "num_test": 1000, "seed": 0}
+    DESCRIPTION = "Two scikit-learn digits side by side; tasks: left and right digit."
+
+    def _features(self):
+        return tfds.features.FeaturesDict(
+            {
+                "image": _image((8, 16, 1)),
+                "left": tfds.features.ClassLabel(num_classes=10),
+                "right": tfds.features.ClassLabel(num_classes=10),
+            }
         )
 
-    def _generate_examples(self, data: Digits):
-        rng = np.random.default_rng([GENERATION_SEED, len(data.labels)])
-        partner = rng.permutation(len(data.labels))
-        for i, j in enumerate(partner):
-            image = np.concatenate([data.images[i], data.images[j]], axis=1)
-            yield int(i), {"image": image, "left": data.labels[i], "right": data.labels[j]}
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        d = multi_digits(**self.params)
+        return {
+            "train": self._generate_examples((d.x_train, d.y_train)),
+            "test": self._generate_examples((d.x_test, d.y_test)),
+        }
+
+    def _generate_examples(self, data):
+        for i, (image, (left, right)) in enumerate(zip(*data)):
+            yield i, {"image": image, "left": left, "right": right}
 
 
 class DigitsAttributes(_Offline):
     """CelebA-style binary attributes of real digits: six boolean tasks.
 
-    Attributes (``ATTRIBUTES``): even, large (≥ 5), prime, has_loop,
-    has_straight_stroke, symmetric, each a function of the digit's class.
+    The stratified 75/25 split of :func:`mtl_jax.data.digits_attributes` for the
+    config's ``seed`` (default 0), with every attribute of
+    :data:`mtl_jax.data._multi_digits.ATTRIBUTES` (odd, ge5, prime, loop,
+    straight_stroke, symmetric), each a function of the digit's class.
     Features: ``image`` float32 ``[8, 8, 1]``, ``label``, ``attributes`` (a dict of bools).
     """
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        attrs = {name: np.bool_ for name in ATTRIBUTES}
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Binary attributes of scikit-learn digits (CelebA-style tasks).",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": _image((8, 8, 1)),
-                    "label": tfds.features.ClassLabel(num_classes=10),
-                    "attributes": tfds.features.FeaturesDict(attrs),
-                }
-            ),
+    PARAMS: ClassVar[dict[str, int]] = {"seed": 0}
+    DESCRIPTION = "Binary attributes of scikit-learn digits (CelebA-style tasks)."
+
+    def _features(self):
+        return tfds.features.FeaturesDict(
+            {
+                "image": _image((8, 8, 1)),
+                "label": tfds.features.ClassLabel(num_classes=10),
+                "attributes": tfds.features.FeaturesDict(dict.fromkeys(ATTRIBUTES, np.bool_)),
+            }
         )
 
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        train, test = train_test_split(load_digits(), seed=self.params["seed"])
+        return {"train": self._generate_examples(train), "test": self._generate_examples(test)}
+
     def _generate_examples(self, data: Digits):
+        attrs = attribute_labels(data.labels).astype(bool)
         for i, (image, label) in enumerate(zip(data.images, data.labels)):
-            attrs = {name: bool(label in cls) for name, cls in ATTRIBUTES.items()}
-            yield i, {"image": image, "label": label, "attributes": attrs}
+            yield i, {"image": image, "label": label, "attributes": dict(zip(ATTRIBUTES, attrs[i]))}
 
 
 def shift_domain(images: np.ndarray, domain: str, *, seed: int) -> np.ndarray:
@@ -155,17 +259,15 @@ class ShiftedDigits(_Offline):
     ``[8, 8, 1]``, ``label``, ``domain`` (a class label over ``DOMAINS``).
     """
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="scikit-learn digits under four domain shifts.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": _image((8, 8, 1)),
-                    "label": tfds.features.ClassLabel(num_classes=10),
-                    "domain": tfds.features.ClassLabel(names=list(DOMAINS)),
-                }
-            ),
+    DESCRIPTION = "scikit-learn digits under four domain shifts."
+
+    def _features(self):
+        return tfds.features.FeaturesDict(
+            {
+                "image": _image((8, 8, 1)),
+                "label": tfds.features.ClassLabel(num_classes=10),
+                "domain": tfds.features.ClassLabel(names=list(DOMAINS)),
+            }
         )
 
     def _generate_examples(self, data: Digits):
@@ -195,13 +297,11 @@ class LabelShiftedDigits(_Offline):
     ``label``.
     """
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="scikit-learn digits with Dirichlet and tweak-one label-shifted targets.",
-            features=tfds.features.FeaturesDict(
-                {"image": _image((8, 8, 1)), "label": tfds.features.ClassLabel(num_classes=10)}
-            ),
+    DESCRIPTION = "scikit-learn digits with Dirichlet and tweak-one label-shifted targets."
+
+    def _features(self):
+        return tfds.features.FeaturesDict(
+            {"image": _image((8, 8, 1)), "label": tfds.features.ClassLabel(num_classes=10)}
         )
 
     def _split_generators(self, dl_manager):
@@ -220,23 +320,32 @@ class LabelShiftedDigits(_Offline):
 
 
 class GradNormToy(_Offline):
-    """The GradNorm paper's synthetic regression: 10 tasks with scales σ = linspace(1, 100, 10).
+    """The GradNorm paper's synthetic regression: K tasks with scales σ = linspace(1, 100, K).
 
-    From :func:`mtl_jax.data.toy_regression` with ``seed=0``: 100 train and 1,000
-    test inputs. Features: ``x`` float32 ``[250]``, ``y`` float32 ``[10, 100]``
-    (every task's target for that input).
+    The arrays of :func:`mtl_jax.data.toy_regression` with the config's arguments
+    (default ``num_tasks=10, num_train=100, num_test=1000, seed=0``), in the same
+    order. Features: ``x`` float32 ``[250]``, ``y`` float32 ``[K, 100]`` (every
+    task's target for that input).
     """
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="GradNorm (Chen et al. 2018) toy regression, 10 tasks.",
-            features=tfds.features.FeaturesDict({"x": _image((250,)), "y": _image((10, 100))}),
-        )
+    PARAMS: ClassVar[dict[str, int]] = {
+        "num_tasks": 10,
+        "num_train": 100,
+        "num_test": 1000,
+        "seed": 0,
+    }
+    DESCRIPTION = "GradNorm (Chen et al. 2018) toy regression."
+
+    def _features(self):
+        k = self.params["num_tasks"]
+        return tfds.features.FeaturesDict({"x": _image((250,)), "y": _image((k, 100))})
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        d = toy_regression(10, seed=GENERATION_SEED)
+        p = self.params
+        d = toy_regression(
+            p["num_tasks"], num_train=p["num_train"], num_test=p["num_test"], seed=p["seed"]
+        )
         return {
             "train": self._generate_examples((d.x_train, d.y_train)),
             "test": self._generate_examples((d.x_test, d.y_test)),

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 
+from mtl_jax.data import _tfds
 from mtl_jax.data._cli import add_data_parser, run_data_command
 from mtl_jax.experiments import _registry
 
@@ -48,7 +49,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--balancer", default=None, help="balancer name (experiments that take one)")
     p.add_argument(
-        "--data-dir", type=pathlib.Path, default=None, help="TFDS data dir (e.g. for celeba)"
+        "--data-dir",
+        type=pathlib.Path,
+        default=None,
+        help="data cache for the offline builders (default $MTL_JAX_DATA_DIR or "
+        "~/.cache/mtl_jax/tensorflow_datasets); celeba reads its TFDS data here",
     )
 
 
@@ -123,7 +128,10 @@ def _run(
         if not exp.supports_resume:
             return _usage_error(f"experiment {name!r} does not support --resume")
         kwargs["resume"] = True
-    for opt, value in options.items():  # --balancer, --data-dir: only where taken
+    data_dir = options.pop("data_dir", None)
+    if data_dir is not None and "data_dir" in inspect.signature(exp.fn).parameters:
+        kwargs["data_dir"] = data_dir  # e.g. celeba's user-prepared TFDS data dir
+    for opt, value in options.items():  # --balancer: only where taken
         if value is not None:
             if opt not in inspect.signature(exp.fn).parameters:
                 flag = "--" + opt.replace("_", "-")
@@ -134,11 +142,13 @@ def _run(
     form = "fast" if fast else "full"
     print(f"mtl-jax: running {name!r} ({form} form, --seed {seed}) -> {out_dir}")
     _registry.set_quiet(quiet)
+    _tfds.set_data_dir(data_dir)  # where mtl_jax.data.load prepares the offline builders
     t0 = time.perf_counter()
     try:
         result = exp.fn(fast=fast, out_dir=out_dir, seed=seed, **kwargs)
     finally:
         _registry.set_quiet(False)
+        _tfds.set_data_dir(None)
     wall = time.perf_counter() - t0
     path = _registry.write_results(result, out_dir, name=name, form=form, wall_time_s=wall)
     print()

@@ -22,9 +22,15 @@ _QUIET = False
 
 
 def set_quiet(quiet: bool) -> None:
-    """Turns :func:`progress` bars off (``mtl-jax run ... --quiet``) or back on."""
+    """Turns :func:`progress` bars, and the data cache's preparation bar, off or back on.
+
+    ``mtl-jax run ... --quiet`` calls it; so does :func:`mtl_jax.data.load` honour it.
+    """
+    from mtl_jax.data import _tfds
+
     global _QUIET
     _QUIET = bool(quiet)
+    _tfds.set_quiet(quiet)
 
 
 def progress(iterable: Iterable[T], desc: str, *, total: int | None = None) -> Iterator[T]:

@@ -10,7 +10,7 @@ import mtl_jax as mtl
 from mtl_jax.data import _builders
 from mtl_jax.experiments._cli import main
 
-NAMES = ["multi_digits", "digits_attributes", "shifted_digits", "label_shifted_digits"]
+NAMES = ["digits", "multi_digits", "digits_attributes", "shifted_digits", "label_shifted_digits"]
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +37,10 @@ def test_grad_norm_toy_matches_the_generator(data_dir):
     src = mtl.data.data_source("grad_norm_toy", split="train", data_dir=data_dir)
     ref = mtl.data.toy_regression(10, seed=0)
     assert len(src) == 100
-    # Records are stored shuffled; match each to its input row.
-    x = np.stack([r["x"] for r in _all(src)])
+    # Records are stored in generation order.
+    np.testing.assert_array_equal(np.stack([r["x"] for r in _all(src)]), ref.x_train)
     y = np.stack([r["y"] for r in _all(src)])
-    order = [int(np.flatnonzero((ref.x_train == row).all(1))[0]) for row in x]
-    assert sorted(order) == list(range(100))
-    np.testing.assert_array_equal(y, np.moveaxis(ref.y_train, 0, 1)[order])
+    np.testing.assert_array_equal(y, np.moveaxis(ref.y_train, 0, 1))
     # Read back through TFDS's own entry point too (no TensorFlow).
     test = tfds.data_source("grad_norm_toy", split="test", data_dir=data_dir)
     assert len(test) == 1000 and test[0]["y"].shape == (10, 100)
@@ -56,7 +54,7 @@ def test_multi_digits_pairs_real_digits_with_their_labels(data_dir):
     digits = mtl.data.load_digits()
     by_bytes = {im.tobytes(): int(lab) for im, lab in zip(digits.images, digits.labels)}
     src = mtl.data.data_source("multi_digits", split="train", data_dir=data_dir)
-    assert len(src) == 1347
+    assert len(src) == 4000
     for r in _all(src)[:200]:
         assert r["image"].shape == (8, 16, 1)
         left, right = r["image"][:, :8], r["image"][:, 8:]
@@ -70,9 +68,11 @@ def test_digits_attributes_follow_the_label(data_dir):
     assert len(records) == 450
     for r in records:
         assert set(r["attributes"]) == set(_builders.ATTRIBUTES)
-        assert bool(r["attributes"]["even"]) == (r["label"] % 2 == 0)
+        assert bool(r["attributes"]["odd"]) == (r["label"] % 2 == 1)
+        assert bool(r["attributes"]["ge5"]) == (r["label"] >= 5)
         assert bool(r["attributes"]["prime"]) == (r["label"] in (2, 3, 5, 7))
-        assert bool(r["attributes"]["has_loop"]) == (r["label"] in (0, 6, 8, 9))
+        assert bool(r["attributes"]["loop"]) == (r["label"] in (0, 6, 8, 9))
+        assert bool(r["attributes"]["symmetric"]) == (r["label"] in (0, 1, 8))
 
 
 def test_shifted_digits_domains(data_dir):
