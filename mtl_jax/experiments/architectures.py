@@ -5,8 +5,9 @@ https://arxiv.org/abs/1604.03539, MMoE https://doi.org/10.1145/3219819.3220007,
 MTAN https://arxiv.org/abs/1803.10704, CGC and PLE
 https://doi.org/10.1145/3383313.3412236, DSelect-k https://arxiv.org/abs/2106.03760,
 Learning to Branch https://arxiv.org/abs/2002.05882) is trained with a few
-balancers (each given the architecture's ``shared_mask``) on two in-memory
-multi-task digit datasets, and reports per-task test accuracy, parameter count
+balancers (each given the architecture's ``shared_mask``) on two multi-task digit
+datasets (the ``multi_digits`` and ``digits_attributes`` builders, read through
+:func:`mtl_jax.data.load`), and reports per-task test accuracy, parameter count
 and the median time of one jitted step, over several seeds.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 import optax
 
 from mtl_jax import balancers, data, models, training
+from mtl_jax.experiments import _data
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["ARCHITECTURES", "BALANCERS", "compare", "run"]
@@ -91,10 +93,8 @@ def _balancer(name: str, k: int, mask) -> balancers.Balancer:
 
 
 def _dataset(name: str, seed: int) -> data.MultiTaskDigits:
-    if name == "multi_digits":
-        return data.multi_digits(num_train=4000, num_test=1000, seed=seed)
-    if name == "digits_attributes":
-        return data.digits_attributes(seed=seed)
+    if name in DATASETS:  # through the builders' cache (= data.multi_digits(...) etc.)
+        return _data.multitask_digits(name, seed=seed, num_train=4000, num_test=1000)
     raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
 
 

@@ -36,7 +36,8 @@ import numpy as np
 import optax
 
 from mtl_jax import adaptation as ad
-from mtl_jax.data import load_digits, train_test_split
+from mtl_jax.data import train_test_split
+from mtl_jax.experiments import _data
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["run"]
@@ -103,7 +104,7 @@ def _shifts(rng: np.random.Generator, trials: int) -> dict[str, list[np.ndarray]
 def _one_seed(s: int, trials: int, ns, acc_ns, log: bool):
     """All cells for seed ``s``: ``{(shift, n, method): (mse, acc_before, acc_after)}``."""
     rng = np.random.default_rng(s)
-    digits = load_digits()
+    digits = _data.digits()  # the digits builder, through the cache
     rest, pool = train_test_split(digits, 0.45, seed=int(rng.integers(2**31)))
     train, hold = train_test_split(rest, 0.4, seed=int(rng.integers(2**31)))
     flat = lambda d: jnp.asarray(d.images.reshape(len(d.labels), -1))

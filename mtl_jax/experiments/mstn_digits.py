@@ -32,7 +32,8 @@ import numpy as np
 import optax
 
 from mtl_jax import adaptation as ad
-from mtl_jax.data import load_digits, train_test_split
+from mtl_jax.data import train_test_split
+from mtl_jax.experiments import _data
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["run"]
@@ -142,7 +143,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     steps = 600 if fast else 3000
     seeds = seeds_from(seed, 3 if fast else 5)
     domains = CLAIM_DOMAINS if fast else tuple(DOMAINS)
-    digits = load_digits()
+    digits = _data.digits()  # the digits builder, through the cache
     per = [_seed_data(digits, s, steps, domains) for s in seeds]
     stack = lambda xs: jnp.asarray(np.stack(xs))
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))

@@ -44,6 +44,7 @@ import numpy as np
 import optax
 
 from mtl_jax import balancers, data, models, training
+from mtl_jax.experiments import _data
 from mtl_jax.experiments._registry import (
     ExperimentResult,
     checkpointer,
@@ -166,7 +167,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int, resume: bool = False) -
     )
     per_seed = []  # per seed: (initial test losses, sigmas, params0, args)
     for s in seeds:
-        ds = data.toy_regression(k, num_train=1, num_test=1000, seed=s)
+        ds = _data.toy_regression(k, num_train=1, num_test=1000, seed=s)  # grad_norm_toy builder
         params0 = model.init(jax.random.key(s), jnp.zeros((1, in_dim)))
         test = (jnp.asarray(ds.x_test), jnp.asarray(ds.y_test))
         args = (

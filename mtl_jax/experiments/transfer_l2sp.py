@@ -48,7 +48,8 @@ import numpy as np
 import optax
 
 from mtl_jax import transfer
-from mtl_jax.data import load_digits, train_test_split
+from mtl_jax.data import train_test_split
+from mtl_jax.experiments import _data
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["DigitsCNN", "digits_subset", "run", "train_full_batch"]
@@ -81,7 +82,7 @@ class DigitsCNN(nn.Module):
 
 def digits_subset(classes, *, seed: int = 0):
     """Train/test digits restricted to ``classes``, labels remapped to ``0..len-1``."""
-    train, test = train_test_split(load_digits(), 0.3, seed=seed)
+    train, test = train_test_split(_data.digits(), 0.3, seed=seed)
     out = []
     for part in (train, test):
         keep = np.isin(part.labels, classes)
@@ -171,7 +172,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     seeds = seeds_from(seed, n_seeds)
     t0 = time.perf_counter()
 
-    d = load_digits()
+    d = _data.digits()
     rng = np.random.default_rng(seeds[0])
     perm = rng.permutation(len(d.labels))
     n_src = int(0.55 * len(perm))

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax import transfer
-from mtl_jax.data import load_digits
+from mtl_jax.experiments import _data
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["make_pair", "run", "shift_domain"]
@@ -100,7 +100,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     dim = 8
     seeds = seeds_from(seed, n_test)  # one per held-out test pair
     rng = np.random.default_rng([seed, 0])  # the split and the training pairs
-    d = load_digits()
+    d = _data.digits()  # the digits builder, through the cache
     half = rng.random(len(d.labels)) < 0.5
     data = (d.images[..., 0], d.labels, half)
     t0 = time.perf_counter()
