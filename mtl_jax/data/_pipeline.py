@@ -90,19 +90,33 @@ def make_loader(
     )
 
 
-def iterator_state(iterator: grain.PyGrainDatasetIterator) -> np.ndarray:
-    """The iterator's position as a uint8 array, to save inside a training checkpoint.
+#: Bytes of :func:`iterator_state`'s array: Grain's JSON state padded with spaces.
+STATE_SIZE = 4096
 
-    Grain's own state (``iterator.get_state()``, JSON bytes) as an array, so that
-    it travels in the same pytree as the parameters and the optimiser state.
+
+def iterator_state(iterator: grain.PyGrainDatasetIterator, *, size: int = STATE_SIZE) -> np.ndarray:
+    """The iterator's position as a fixed-size uint8 array, to save inside a training checkpoint.
+
+    Grain's own state (``iterator.get_state()``, JSON bytes) padded with trailing
+    spaces to ``size`` bytes, so that it travels in the same pytree as the
+    parameters and the optimiser state with the same shape at every step: the
+    state of a fresh iterator is a valid restore template for
+    :meth:`mtl_jax.training.Checkpointer.restore_latest`.
 
     Args:
       iterator: ``iter(loader)`` for a loader from :func:`make_loader`.
+      size: the array's length in bytes.
 
     Returns:
-      A 1-D ``uint8`` array; :func:`restore_iterator` takes it back.
+      A ``[size]`` ``uint8`` array; :func:`restore_iterator` takes it back.
+
+    Raises:
+      ValueError: Grain's state is longer than ``size`` bytes.
     """
-    return np.frombuffer(iterator.get_state(), dtype=np.uint8).copy()
+    raw = iterator.get_state()
+    if len(raw) > size:
+        raise ValueError(f"size must be at least the state's {len(raw)} bytes, got {size}")
+    return np.frombuffer(raw.ljust(size, b" "), dtype=np.uint8).copy()
 
 
 def restore_iterator(iterator: grain.PyGrainDatasetIterator, state: Any) -> None:
@@ -112,15 +126,16 @@ def restore_iterator(iterator: grain.PyGrainDatasetIterator, state: Any) -> None
 
     Args:
       iterator: a fresh ``iter(loader)`` from a loader built with the same arguments.
-      state: the array (or bytes) :func:`iterator_state` returned.
+      state: the array :func:`iterator_state` returned (possibly restored from a
+        checkpoint), or Grain's state as bytes.
 
     Raises:
       TypeError: ``state`` is neither bytes nor a 1-D uint8 array.
     """
     if isinstance(state, bytes):
-        iterator.set_state(state)
+        iterator.set_state(state.rstrip(b" "))
         return
     arr = np.asarray(state)
     if arr.dtype != np.uint8 or arr.ndim != 1:
         raise TypeError(f"state must be bytes or a 1-D uint8 array, got {arr.dtype}{arr.shape}")
-    iterator.set_state(arr.tobytes())
+    iterator.set_state(arr.tobytes().rstrip(b" "))
