@@ -5,7 +5,14 @@ with ``tfds.data_source`` (see :mod:`mtl_jax.data._tfds`). Images are stored as
 ``Tensor`` features (float32 in ``[0, 1]``), never as ``tfds.features.Image``,
 whose encoder needs TensorFlow. The digits are scikit-learn's 1,797 real 8×8
 UCI digits; every random choice is drawn from a fixed seed, so a prepared
-dataset is the same on every machine.
+dataset is the same on every machine. Records are stored in generation order.
+
+``multi_digits``, ``digits_attributes`` and ``grad_norm_toy`` serialise what the
+in-memory generators (:mod:`mtl_jax.data._multi_digits`,
+:mod:`mtl_jax.data._toy_regression`) return, with those generators' integer
+arguments as the builder config (one prepared directory per config), so there
+is one implementation of each dataset and :func:`mtl_jax.data.load` with a
+config equals the generator called with the same arguments.
 
 References: MultiMNIST, Sabour et al. 2017 (https://arxiv.org/abs/1710.09829);
 GradNorm, Chen et al. 2018 (https://arxiv.org/abs/1711.02257); label shift

@@ -79,3 +79,25 @@ def test_concurrent_preparations_of_one_builder(tmp_path):
     versions = [v for v in (tmp_path / "cache" / "multi_digits").glob("*/*") if v.is_dir()]
     assert [v.name for v in versions] == ["2.0.0"]
     assert not list((tmp_path / "cache").rglob("incomplete*"))
+
+
+def test_cli_data_dir_and_quiet_reach_the_cache(tmp_path, data_cache):
+    from mtl_jax.data import _tfds
+    from mtl_jax.experiments import _cli, _registry
+
+    seen = []
+
+    def probe(*, fast, out_dir, seed):
+        """Records where the data cache points while it runs."""
+        seen.append((mtl.data.default_data_dir(), _tfds._QUIET))
+        return _registry.ExperimentResult(title="probe", columns=["m"], rows=[["a"]])
+
+    _registry.register("zz-data-probe", help="probe")(probe)
+    try:
+        args = ["run", "zz-data-probe", "--out", str(tmp_path), "--quiet"]
+        assert _cli.main([*args, "--data-dir", str(tmp_path / "cache")]) == 0
+        assert _cli.main(args) == 0
+    finally:
+        _registry._REGISTRY.pop("zz-data-probe")
+    assert seen == [(tmp_path / "cache", True), (data_cache, True)]
+    assert mtl.data.default_data_dir() == data_cache and not _tfds._QUIET
