@@ -59,9 +59,27 @@ def _check_best(best: jax.Array, k: int) -> None:
         raise ValueError(f"best must have shape ({k},), got {best.shape}")
 
 
-def _check_scale(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+def _check_scale(name: str, value) -> None:
+    """A scale is a float >= 0, or a scalar array (checked when its value is concrete)."""
+    if isinstance(value, bool):
         raise ValueError(f"{name} must be a float >= 0, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"{name} must be a float >= 0, got {value!r}")
+        return
+    if not isinstance(value, jax.Array) or value.ndim != 0:
+        raise ValueError(f"{name} must be a float >= 0 or a scalar array, got {value!r}")
+    try:
+        concrete = float(value)
+    except jax.errors.ConcretizationTypeError:  # traced: validated where it was concrete
+        return
+    if concrete < 0:
+        raise ValueError(f"{name} must be >= 0, got {concrete}")
+
+
+def _is_zero(value) -> bool:
+    """True only for a Python zero (a traced scale is always applied; ``x + 0·ε == x``)."""
+    return isinstance(value, (int, float)) and value == 0
 
 
 def pta_identical_init(decoders: PyTree) -> PyTree:
@@ -100,7 +118,9 @@ def pta_greedy_copy(decoders: PyTree, best: jax.Array) -> PyTree:
     return jax.tree_util.tree_map(copy, decoders)
 
 
-def pta_perturb(decoders: PyTree, key: jax.Array, best: jax.Array, *, scale: float) -> PyTree:
+def pta_perturb(
+    decoders: PyTree, key: jax.Array, best: jax.Array, *, scale: float | jax.Array
+) -> PyTree:
     """Adds ``N(0, scale²)`` noise to every parameter of every non-best decoder.
 
     ``θ_kd ← θ_kd + scale·ε`` with ``ε ~ N(0, I)`` for ``d ≠ best_k``; the best
@@ -130,7 +150,12 @@ def pta_perturb(decoders: PyTree, key: jax.Array, best: jax.Array, *, scale: flo
 
 
 def pta_perturb_dropout(
-    rates: jax.Array, key: jax.Array, best: jax.Array, *, scale: float, max_dropout: float
+    rates: jax.Array,
+    key: jax.Array,
+    best: jax.Array,
+    *,
+    scale: float | jax.Array,
+    max_dropout: float,
 ) -> jax.Array:
     """Hyperperturbation: ``p_kd ← clip(p_kd + scale·ε, 0, max_dropout)`` for ``d ≠ best_k``.
 
@@ -185,8 +210,8 @@ def pta_update(
     key: jax.Array,
     *,
     strategy: str,
-    perturbation_scale: float = 0.0,
-    dropout_scale: float = 0.0,
+    perturbation_scale: float | jax.Array = 0.0,
+    dropout_scale: float | jax.Array = 0.0,
     max_dropout: float = 0.9,
 ) -> tuple[PyTree, jax.Array, jax.Array]:
     """One decoder update at the end of a meta-iteration, from validation scores.
@@ -228,7 +253,7 @@ def pta_update(
     decoders = pta_greedy_copy(decoders, best)
     rates = jnp.broadcast_to(jnp.take_along_axis(rates, best[:, None], axis=1), rates.shape)
     k_params, k_rates = jax.random.split(key)
-    if strategy in ("perturb", "hyperperturb") and perturbation_scale > 0:
+    if strategy in ("perturb", "hyperperturb") and not _is_zero(perturbation_scale):
         decoders = pta_perturb(decoders, k_params, best, scale=perturbation_scale)
     if strategy == "hyperperturb":
         rates = pta_perturb_dropout(
