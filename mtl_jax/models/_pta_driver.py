@@ -35,7 +35,7 @@ class PTAState(NamedTuple):
     trainable: jax.Array  # [K, D] bool, False for frozen decoders
     best: jax.Array  # [K] int32 each task's selected decoder
     scores: jax.Array  # [K, D] float32 last validation scores
-    key: jax.Array  # [2] uint32 raw PRNG key data
+    key: jax.Array  # uint32 raw PRNG key data ([2] threefry, [4] rbg)
     perturbation_scale: jax.Array  # [] float32 std of the decoder perturbation
     dropout_scale: jax.Array  # [] float32 std of the dropout-rate perturbation
 
@@ -81,6 +81,8 @@ def make_pta_driver(
     dropout_scale: float = 0.0,
     max_dropout: float = 0.9,
     decoder_path: tuple[str, ...] = ("params", "heads"),
+    key_impl: str | None = None,
+    on_nonfinite: str = "skip",
     jit: bool = True,
 ) -> PTADriver:
     """Builds the pseudo-task augmentation training loop (Algorithm 1 of the paper).
@@ -118,6 +120,11 @@ def make_pta_driver(
       dropout_scale: std of the dropout-rate perturbation (``"hyperperturb"``).
       max_dropout: upper clip of the dropout rates.
       decoder_path: keys leading from ``params`` to the decoder parameters.
+      key_impl: the PRNG implementation of the state's key (``None``: JAX's
+        default, threefry; ``"rbg"`` compiles much faster on CPU).
+      on_nonfinite: what a non-finite step does, as in
+        :func:`mtl_jax.training.make_train_step` (``"skip"``, ``"raise"``,
+        ``"ignore"``).
       jit: whether to ``jax.jit`` the meta-step.
 
     Returns:
@@ -164,8 +171,16 @@ def make_pta_driver(
             raise ValueError(f"dropout_rate must be <= max_dropout = {max_dropout}, got {value}")
         return jnp.asarray(value, jnp.float32)
 
+    try:
+        key_shape = jax.random.key_data(jax.random.key(0, impl=key_impl)).shape
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"key_impl must name a JAX PRNG implementation, got {key_impl!r}") from e
     inner = make_train_step(
-        lambda p, b: loss_fn(p, b["data"], b["dropout"], b["key"]), balancer, optimizer, jit=False
+        lambda p, b: loss_fn(p, b["data"], b["dropout"], b["key"]),
+        balancer,
+        optimizer,
+        jit=False,
+        on_nonfinite=on_nonfinite,
     )
 
     def init_fn(
@@ -186,11 +201,16 @@ def make_pta_driver(
         if init == "identical":
             params = _set(params, decoder_path, pta_identical_init(dec))
         if isinstance(seed, int):
-            key = jax.random.key_data(jax.random.key(seed))
+            key = jax.random.key_data(jax.random.key(seed, impl=key_impl))
         elif jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
             key = jax.random.key_data(seed)
         else:
             key = jnp.asarray(seed, jnp.uint32)
+        if key.shape != key_shape:
+            raise ValueError(
+                f"seed must be a key of implementation {key_impl or 'default'} (data shape "
+                f"{key_shape}), got key data of shape {key.shape}"
+            )
         rate = _scalar("dropout_rate", dropout_rate_ if dropout_rate is None else dropout_rate)
         if num_frozen is None:
             trainable = trainable0
@@ -213,7 +233,7 @@ def make_pta_driver(
         )
 
     def meta_step(state: PTAState, batches: PyTree) -> tuple[PTAState, dict]:
-        key = jax.random.wrap_key_data(state.key)
+        key = jax.random.wrap_key_data(state.key, impl=key_impl)
         key, k_steps, k_update = jax.random.split(key, 3)
 
         def body(train, xs):
