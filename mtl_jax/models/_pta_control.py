@@ -9,16 +9,37 @@ on validation data and updated by a control strategy. These are pure functions
 over the decoder parameters (a pytree whose leaves carry leading ``[K, D]``
 axes), per-decoder dropout rates ``[K, D]`` and an explicit PRNG key.
 
-What was read and what was chosen: only the paper's abstract, introduction and
-figure 1 were readable to us (the method section was not), so the strategies
-below follow the paper's description as summarised in ``PAPERS.md`` A2
-(independent initialisation, frozen decoders, greedy copy of the best decoder
-with perturbation, hyperperturbation of per-decoder dropout). The exact rules
-are our choices, each a documented option: the perturbation is additive
-Gaussian noise of a fixed standard deviation on every parameter of every
-non-best decoder; the dropout hyperperturbation is additive Gaussian noise on
-the non-best decoders' rates, clipped to ``[0, max_dropout]``; the best decoder
-itself is never perturbed; the optimiser state is left as it is.
+What was read in the paper, and where (no code was released). The abstract and
+§1 (introduction): every task has several distinct decoders projecting the
+output of the completely shared model to its predictions; training with several
+pseudo-tasks strictly subsumes training with one; "a class of algorithms is
+introduced for controlling pseudo-tasks in practice", whose variants traverse
+the pseudo-task space in qualitatively different ways (our copy of the sentence
+on their results breaks off at "they all demonstrate su…"). The caption of
+figure 1: a task coupled with a decoder and its parameters is a pseudo-task,
+each with its own loss and gradient. That the paper's algorithm is "Algorithm 1:
+PTA training framework" (decoder initialisation and decoder update around the
+training steps), and its experimental setup, were read only as quoted by a
+reproducibility index (section numbers unknown): Omniglot with a four-layer
+convolutional model and a fixed random 50/20/30 % train/validation/test split
+per task, IMDB with an LSTM, CelebA's 40 attributes, Keras and Adam. The CelebA
+result (8.00 % → 7.94 % error with PTA + MTL, the state of the art) was read in
+the authors' group's summary of the paper.
+
+What could not be read (the method section's body and the result tables), and is
+therefore our choice, each a documented option: the strategies' exact rules,
+the meta-iteration length ``M``, the selection criterion (validation accuracy,
+ties to the lowest index), the perturbation distributions and scales. Here the
+perturbation is additive Gaussian noise of a fixed standard deviation on every
+parameter of every non-best decoder; the dropout hyperperturbation is additive
+Gaussian noise on the non-best decoders' rates, clipped to ``[0, max_dropout]``;
+the best decoder itself is never perturbed; the optimiser state is left as it
+is; frozen decoders keep their random initialisation and still send their loss
+to the shared model. Since the method section could not be read, no strategy or
+default here could be checked against it, and none was changed for this reason.
+
+Scales may be Python floats or scalar arrays (validated when concrete), so one
+compiled program can run several scales under ``jax.vmap``.
 """
 
 from __future__ import annotations
@@ -59,9 +80,27 @@ def _check_best(best: jax.Array, k: int) -> None:
         raise ValueError(f"best must have shape ({k},), got {best.shape}")
 
 
-def _check_scale(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+def _check_scale(name: str, value) -> None:
+    """A scale is a float >= 0, or a scalar array (checked when its value is concrete)."""
+    if isinstance(value, bool):
         raise ValueError(f"{name} must be a float >= 0, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"{name} must be a float >= 0, got {value!r}")
+        return
+    if not isinstance(value, jax.Array) or value.ndim != 0:
+        raise ValueError(f"{name} must be a float >= 0 or a scalar array, got {value!r}")
+    try:
+        concrete = float(value)
+    except jax.errors.ConcretizationTypeError:  # traced: validated where it was concrete
+        return
+    if concrete < 0:
+        raise ValueError(f"{name} must be >= 0, got {concrete}")
+
+
+def _is_zero(value) -> bool:
+    """True only for a Python zero (a traced scale is always applied; ``x + 0·ε == x``)."""
+    return isinstance(value, (int, float)) and value == 0
 
 
 def pta_identical_init(decoders: PyTree) -> PyTree:
@@ -100,7 +139,9 @@ def pta_greedy_copy(decoders: PyTree, best: jax.Array) -> PyTree:
     return jax.tree_util.tree_map(copy, decoders)
 
 
-def pta_perturb(decoders: PyTree, key: jax.Array, best: jax.Array, *, scale: float) -> PyTree:
+def pta_perturb(
+    decoders: PyTree, key: jax.Array, best: jax.Array, *, scale: float | jax.Array
+) -> PyTree:
     """Adds ``N(0, scale²)`` noise to every parameter of every non-best decoder.
 
     ``θ_kd ← θ_kd + scale·ε`` with ``ε ~ N(0, I)`` for ``d ≠ best_k``; the best
@@ -130,7 +171,12 @@ def pta_perturb(decoders: PyTree, key: jax.Array, best: jax.Array, *, scale: flo
 
 
 def pta_perturb_dropout(
-    rates: jax.Array, key: jax.Array, best: jax.Array, *, scale: float, max_dropout: float
+    rates: jax.Array,
+    key: jax.Array,
+    best: jax.Array,
+    *,
+    scale: float | jax.Array,
+    max_dropout: float,
 ) -> jax.Array:
     """Hyperperturbation: ``p_kd ← clip(p_kd + scale·ε, 0, max_dropout)`` for ``d ≠ best_k``.
 
@@ -185,8 +231,8 @@ def pta_update(
     key: jax.Array,
     *,
     strategy: str,
-    perturbation_scale: float = 0.0,
-    dropout_scale: float = 0.0,
+    perturbation_scale: float | jax.Array = 0.0,
+    dropout_scale: float | jax.Array = 0.0,
     max_dropout: float = 0.9,
 ) -> tuple[PyTree, jax.Array, jax.Array]:
     """One decoder update at the end of a meta-iteration, from validation scores.
@@ -228,7 +274,7 @@ def pta_update(
     decoders = pta_greedy_copy(decoders, best)
     rates = jnp.broadcast_to(jnp.take_along_axis(rates, best[:, None], axis=1), rates.shape)
     k_params, k_rates = jax.random.split(key)
-    if strategy in ("perturb", "hyperperturb") and perturbation_scale > 0:
+    if strategy in ("perturb", "hyperperturb") and not _is_zero(perturbation_scale):
         decoders = pta_perturb(decoders, k_params, best, scale=perturbation_scale)
     if strategy == "hyperperturb":
         rates = pta_perturb_dropout(

@@ -15,6 +15,7 @@ import optax
 
 from mtl_jax.models._pta_control import (
     PTA_STRATEGIES,
+    _check_scale,
     pta_identical_init,
     pta_trainable_mask,
     pta_update,
@@ -34,13 +35,18 @@ class PTAState(NamedTuple):
     trainable: jax.Array  # [K, D] bool, False for frozen decoders
     best: jax.Array  # [K] int32 each task's selected decoder
     scores: jax.Array  # [K, D] float32 last validation scores
-    key: jax.Array  # [2] uint32 raw PRNG key data
+    key: jax.Array  # uint32 raw PRNG key data ([2] threefry, [4] rbg)
+    perturbation_scale: jax.Array  # [] float32 std of the decoder perturbation
+    dropout_scale: jax.Array  # [] float32 std of the dropout-rate perturbation
 
 
 class PTADriver(NamedTuple):
-    """``init(params, seed) -> PTAState``; ``meta_step(state, batches) -> (state, metrics)``."""
+    """``init(params, seed, **overrides) -> PTAState``; ``meta_step(state, batches)``.
 
-    init: Callable[[PyTree, int], PTAState]
+    ``meta_step`` returns ``(state, metrics)``.
+    """
+
+    init: Callable[..., PTAState]
     meta_step: Callable[[PTAState, PyTree], tuple[PTAState, dict]]
 
 
@@ -75,6 +81,8 @@ def make_pta_driver(
     dropout_scale: float = 0.0,
     max_dropout: float = 0.9,
     decoder_path: tuple[str, ...] = ("params", "heads"),
+    key_impl: str | None = None,
+    on_nonfinite: str = "skip",
     jit: bool = True,
 ) -> PTADriver:
     """Builds the pseudo-task augmentation training loop (Algorithm 1 of the paper).
@@ -112,10 +120,21 @@ def make_pta_driver(
       dropout_scale: std of the dropout-rate perturbation (``"hyperperturb"``).
       max_dropout: upper clip of the dropout rates.
       decoder_path: keys leading from ``params`` to the decoder parameters.
+      key_impl: the PRNG implementation of the state's key (``None``: JAX's
+        default, threefry; ``"rbg"`` compiles much faster on CPU).
+      on_nonfinite: what a non-finite step does, as in
+        :func:`mtl_jax.training.make_train_step` (``"skip"``, ``"raise"``,
+        ``"ignore"``).
       jit: whether to ``jax.jit`` the meta-step.
 
     Returns:
-      A :class:`PTADriver`. ``meta_step(state, batches)`` takes ``batches`` with
+      A :class:`PTADriver`. ``init(params, seed, *, perturbation_scale=None,
+      dropout_rate=None, dropout_scale=None, num_frozen=None)`` builds the state;
+      ``seed`` is an int or a PRNG key, and the keyword arguments override this
+      factory's values for one run. They are stored in the state as arrays, so
+      ``init`` and ``meta_step`` may be ``jax.vmap``-ed over seeds *and* over
+      variants of one strategy (one compiled program for, e.g., several
+      perturbation scales). ``meta_step(state, batches)`` takes ``batches`` with
       a leading axis of length ``M`` and returns metrics ``"losses"``
       (``[M, K·D]``) and ``"scores"`` (``[K, D]``).
 
@@ -140,31 +159,81 @@ def make_pta_driver(
             raise ValueError(f"{name} must be >= 0, got {v}")
     trainable0 = pta_trainable_mask(num_tasks, num_decoders, num_frozen=num_frozen)
     k, n = num_tasks, num_decoders
-
-    inner = make_train_step(
-        lambda p, b: loss_fn(p, b["data"], b["dropout"], b["key"]), balancer, optimizer, jit=False
+    dropout_rate_, perturbation_scale_, dropout_scale_ = (
+        dropout_rate,
+        perturbation_scale,
+        dropout_scale,
     )
 
-    def init_fn(params: PyTree, seed: int) -> PTAState:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+    def _scalar(name: str, value) -> jax.Array:
+        _check_scale(name, value)
+        if name == "dropout_rate" and isinstance(value, (int, float)) and value > max_dropout:
+            raise ValueError(f"dropout_rate must be <= max_dropout = {max_dropout}, got {value}")
+        return jnp.asarray(value, jnp.float32)
+
+    try:
+        key_shape = jax.random.key_data(jax.random.key(0, impl=key_impl)).shape
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"key_impl must name a JAX PRNG implementation, got {key_impl!r}") from e
+    inner = make_train_step(
+        lambda p, b: loss_fn(p, b["data"], b["dropout"], b["key"]),
+        balancer,
+        optimizer,
+        jit=False,
+        on_nonfinite=on_nonfinite,
+    )
+
+    def init_fn(
+        params: PyTree,
+        seed: int | jax.Array,
+        *,
+        perturbation_scale: float | jax.Array | None = None,
+        dropout_rate: float | jax.Array | None = None,
+        dropout_scale: float | jax.Array | None = None,
+        num_frozen: int | jax.Array | None = None,
+    ) -> PTAState:
+        if isinstance(seed, bool) or not isinstance(seed, (int, jax.Array)):
+            raise TypeError(f"seed must be an int or a PRNG key, got {seed!r}")
         dec = _get(params, decoder_path)
         for leaf in jax.tree_util.tree_leaves(dec):
             if leaf.shape[:2] != (k, n):
                 raise ValueError(f"decoder leaves need leading axes {(k, n)}, got {leaf.shape}")
         if init == "identical":
             params = _set(params, decoder_path, pta_identical_init(dec))
+        if isinstance(seed, int):
+            key = jax.random.key_data(jax.random.key(seed, impl=key_impl))
+        elif jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(seed)
+        else:
+            key = jnp.asarray(seed, jnp.uint32)
+        if key.shape != key_shape:
+            raise ValueError(
+                f"seed must be a key of implementation {key_impl or 'default'} (data shape "
+                f"{key_shape}), got key data of shape {key.shape}"
+            )
+        rate = _scalar("dropout_rate", dropout_rate_ if dropout_rate is None else dropout_rate)
+        if num_frozen is None:
+            trainable = trainable0
+        elif isinstance(num_frozen, int):
+            trainable = pta_trainable_mask(k, n, num_frozen=num_frozen)
+        else:  # a traced count (e.g. vmapped over variants)
+            row = jnp.arange(n) < n - jnp.asarray(num_frozen, jnp.int32)
+            trainable = jnp.broadcast_to(row[None, :], (k, n))
+        ps = perturbation_scale_ if perturbation_scale is None else perturbation_scale
+        ds = dropout_scale_ if dropout_scale is None else dropout_scale
         return PTAState(
             train=inner.init(params),
-            dropout=jnp.full((k, n), dropout_rate, jnp.float32),
-            trainable=trainable0,
+            dropout=jnp.full((k, n), rate, jnp.float32),
+            trainable=trainable,
             best=jnp.zeros((k,), jnp.int32),
             scores=jnp.zeros((k, n), jnp.float32),
-            key=jax.random.key_data(jax.random.key(seed)),
+            key=key,
+            perturbation_scale=_scalar("perturbation_scale", ps),
+            dropout_scale=_scalar("dropout_scale", ds),
         )
 
     def meta_step(state: PTAState, batches: PyTree) -> tuple[PTAState, dict]:
-        key = jax.random.wrap_key_data(state.key)
+        key = jax.random.wrap_key_data(state.key, impl=key_impl)
         key, k_steps, k_update = jax.random.split(key, 3)
 
         def body(train, xs):
@@ -190,12 +259,14 @@ def make_pta_driver(
             scores,
             k_update,
             strategy=strategy,
-            perturbation_scale=perturbation_scale,
-            dropout_scale=dropout_scale,
+            perturbation_scale=state.perturbation_scale,
+            dropout_scale=state.dropout_scale,
             max_dropout=max_dropout,
         )
         train = train._replace(params=_set(train.params, decoder_path, dec))
-        new_state = PTAState(train, rates, state.trainable, best, scores, jax.random.key_data(key))
+        new_state = state._replace(
+            train=train, dropout=rates, best=best, scores=scores, key=jax.random.key_data(key)
+        )
         return new_state, {"losses": losses, "scores": scores}
 
     return PTADriver(init_fn, jax.jit(meta_step) if jit else meta_step)

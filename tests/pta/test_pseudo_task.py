@@ -171,6 +171,7 @@ def test_frozen_decoders_do_not_move():
     drv = M.make_pta_driver(
         loss_fn, score_fn, balancers.equal_weighting(), optax.adam(1e-2),
         num_tasks=2, num_decoders=3, num_steps=4, strategy="none", num_frozen=2,
+        key_impl="rbg", on_nonfinite="ignore",  # both compile faster on CPU
     )  # fmt: skip
     state, metrics = drv.meta_step(drv.init(params, 0), batches)
     assert metrics["losses"].shape == (4, 6)
@@ -202,6 +203,7 @@ def test_single_decoder_reduces_to_plain_model(balancer):
     drv = M.make_pta_driver(
         loss_fn, score_fn, balancer(), optax.sgd(0.1),
         num_tasks=2, num_decoders=1, num_steps=4, strategy="greedy", perturbation_scale=0.5,
+        key_impl="rbg", on_nonfinite="ignore",
     )  # fmt: skip
     state, _ = drv.meta_step(drv.init(params, 0), batches)
 
@@ -219,7 +221,7 @@ def test_single_decoder_reduces_to_plain_model(balancer):
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch[1].T)
         return ce.mean(-1)
 
-    step = make_train_step(plain_loss, balancer(), optax.sgd(0.1))
+    step = make_train_step(plain_loss, balancer(), optax.sgd(0.1), on_nonfinite="ignore")
     ts = step.init(pp)
     for m in range(4):
         ts, _ = step(ts, (batches[0][m], batches[1][m]))
@@ -234,3 +236,66 @@ def test_single_decoder_reduces_to_plain_model(balancer):
     # and the logits agree exactly for the same parameters
     x = batches[0][0]
     np.testing.assert_array_equal(net.apply(params, x)[:, 0], plain.apply(pp, x))
+
+
+def test_perturb_is_hyperperturb_without_dropout_steps(key):
+    """P run as "hyperperturb" with zero dropout steps is exactly the "perturb" strategy."""
+    p = _heads_params(key)
+    rates = jnp.zeros((K, D))
+    scores = jax.random.uniform(key, (K, D))
+    a, ra, ba = M.pta_update(p, rates, scores, key, strategy="perturb", perturbation_scale=0.1)
+    b, rb, bb = M.pta_update(
+        p, rates, scores, key, strategy="hyperperturb", perturbation_scale=jnp.float32(0.1)
+    )
+    np.testing.assert_array_equal(ba, bb)
+    np.testing.assert_array_equal(ra, rb)
+    for leaf in ("kernel", "bias"):
+        np.testing.assert_array_equal(a[leaf], b[leaf])
+    # a traced scale is applied and validated only when concrete
+    f = jax.jit(lambda s: M.pta_perturb(p, key, bb, scale=s))
+    ref = M.pta_perturb(p, key, bb, scale=0.1)["kernel"]
+    np.testing.assert_allclose(f(0.1)["kernel"], ref, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="scale"):
+        M.pta_perturb(p, key, bb, scale=jnp.float32(-1.0))
+
+
+def test_driver_overrides_vmap_over_variants_and_key_impl():
+    """Per-run overrides in the state: one vmapped driver equals one driver per variant."""
+    net, params, batches, loss_fn, score_fn = _problem(2, 3)
+    common = dict(num_tasks=2, num_decoders=3, num_steps=4, strategy="hyperperturb")
+    variants = [
+        dict(perturbation_scale=0.05, dropout_rate=0.0, dropout_scale=0.0),
+        dict(perturbation_scale=0.0, dropout_rate=0.3, dropout_scale=0.2),
+    ]
+    opt = optax.adam(1e-2)
+    ew = balancers.equal_weighting()
+    drv = M.make_pta_driver(loss_fn, score_fn, ew, opt, **common, key_impl="rbg")
+    hyper = {n: jnp.array([v[n] for v in variants]) for n in variants[0]}
+    keys = jax.random.key(7, impl="rbg")
+
+    def one(h):
+        s = drv.init(params, keys, **h)
+        return drv.meta_step(s, batches)[0]
+
+    together = jax.vmap(one)(hyper)
+    # the second variant (dropout and its perturbation), built with factory values
+    alone = M.make_pta_driver(loss_fn, score_fn, ew, opt, **common, key_impl="rbg", **variants[1])
+    ref = alone.meta_step(alone.init(params, keys), batches)[0]
+    got = jax.tree_util.tree_map(lambda a: a[1], together)
+    np.testing.assert_allclose(got.dropout, ref.dropout, rtol=1e-6)
+    assert not np.allclose(got.dropout, 0.3)  # the rates were perturbed
+    for leaf in ("kernel", "bias"):
+        np.testing.assert_allclose(
+            got.train.params["params"]["heads"][leaf],
+            ref.train.params["params"]["heads"][leaf],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    np.testing.assert_array_equal(together.dropout[0], 0.0)  # the first variant has none
+    assert drv.init(params, 3).key.shape == (4,)  # an int seed makes an rbg key
+    with pytest.raises(ValueError, match="seed"):
+        drv.init(params, jax.random.key(0))  # a threefry key for an rbg driver
+    with pytest.raises(ValueError, match="key_impl"):
+        M.make_pta_driver(loss_fn, score_fn, ew, opt, **common, key_impl="nope")
+    frozen = drv.init(params, 0, num_frozen=2).trainable
+    np.testing.assert_array_equal(frozen, [[True, False, False]] * 2)
