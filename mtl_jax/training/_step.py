@@ -76,15 +76,35 @@ class TrainState(NamedTuple):
 class Representation(NamedTuple):
     """How to split a model at its shared representation (for representation mode).
 
+    Representation mode needs the per-task gradients ``∂L_k/∂z``. From ``decode``
+    alone they cost ``K`` backward passes through the whole decoder (every head
+    is traversed for every task: ``K²`` head backward passes for hard parameter
+    sharing). A decoder whose heads are separable -- task ``k``'s loss depends on
+    ``z`` only through head ``k`` -- can also be given as ``decode_tasks``, which
+    takes one copy of ``z`` per task, ``zs[k]``; then
+    ``∂(Σ_k L_k(zs[k]))/∂zs[k] = ∂L_k/∂z`` at ``zs[k] = z``, so one backward pass
+    through the heads gives every per-task gradient (the cost of equal weighting).
+
     Attributes:
       encode: ``(params, batch) -> z``, the shared representation (any pytree).
       decode: ``(params, z, batch) -> losses[K]`` (or ``(losses, aux)`` with
         ``has_aux``); must not use the encoder's parameters, and its losses must
         depend on ``z`` (checked at trace time).
+      decode_tasks: optional ``(params, zs, batch) -> losses[K]`` (or
+        ``(losses, aux)``), where every leaf of ``zs`` is the matching leaf of ``z``
+        with a leading task axis of size ``K``; loss ``k`` must depend on ``zs``
+        only through ``zs[k]``, and with every ``zs[k] = z`` it must equal
+        ``decode(params, z, batch)``. For hard parameter sharing with stacked
+        heads ``W [K, d, f]``: ``einsum("kbd,kdf->kbf", zs, W)`` instead of
+        ``einsum("bd,kdf->kbf", z, W)``. When given, representation mode uses it
+        instead of ``decode`` (same result, one backward pass through the heads);
+        a ``decode_tasks`` that breaks the contract gives wrong gradients, which the
+        step cannot detect.
     """
 
     encode: Callable[[PyTree, Any], PyTree]
     decode: Callable[[PyTree, PyTree, Any], Any]
+    decode_tasks: Callable[[PyTree, PyTree, Any], Any] | None = None
 
 
 class TrainStep(NamedTuple):
