@@ -1,4 +1,4 @@
-"""The three gradient routes of the training step: loss, Jacobian, representation.
+"""The gradient routes of the training step: loss, Gramian, Jacobian, representation.
 
 Each route returns the balanced gradient (params-shaped), the new balancer
 state, the losses, the aux value, the applied task weights ``[K]`` and a
@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 from mtl_jax import _task_tree
 from mtl_jax._jacobian import value_and_jacobian
 from mtl_jax.balancers._base import Balancer
-from mtl_jax.training import _checks
+from mtl_jax.training import _checks, _gramian
 
 PyTree = Any
 
@@ -121,6 +121,16 @@ def jacobian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has
     shared_g = [x for x, m in zip(g_l, mask) if m]
     w = _recorded_or(bal_state, k, lambda: effective_weights(shared_j, shared_g))
     return RouteOut(g, bal_state, losses, aux, w, _task_finite(jac_l, k))
+
+
+def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_aux, chunk_size):
+    """``G`` over the Gram leaves, ``w = f(G)``, ``Σ_k w_k ∇L_k`` (see ``_gramian``)."""
+    f = _checked_fn(loss_fn, has_aux, "loss_fn")
+    return RouteOut(
+        *_gramian.gramian_route(
+            f, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
+        )
+    )
 
 
 def _explicit_mesh(tree: PyTree):

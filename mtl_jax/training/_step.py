@@ -8,6 +8,11 @@ and the parameter update. The routes:
 * ``"loss"`` (loss-only balancers): one forward pass recording the VJP, the
   weights from the losses, and a single backward pass with cotangent ``w`` — the
   gradient of ``Σ_k w_k L_k`` — without ever building the task Jacobian.
+* ``"gramian"`` (Gram balancers: MGDA, PCGrad, UPGrad, IMTL-G, CAGrad, ...): the
+  per-task gradients of the leaves the balancer's Gram matrix covers only, in
+  chunks of ``chunk_size`` tasks of VJPs of one forward pass; ``G = J Jᵀ``; the
+  weights ``w = f(G)``; the update ``Σ_k w_k ∇L_k`` without the balancer's
+  Jacobian-space ``update`` (same result as ``"jacobian"``).
 * ``"jacobian"``: the full task Jacobian w.r.t. the parameters
   (:func:`mtl_jax.value_and_jacobian`, optionally chunked), then the balancer.
 * ``"representation"`` (MGDA-UB, Sener & Koltun 2018,
@@ -47,7 +52,7 @@ from mtl_jax.training._data_parallel import shard_batch as shard_batch
 __all__ = ["Representation", "TrainState", "TrainStep", "make_train_step", "shard_batch"]
 
 PyTree = Any
-Mode = Literal["auto", "loss", "jacobian", "representation"]
+Mode = Literal["auto", "loss", "gramian", "jacobian", "representation"]
 NonFinite = Literal["skip", "raise", "ignore"]
 
 
@@ -124,7 +129,8 @@ class TrainStep(NamedTuple):
         gradient and the update are all finite), ``"task_finite"`` (``[K]`` bool,
         task ``k``'s loss and the per-task gradient the route formed are finite)
         and ``"skipped"`` (``[]`` int32, the running count of skipped steps).
-      mode: the resolved route, ``"loss"``, ``"jacobian"`` or ``"representation"``.
+      mode: the resolved route, ``"loss"``, ``"gramian"``, ``"jacobian"`` or
+        ``"representation"``.
       on_nonfinite: the non-finite policy, ``"skip"``, ``"raise"`` or ``"ignore"``.
       check_batch: host-side check of a batch before the step runs (batch size
         divisible by the mesh's data axis), or ``None``.
@@ -159,15 +165,17 @@ class TrainStep(NamedTuple):
 def _resolve_mode(mode: Mode, balancer: Balancer, representation: Representation | None) -> str:
     kind = balancer.spec.kind
     if mode == "auto":
-        return "loss" if kind == "loss" else "jacobian"
+        return {"loss": "loss", "gram": "gramian"}.get(kind, "jacobian")
     if mode == "loss" and kind != "loss":
         raise ValueError(f"mode='loss' needs a loss-only balancer; this one is of kind {kind!r}")
+    if mode == "gramian" and kind != "gram":
+        raise ValueError(f"mode='gramian' needs a Gram balancer; this one is of kind {kind!r}")
     if mode == "representation":
         if representation is None:
             raise ValueError("mode='representation' needs representation=Representation(...)")
         if kind != "loss" and not balancer.spec.representation:
             raise ValueError("this balancer does not support representation mode")
-    if mode not in ("loss", "jacobian", "representation"):
+    if mode not in ("loss", "gramian", "jacobian", "representation"):
         raise ValueError(f"unknown mode {mode!r}")
     return mode
 
@@ -198,10 +206,13 @@ def make_train_step(
       balancer: a balancer from :mod:`mtl_jax.balancers`.
       optimizer: the optax optimiser applied to the balanced update (e.g. Adam).
       has_aux: whether ``loss_fn`` (and ``representation.decode``) return aux.
-      mode: ``"auto"`` (``"loss"`` for loss-only balancers, else ``"jacobian"``),
-        ``"loss"``, ``"jacobian"`` or ``"representation"``.
+      mode: ``"auto"`` (``"loss"`` for loss-only balancers, ``"gramian"`` for
+        Gram balancers, ``"jacobian"`` for the others, e.g. GradDrop), ``"loss"``,
+        ``"gramian"``, ``"jacobian"`` or ``"representation"``.
       representation: the encoder/decoder split, for representation mode.
-      chunk_size: tasks per chunk when building the Jacobian (bounds memory).
+      chunk_size: tasks per chunk of per-task VJPs in the ``"gramian"`` and
+        ``"jacobian"`` routes (bounds the memory of the per-task backward passes
+        to one chunk's; ``None``: all ``K`` tasks at once).
       mesh: if given, a data-parallel step over ``mesh`` (batch sharded along
         ``data_axis``, state replicated); ``Explicit`` and ``Auto`` axes both work.
       data_axis: mesh axis name the batch's leading axis is sharded over.
@@ -222,7 +233,8 @@ def make_train_step(
     Raises:
       TypeError: ``balancer`` is not a balancer (e.g. an optax optimiser), or
         ``optimizer`` is not an optax transform.
-      ValueError: an unknown ``mode`` or ``on_nonfinite``; at trace time, losses
+      ValueError: an unknown ``mode`` or ``on_nonfinite``, a ``mode`` the balancer's
+        kind does not allow; at trace time, losses
         not of shape ``[K]`` with ``K ≥ 1``, ``K`` differing from the balancer's
         ``num_tasks``, an empty batch, or a ``decode`` that ignores ``z``; at
         call time, a batch not divisible by the mesh's data axis.
@@ -241,6 +253,10 @@ def make_train_step(
     def route(params, bal_state, batch) -> _routes.RouteOut:
         if resolved == "loss":
             return _routes.loss_route(loss_fn, balancer, params, bal_state, batch, has_aux=has_aux)
+        if resolved == "gramian":
+            return _routes.gramian_route(
+                loss_fn, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
+            )
         if resolved == "jacobian":
             return _routes.jacobian_route(
                 loss_fn, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
