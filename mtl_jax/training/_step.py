@@ -234,7 +234,7 @@ def make_train_step(
       TypeError: ``balancer`` is not a balancer (e.g. an optax optimiser), or
         ``optimizer`` is not an optax transform.
       ValueError: an unknown ``mode`` or ``on_nonfinite``, a ``mode`` the balancer's
-        kind does not allow; at trace time, losses
+        kind does not allow, a ``chunk_size`` that is not a positive int; at trace time, losses
         not of shape ``[K]`` with ``K ≥ 1``, ``K`` differing from the balancer's
         ``num_tasks``, an empty batch, or a ``decode`` that ignores ``z``; at
         call time, a batch not divisible by the mesh's data axis.
@@ -244,6 +244,10 @@ def make_train_step(
       NeurIPS 2018 (representation mode, MGDA-UB), https://arxiv.org/abs/1810.04650
     """
     _checks.check_factory_args(balancer, optimizer, on_nonfinite)
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     resolved = _resolve_mode(mode, balancer, representation)
 
     def init(params) -> TrainState:

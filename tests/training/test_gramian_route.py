@@ -98,6 +98,8 @@ def test_auto_mode_picks_the_gramian_route():
     assert make(_factory("equal_weighting")).mode == "loss"
     with pytest.raises(ValueError, match="gramian"):
         make(_factory("graddrop"), "gramian")
+    with pytest.raises(ValueError, match="chunk_size"):
+        mtl.training.make_train_step(sp.loss_fn, _factory("mgda"), optax.sgd(0.1), chunk_size=0)
 
 
 def test_skip_policy_and_four_devices_match_the_jacobian_route():
