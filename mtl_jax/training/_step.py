@@ -20,6 +20,8 @@ and the parameter update. The routes:
   representation ``z = encode(params, batch)`` are balanced, and the combined
   cotangent flows through the encoder in one VJP; the decoder's parameters get
   the plain sum of their gradients (loss-only balancers: same as ``"loss"``).
+  With ``Representation.decode_tasks`` (separable heads) the per-task gradients
+  w.r.t. ``z`` cost one backward pass through the heads instead of ``K``.
 
 In every route the leaves the balancer's ``shared=`` selects get the balanced
 gradient and every other leaf the plain sum ``∇ Σ_k L_k``. A non-finite loss or
