@@ -1,4 +1,4 @@
-"""The three gradient routes of the training step: loss, Jacobian, representation.
+"""The gradient routes of the training step: loss, Gramian, Jacobian, representation.
 
 Each route returns the balanced gradient (params-shaped), the new balancer
 state, the losses, the aux value, the applied task weights ``[K]`` and a
@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 from mtl_jax import _task_tree
 from mtl_jax._jacobian import value_and_jacobian
 from mtl_jax.balancers._base import Balancer
-from mtl_jax.training import _checks
+from mtl_jax.training import _checks, _gramian
 
 PyTree = Any
 
@@ -123,6 +123,16 @@ def jacobian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has
     return RouteOut(g, bal_state, losses, aux, w, _task_finite(jac_l, k))
 
 
+def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_aux, chunk_size):
+    """``G`` over the Gram leaves, ``w = f(G)``, ``Σ_k w_k ∇L_k`` (see ``_gramian``)."""
+    f = _checked_fn(loss_fn, has_aux, "loss_fn")
+    return RouteOut(
+        *_gramian.gramian_route(
+            f, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
+        )
+    )
+
+
 def _explicit_mesh(tree: PyTree):
     """The abstract mesh of ``tree``'s leaves if it has an ``Explicit`` axis, else None."""
     for x in jax.tree_util.tree_leaves(tree):
@@ -131,6 +141,30 @@ def _explicit_mesh(tree: PyTree):
         if mesh is not None and not mesh.empty and AxisType.Explicit in mesh.axis_types:
             return mesh
     return None
+
+
+def _per_task_copies(representation, params, z, batch, has_aux):
+    """Heads' gradient of ``Σ_k L_k`` and ``∂L_k/∂z`` for all ``k`` in ONE backward pass.
+
+    ``decode_tasks`` sees one copy of ``z`` per task; loss ``k`` reads only copy
+    ``k``, so the gradient of ``Σ_k L_k`` w.r.t. copy ``k`` is ``∂L_k/∂z``.
+    """
+    name = "representation.decode"
+    shape = jax.eval_shape(
+        _checked_fn(lambda zz: representation.decode(params, zz, batch), has_aux, name), z
+    )
+    k = (shape[0] if has_aux else shape).shape[0]
+    zs = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (k, *jnp.shape(x))), z)
+    name = "representation.decode_tasks"
+    dec = _checked_fn(lambda p, zz: representation.decode_tasks(p, zz, batch), has_aux, name)
+    out = jax.vjp(dec, params, zs, has_aux=has_aux)
+    losses, dec_vjp = out[0], out[1]
+    if losses.shape != (k,):
+        raise ValueError(
+            f"{name} returned losses of shape {tuple(losses.shape)}; decode returns ({k},)"
+        )
+    g_heads, jz = dec_vjp(jnp.ones_like(losses))
+    return g_heads, jz, losses, (out[2] if has_aux else None)
 
 
 def representation_route(
@@ -147,14 +181,20 @@ def representation_route(
             composed, balancer, params, bal_state, batch, has_aux=has_aux, name="decode"
         )
     z, enc_vjp = jax.vjp(lambda p: encode(p, batch), params)
-    dec = _checked_fn(lambda p, zz: decode(p, zz, batch), has_aux, "representation.decode")
-    out = jax.vjp(dec, params, z, has_aux=has_aux)
-    losses, dec_vjp = out[0], out[1]
-    aux = out[2] if has_aux else None
-    k = losses.shape[0]
-    _checks.check_num_tasks(k, bal_state)
-    g_heads, _ = dec_vjp(jnp.ones_like(losses))
-    jz = jax.vmap(lambda e: dec_vjp(e)[1])(jnp.eye(k, dtype=losses.dtype))
+    if representation.decode_tasks is None:
+        dec = _checked_fn(lambda p, zz: decode(p, zz, batch), has_aux, "representation.decode")
+        out = jax.vjp(dec, params, z, has_aux=has_aux)
+        losses, dec_vjp = out[0], out[1]
+        aux = out[2] if has_aux else None
+        k = losses.shape[0]
+        _checks.check_num_tasks(k, bal_state)
+        g_heads, _ = dec_vjp(jnp.ones_like(losses))
+        # K backward passes through the whole decoder.
+        jz = jax.vmap(lambda e: dec_vjp(e)[1])(jnp.eye(k, dtype=losses.dtype))
+    else:
+        g_heads, jz, losses, aux = _per_task_copies(representation, params, z, batch, has_aux)
+        k = losses.shape[0]
+        _checks.check_num_tasks(k, bal_state)
     z_leaves, z_def = jax.tree_util.tree_flatten(jz)
 
     def balance(z_leaves, losses, bal_state):

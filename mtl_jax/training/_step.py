@@ -8,6 +8,11 @@ and the parameter update. The routes:
 * ``"loss"`` (loss-only balancers): one forward pass recording the VJP, the
   weights from the losses, and a single backward pass with cotangent ``w`` — the
   gradient of ``Σ_k w_k L_k`` — without ever building the task Jacobian.
+* ``"gramian"`` (Gram balancers: MGDA, PCGrad, UPGrad, IMTL-G, CAGrad, ...): the
+  per-task gradients of the leaves the balancer's Gram matrix covers only, in
+  chunks of ``chunk_size`` tasks of VJPs of one forward pass; ``G = J Jᵀ``; the
+  weights ``w = f(G)``; the update ``Σ_k w_k ∇L_k`` without the balancer's
+  Jacobian-space ``update`` (same result as ``"jacobian"``).
 * ``"jacobian"``: the full task Jacobian w.r.t. the parameters
   (:func:`mtl_jax.value_and_jacobian`, optionally chunked), then the balancer.
 * ``"representation"`` (MGDA-UB, Sener & Koltun 2018,
@@ -15,6 +20,8 @@ and the parameter update. The routes:
   representation ``z = encode(params, batch)`` are balanced, and the combined
   cotangent flows through the encoder in one VJP; the decoder's parameters get
   the plain sum of their gradients (loss-only balancers: same as ``"loss"``).
+  With ``Representation.decode_tasks`` (separable heads) the per-task gradients
+  w.r.t. ``z`` cost one backward pass through the heads instead of ``K``.
 
 In every route the leaves the balancer's ``shared=`` selects get the balanced
 gradient and every other leaf the plain sum ``∇ Σ_k L_k``. A non-finite loss or
@@ -47,7 +54,7 @@ from mtl_jax.training._data_parallel import shard_batch as shard_batch
 __all__ = ["Representation", "TrainState", "TrainStep", "make_train_step", "shard_batch"]
 
 PyTree = Any
-Mode = Literal["auto", "loss", "jacobian", "representation"]
+Mode = Literal["auto", "loss", "gramian", "jacobian", "representation"]
 NonFinite = Literal["skip", "raise", "ignore"]
 
 
@@ -76,15 +83,35 @@ class TrainState(NamedTuple):
 class Representation(NamedTuple):
     """How to split a model at its shared representation (for representation mode).
 
+    Representation mode needs the per-task gradients ``∂L_k/∂z``. From ``decode``
+    alone they cost ``K`` backward passes through the whole decoder (every head
+    is traversed for every task: ``K²`` head backward passes for hard parameter
+    sharing). A decoder whose heads are separable -- task ``k``'s loss depends on
+    ``z`` only through head ``k`` -- can also be given as ``decode_tasks``, which
+    takes one copy of ``z`` per task, ``zs[k]``; then
+    ``∂(Σ_k L_k(zs[k]))/∂zs[k] = ∂L_k/∂z`` at ``zs[k] = z``, so one backward pass
+    through the heads gives every per-task gradient (the cost of equal weighting).
+
     Attributes:
       encode: ``(params, batch) -> z``, the shared representation (any pytree).
       decode: ``(params, z, batch) -> losses[K]`` (or ``(losses, aux)`` with
         ``has_aux``); must not use the encoder's parameters, and its losses must
         depend on ``z`` (checked at trace time).
+      decode_tasks: optional ``(params, zs, batch) -> losses[K]`` (or
+        ``(losses, aux)``), where every leaf of ``zs`` is the matching leaf of ``z``
+        with a leading task axis of size ``K``; loss ``k`` must depend on ``zs``
+        only through ``zs[k]``, and with every ``zs[k] = z`` it must equal
+        ``decode(params, z, batch)``. For hard parameter sharing with stacked
+        heads ``W [K, d, f]``: ``einsum("kbd,kdf->kbf", zs, W)`` instead of
+        ``einsum("bd,kdf->kbf", z, W)``. When given, representation mode uses it
+        instead of ``decode`` (same result, one backward pass through the heads);
+        a ``decode_tasks`` that breaks the contract gives wrong gradients, which the
+        step cannot detect.
     """
 
     encode: Callable[[PyTree, Any], PyTree]
     decode: Callable[[PyTree, PyTree, Any], Any]
+    decode_tasks: Callable[[PyTree, PyTree, Any], Any] | None = None
 
 
 class TrainStep(NamedTuple):
@@ -104,7 +131,8 @@ class TrainStep(NamedTuple):
         gradient and the update are all finite), ``"task_finite"`` (``[K]`` bool,
         task ``k``'s loss and the per-task gradient the route formed are finite)
         and ``"skipped"`` (``[]`` int32, the running count of skipped steps).
-      mode: the resolved route, ``"loss"``, ``"jacobian"`` or ``"representation"``.
+      mode: the resolved route, ``"loss"``, ``"gramian"``, ``"jacobian"`` or
+        ``"representation"``.
       on_nonfinite: the non-finite policy, ``"skip"``, ``"raise"`` or ``"ignore"``.
       check_batch: host-side check of a batch before the step runs (batch size
         divisible by the mesh's data axis), or ``None``.
@@ -139,15 +167,17 @@ class TrainStep(NamedTuple):
 def _resolve_mode(mode: Mode, balancer: Balancer, representation: Representation | None) -> str:
     kind = balancer.spec.kind
     if mode == "auto":
-        return "loss" if kind == "loss" else "jacobian"
+        return {"loss": "loss", "gram": "gramian"}.get(kind, "jacobian")
     if mode == "loss" and kind != "loss":
         raise ValueError(f"mode='loss' needs a loss-only balancer; this one is of kind {kind!r}")
+    if mode == "gramian" and kind != "gram":
+        raise ValueError(f"mode='gramian' needs a Gram balancer; this one is of kind {kind!r}")
     if mode == "representation":
         if representation is None:
             raise ValueError("mode='representation' needs representation=Representation(...)")
         if kind != "loss" and not balancer.spec.representation:
             raise ValueError("this balancer does not support representation mode")
-    if mode not in ("loss", "jacobian", "representation"):
+    if mode not in ("loss", "gramian", "jacobian", "representation"):
         raise ValueError(f"unknown mode {mode!r}")
     return mode
 
@@ -178,10 +208,13 @@ def make_train_step(
       balancer: a balancer from :mod:`mtl_jax.balancers`.
       optimizer: the optax optimiser applied to the balanced update (e.g. Adam).
       has_aux: whether ``loss_fn`` (and ``representation.decode``) return aux.
-      mode: ``"auto"`` (``"loss"`` for loss-only balancers, else ``"jacobian"``),
-        ``"loss"``, ``"jacobian"`` or ``"representation"``.
+      mode: ``"auto"`` (``"loss"`` for loss-only balancers, ``"gramian"`` for
+        Gram balancers, ``"jacobian"`` for the others, e.g. GradDrop), ``"loss"``,
+        ``"gramian"``, ``"jacobian"`` or ``"representation"``.
       representation: the encoder/decoder split, for representation mode.
-      chunk_size: tasks per chunk when building the Jacobian (bounds memory).
+      chunk_size: tasks per chunk of per-task VJPs in the ``"gramian"`` and
+        ``"jacobian"`` routes (bounds the memory of the per-task backward passes
+        to one chunk's; ``None``: all ``K`` tasks at once).
       mesh: if given, a data-parallel step over ``mesh`` (batch sharded along
         ``data_axis``, state replicated); ``Explicit`` and ``Auto`` axes both work.
       data_axis: mesh axis name the batch's leading axis is sharded over.
@@ -202,7 +235,8 @@ def make_train_step(
     Raises:
       TypeError: ``balancer`` is not a balancer (e.g. an optax optimiser), or
         ``optimizer`` is not an optax transform.
-      ValueError: an unknown ``mode`` or ``on_nonfinite``; at trace time, losses
+      ValueError: an unknown ``mode`` or ``on_nonfinite``, a ``mode`` the balancer's
+        kind does not allow, a ``chunk_size`` that is not a positive int; at trace time, losses
         not of shape ``[K]`` with ``K ≥ 1``, ``K`` differing from the balancer's
         ``num_tasks``, an empty batch, or a ``decode`` that ignores ``z``; at
         call time, a batch not divisible by the mesh's data axis.
@@ -212,6 +246,10 @@ def make_train_step(
       NeurIPS 2018 (representation mode, MGDA-UB), https://arxiv.org/abs/1810.04650
     """
     _checks.check_factory_args(balancer, optimizer, on_nonfinite)
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     resolved = _resolve_mode(mode, balancer, representation)
 
     def init(params) -> TrainState:
@@ -221,6 +259,10 @@ def make_train_step(
     def route(params, bal_state, batch) -> _routes.RouteOut:
         if resolved == "loss":
             return _routes.loss_route(loss_fn, balancer, params, bal_state, batch, has_aux=has_aux)
+        if resolved == "gramian":
+            return _routes.gramian_route(
+                loss_fn, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
+            )
         if resolved == "jacobian":
             return _routes.jacobian_route(
                 loss_fn, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size

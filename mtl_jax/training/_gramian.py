@@ -1,0 +1,123 @@
+"""The Gramian route: full-parameter balancing from ``G = J Jᵀ``, for Gram balancers.
+
+A Gram balancer (``spec.kind == "gram"``: MGDA, PCGrad, UPGrad, IMTL-G, CAGrad, ...)
+needs from the task Jacobian only its Gram matrix over the shared leaves its
+weights look at (``spec.gram_mask``), and its update on the shared leaves is the
+weighted sum ``Σ_k w_k ∇L_k``. This route therefore
+
+1. runs the forward pass once and records its VJP;
+2. forms the per-task gradients of the *Gram leaves only* (the shared leaves
+   selected by ``gram_mask``), ``chunk_size`` tasks at a time (one by default):
+   each chunk is a VJP with cotangents ``e_k`` of the one recorded forward pass,
+   the chunks run one after another, so at most one chunk of per-task backward
+   intermediates
+   (activation gradients of shape ``[chunk, batch, ...]``, which dominate the
+   memory of a convolutional net, far more than ``J``) is live at a time.
+   Gradients of the other leaves are never formed for individual tasks (the
+   backward pass below the lowest Gram leaf is pruned by the compiler: GradNorm's
+   one-layer Gram costs the backward pass down to that layer only);
+3. contracts ``G = Σ_leaves J_leaf J_leafᵀ`` and solves ``w = f(G, losses, state)``
+   with the balancer's ``gram_weights``;
+4. forms the update: when the Gram leaves are all the shared leaves, as
+   ``wᵀJ`` from the per-task gradients already held; otherwise by one VJP with
+   cotangent ``w`` (``∇ Σ_k w_k L_k``) -- never through the balancer's
+   Jacobian-space ``update``. The other leaves get the plain sum ``∇ Σ_k L_k``.
+
+The result equals the Jacobian route's (``balancer.update`` on the full task
+Jacobian) up to float reordering. Reference: the Gramian-based Jacobian descent
+of Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization" (2024),
+https://arxiv.org/abs/2406.16232 (torchjd's ``autogram``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mtl_jax import _task_tree
+from mtl_jax._jacobian import task_map
+from mtl_jax.balancers._base import Balancer
+from mtl_jax.training import _checks
+
+PyTree = Any
+
+# Tasks per chunk when the step is built with chunk_size=None: one VJP per task
+# (see _jacobian.task_map; measured fastest and smallest on W1 conv-hps).
+DEFAULT_CHUNK = 1
+
+
+def _flags(mask, params, name: str) -> list[bool]:
+    try:
+        return jax.tree_util.tree_leaves(_task_tree.resolve_mask(mask, params))
+    except ValueError as e:
+        raise ValueError(f"{name}=: {e}") from None
+
+
+def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_aux, chunk_size):
+    """``G`` over the Gram leaves by chunked per-task VJPs, ``w = f(G)``, ``Σ_k w_k ∇L_k``.
+
+    Args:
+      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), checked.
+      balancer: a balancer of kind ``"gram"``.
+      params, bal_state, batch: the step's inputs.
+      has_aux: whether ``loss_fn`` returns aux.
+      chunk_size: tasks per chunk of per-task VJPs (``None``: ``DEFAULT_CHUNK``).
+
+    Returns:
+      ``(grads, balancer_state, losses, aux, weights, task_finite)``: the
+      update, the new balancer state, the losses, aux, the applied weights
+      ``[K]`` (the balancer's recorded weights if it records ``[K]`` weights,
+      else ``w``) and the per-task finiteness of the Gram leaves' gradients.
+    """
+    spec = balancer.spec
+    if spec.kind != "gram" or spec.gram_weights is None:
+        raise ValueError(f"the Gramian route needs a Gram balancer; this one is {spec.kind!r}")
+    out = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=has_aux)
+    losses, vjp_fn = out[0], out[1]
+    aux = out[2] if has_aux else None
+    k = losses.shape[0]
+    _checks.check_num_tasks(k, bal_state)
+
+    treedef = jax.tree_util.tree_structure(params)
+    shared = _flags(spec.shared, params, "shared")
+    if not any(shared):
+        raise ValueError("shared= selects no leaf of the parameters: nothing to balance")
+    in_gram = _flags(spec.gram_mask, params, "gram_mask")
+    sel = [i for i, (s, g) in enumerate(zip(shared, in_gram)) if s and g]
+    if not sel:
+        raise ValueError("the Gram mask selects no shared leaf")
+
+    def rows(e):
+        grads = jax.tree_util.tree_leaves(vjp_fn(e)[0])
+        return [grads[i] for i in sel]
+
+    chunk = DEFAULT_CHUNK if chunk_size is None else chunk_size
+    jac = task_map(rows, k, losses.dtype, chunk)  # Gram leaves, each [K, *leaf]
+    gram = _task_tree.gram(jac)
+    w, bal_state = spec.gram_weights(gram, jax.lax.stop_gradient(losses), bal_state)
+    w = jnp.asarray(w, jnp.promote_types(losses.dtype, jnp.float32))
+
+    n = treedef.num_leaves
+    grads: list[Any] = [None] * n
+    if sel == [i for i in range(n) if shared[i]]:
+        for i, x in zip(sel, _task_tree.combine(w, jac)):
+            grads[i] = x
+    else:
+        weighted = jax.tree_util.tree_leaves(vjp_fn(w.astype(losses.dtype))[0])
+        for i in range(n):
+            if shared[i]:
+                grads[i] = weighted[i]
+    if not all(shared):
+        plain = jax.tree_util.tree_leaves(vjp_fn(jnp.ones_like(losses))[0])
+        for i in range(n):
+            if not shared[i]:
+                grads[i] = plain[i]
+    g = jax.tree_util.tree_unflatten(treedef, grads)
+
+    recorded = _checks._recorded_weights(bal_state)
+    applied = recorded if recorded is not None and recorded.shape == (k,) else w
+    flags = [jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jac]
+    task_finite = jnp.all(jnp.stack(flags), axis=0)
+    return g, bal_state, losses, aux, applied.astype(jnp.float32), task_finite
