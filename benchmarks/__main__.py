@@ -485,6 +485,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--min-sample-ms", type=float, default=50.0)
     p.add_argument("--chunk-size", type=int, default=None, help="tasks per Jacobian chunk")
     p.add_argument("--no-torchjd", action="store_true", help="skip the torchjd runs")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the torchjd runs (default: torch's own choice)",
+    )
     p.add_argument("--budget-min", type=float, default=None, help="stop starting configs after")
     p.add_argument(
         "--quick",
@@ -496,14 +502,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     backend = a.device or jax.default_backend()
     device = jax.devices(backend)[0]
-    torch_device = "cpu"
-    if backend == "gpu":
-        try:
-            import torch
+    torch_device, torch_threads = "cpu", None
+    try:
+        import torch
 
+        if backend == "gpu":
             torch_device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            pass
+        if a.torch_threads is not None:
+            torch.set_num_threads(a.torch_threads)
+        torch_threads = torch.get_num_threads()
+    except ImportError:
+        pass
     methods = _methods(a.methods or ("mgda" if a.quick else "all"))
     wls = step_time._csv_list(a.workloads or ("w2,w3" if a.quick else "w1,w2,w3"))
     ks = [int(k) for k in step_time._csv_list(a.num_tasks or ("3" if a.quick else "2,10,40"))]
@@ -556,6 +565,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "devices": [str(d) for d in jax.devices(backend)],
         "torch": torch_version,
         "torch_device": torch_device,
+        "torch_threads": torch_threads,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "cpu_count": os.cpu_count(),
