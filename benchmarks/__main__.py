@@ -237,6 +237,7 @@ def run_benchmark(
     quick: bool = False,
     budget_s: float | None = None,
     log: Callable[[str], None] = lambda s: None,
+    checkpoint: Callable[[list[Result]], Any] | None = None,
 ) -> list[Result]:
     """Builds, warms up and times every configuration; returns one :class:`Result` each.
 
@@ -320,6 +321,8 @@ def run_benchmark(
             for r in runners:
                 r.result.ratio_ew = r.result.median_ms / base[0] if base else math.nan
                 results.append(r.result)
+            if checkpoint is not None:
+                checkpoint(results)
     return results
 
 
@@ -533,6 +536,56 @@ def main(argv: Sequence[str] | None = None) -> dict:
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
+    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    def write(results: list[Result], final: bool) -> dict:
+        """Writes results.json / results.md (after every configuration, then the PNGs)."""
+        elapsed = time.perf_counter() - t0
+        try:
+            import torch
+
+            torch_version = torch.__version__
+        except ImportError:
+            torch_version = None
+        meta = {
+            "command": command,
+            "complete": final,
+            "started_utc": started.isoformat(timespec="seconds"),
+            "elapsed_s": round(elapsed, 1),
+            "jax": jax.__version__,
+            "backend": backend,
+            "devices": [str(d) for d in jax.devices(backend)],
+            "torch": torch_version,
+            "torch_device": torch_device,
+            "torch_threads": torch_threads,
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+            "cpu_count": os.cpu_count(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "process_peak_rss_mb": _peak_rss_mb(False),
+            "steps": steps,
+        }
+        header = (
+            f"`{command}` — jax {jax.__version__} on {backend} ({meta['devices'][0]}, "
+            f"{len(meta['devices'])} device(s)); {steps} timed rounds after one warm-up step; "
+            f"load average {load_before[0]:.2f} before, {meta['load_average_after'][0]:.2f} "
+            f"after; {elapsed / 60:.1f} min{'' if final else ' (incomplete: still running)'}.\n\n"
+            "ours ms: median per step. × EW: to our float32 equal weighting on the same "
+            "workload and K, in this run. torchjd ms: torchjd 0.18 in this run, interleaved "
+            "with ours († = PEERS.md's number, not measured here). LibMTL ms: PEERS.md. "
+            "Ratios > 1 mean we are faster. XLA temp MB: the compiled step's temporary "
+            "buffers (`memory_analysis`). peak RSS MB: the process's peak resident set during "
+            "that method's warm-up step (includes everything resident: compare differences)."
+        )
+        table = to_markdown(results, peer_table())
+        (out_dir / "results.md").write_text(header + "\n\n" + table + "\n")
+        pngs = plots(results, out_dir) if final else []
+        doc = {"meta": meta, "results": [dataclasses.asdict(r) for r in results], "plots": pngs}
+        (out_dir / "results.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
+        if final and not a.quiet:
+            print(header + "\n\n" + table)
+        return doc
+
     with jax.default_device(device):
         results = run_benchmark(
             methods,
@@ -550,51 +603,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             quick=a.quick,
             budget_s=None if a.budget_min is None else 60 * a.budget_min,
             log=log,
+            checkpoint=lambda rs: write(rs, final=False),
         )
-    elapsed = time.perf_counter() - t0
-    peers = peer_table()
-    table = to_markdown(results, peers)
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
-    meta = {
-        "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
-        "started_utc": started.isoformat(timespec="seconds"),
-        "elapsed_s": round(elapsed, 1),
-        "jax": jax.__version__,
-        "backend": backend,
-        "devices": [str(d) for d in jax.devices(backend)],
-        "torch": torch_version,
-        "torch_device": torch_device,
-        "torch_threads": torch_threads,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
-        "cpu_count": os.cpu_count(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "process_peak_rss_mb": _peak_rss_mb(False),
-        "steps": steps,
-    }
-    header = (
-        f"`{meta['command']}` — jax {jax.__version__} on {backend} ({meta['devices'][0]}, "
-        f"{len(meta['devices'])} device(s)); {steps} timed rounds after one warm-up step; "
-        f"load average {load_before[0]:.2f} before, {meta['load_average_after'][0]:.2f} after; "
-        f"{elapsed / 60:.1f} min.\n\n"
-        "ours ms: median per step. × EW: to our float32 equal weighting on the same workload "
-        "and K, in this run. torchjd ms: torchjd 0.18 in this run, interleaved with ours "
-        "(† = PEERS.md's number, not measured here). LibMTL ms: PEERS.md. Ratios > 1 mean we "
-        "are faster. XLA temp MB: the compiled step's temporary buffers (`memory_analysis`). "
-        "peak RSS MB: the process's peak resident set during that method's warm-up step "
-        "(includes everything resident: compare differences)."
-    )
-    (out_dir / "results.md").write_text(header + "\n\n" + table + "\n")
-    pngs = plots(results, out_dir)
-    doc = {"meta": meta, "results": [dataclasses.asdict(r) for r in results], "plots": pngs}
-    (out_dir / "results.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
-    if not a.quiet:
-        print(header + "\n\n" + table)
+    doc = write(results, final=True)
     return doc
 
 

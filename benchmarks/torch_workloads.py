@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 # torchjd 0.18 aggregators by mtl_jax balancer name (default hyperparameters, as in
-# PEERS.md's torchjd columns; CAGrad with c = 0.5).
+# PEERS.md's torchjd columns; CAGrad with c = 0.5, FairGrad with α = 1 as ours).
 AGGREGATORS: dict[str, Callable[[Any, int], Any]] = {
     "equal_weighting": lambda agg, k: agg.Mean(),
     "mgda": lambda agg, k: agg.MGDA(),
@@ -27,7 +27,7 @@ AGGREGATORS: dict[str, Callable[[Any, int], Any]] = {
     "imtl": lambda agg, k: agg.IMTLG(),
     "aligned_mtl": lambda agg, k: agg.AlignedMTL(),
     "gradvac": lambda agg, k: agg.GradVac(),
-    "fairgrad": lambda agg, k: agg.FairGrad(),
+    "fairgrad": lambda agg, k: agg.FairGrad(alpha=1.0),  # our default α
     "conflict_free": lambda agg, k: agg.ConFIG(),
 }
 
