@@ -454,7 +454,7 @@ def plots(results: Sequence[Result], out_dir: pathlib.Path) -> list[str]:
             ax.set_title(f"{wl.upper()}: {ylabel}")
         axes[0][-1].legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
         fig.tight_layout()
-        fig.savefig(out_dir / fname, dpi=110)
+        fig.savefig(out_dir / fname, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(fname)
     return written
