@@ -182,8 +182,8 @@ def _selected(jac: PyTree, mask: MaskSpec) -> list[jax.Array]:
 
 
 # Blocked Gram contraction on XLA CPU (see _leaf_gram): columns per block, and the
-# number of independent block loops (XLA's CPU runtime runs independent loops on
-# different cores). Measured on a 2-core Xeon, J [K, 10⁶]: see benchmarks/README.md.
+# number of independent block loops (XLA's CPU runtime may run them on different
+# cores). Measured on a 2-core Xeon, J [K, 10⁶]: see benchmarks/README.md.
 GRAM_BLOCK = 4096
 GRAM_PARTS = max(1, min(os.cpu_count() or 1, 8))
 
@@ -200,8 +200,9 @@ def _blocked_gram(flat: jax.Array, block: int, parts: int) -> jax.Array:
     output is tiny, so it neither parallelises nor blocks over it, and it streams
     both operands out of cache. Here ``parts`` independent ``lax.scan`` loops (one
     live block each, a dynamic slice of ``flat`` itself, no copy of J) each sum
-    the Gram matrices of a contiguous run of blocks; XLA's CPU runtime runs the
-    independent loops concurrently. The columns left over after the last whole
+    the Gram matrices of a contiguous run of blocks; XLA's CPU runtime may run the
+    independent loops concurrently (measured: 1.4× over one loop at K=10, no gain at
+    K=40, where the dot is compute-bound). The columns left over after the last whole
     block take one dot.
     """
     k, n = flat.shape
@@ -243,9 +244,10 @@ def gram(jac: PyTree, mask: MaskSpec = None) -> jax.Array:
     """The ``[K, K]`` Gram matrix ``G = J Jᵀ`` over the selected leaves.
 
     ``G[i, j] = Σ_leaves ⟨J_i, J_j⟩``, accumulated in float32 (or wider if the
-    leaves are wider) one leaf at a time; leaves with at least ``2 · GRAM_BLOCK``
-    parameters are contracted in blocks of ``GRAM_BLOCK`` columns (several times
-    faster on XLA CPU for ``J`` of shape ``[K, 10⁶]``; see ``_leaf_gram``).
+    leaves are wider) one leaf at a time. On CPU, leaves with at least
+    ``2 · GRAM_BLOCK`` parameters are contracted in blocks of ``GRAM_BLOCK`` columns
+    by ``GRAM_PARTS`` independent loops (2–4× faster than one XLA CPU dot for ``J``
+    of shape ``[K, 10⁶]``; see ``_blocked_gram``); on GPU/TPU in one dot.
 
     Args:
       jac: a task Jacobian (every leaf has a leading axis of size ``K``).
