@@ -31,6 +31,7 @@ import math
 import statistics
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -74,10 +75,40 @@ def make_balancer(name: str, num_tasks: int, shared: Any) -> mtl.balancers.Balan
     return balancer
 
 
-def modes_for(balancer: mtl.balancers.Balancer) -> list[str]:
+def train_modes() -> list[str]:
+    """The modes :func:`mtl_jax.training.make_train_step` declares, ``"auto"`` excluded."""
+    hint = typing.get_type_hints(mtl.training.make_train_step)["mode"]
+    return [m for m in typing.get_args(hint) if m != "auto"]
+
+
+def modes_for(balancer: mtl.balancers.Balancer, wl: workloads.Workload | None = None) -> list[str]:
+    """Every mode ``make_train_step`` accepts for ``balancer`` (on ``wl``'s model).
+
+    Loss-only balancers run only ``"loss"`` (their other routes compute the same
+    update at a Jacobian's cost); the others run every other mode that
+    ``make_train_step`` accepts for them, so a mode added there shows up here by
+    itself. Without ``wl``, a placeholder representation stands in (the factory
+    checks modes eagerly, without tracing).
+    """
     if balancer.spec.kind == "loss":
         return ["loss"]
-    return ["jacobian", "representation"] if balancer.spec.representation else ["jacobian"]
+    if wl is None:
+        loss_fn = lambda p, b: p
+        rep = mtl.training.Representation(lambda p, b: p, lambda p, z, b: z)
+    else:
+        loss_fn, rep = wl.loss_fn, wl.representation
+    ok = []
+    for mode in train_modes():
+        if mode == "loss":
+            continue
+        try:
+            mtl.training.make_train_step(
+                loss_fn, balancer, optax.adam(1e-3), mode=mode, representation=rep
+            )
+        except (ValueError, TypeError, NotImplementedError):
+            continue
+        ok.append(mode)
+    return ok
 
 
 class Row(NamedTuple):

@@ -57,12 +57,14 @@ def test_num_tasks_errors():
         mtl.num_tasks({"a": jnp.ones(())})
 
 
-@pytest.mark.parametrize("n", [16, 40, 43])
-def test_blocked_gram_matches_float64(n, monkeypatch):
-    """The blocked contraction (scan over column blocks plus a tail) is the plain Gram."""
+@pytest.mark.parametrize("parts", [1, 2, 3, 8])
+@pytest.mark.parametrize("n", [16, 40, 43, 100])
+def test_blocked_gram_matches_float64(n, parts, monkeypatch):
+    """Blocked contraction (independent scans over column blocks, a tail) = the plain Gram."""
     from mtl_jax import _task_tree
 
     monkeypatch.setattr(_task_tree, "GRAM_BLOCK", 8)
+    monkeypatch.setattr(_task_tree, "GRAM_PARTS", parts)
     rng = np.random.default_rng(n)
     leaf = rng.normal(size=(3, n)).astype(np.float32)
     small = rng.normal(size=(3, 2, 2)).astype(np.float32)

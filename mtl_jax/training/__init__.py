@@ -1,6 +1,7 @@
 """Training-step factories: jitted, data-parallel and multi-host; checkpoint and resume."""
 
 from mtl_jax.training._checkpoint import Checkpointer as Checkpointer
+from mtl_jax.training._precision import mixed_precision as mixed_precision
 from mtl_jax.training._step import Representation as Representation
 from mtl_jax.training._step import TrainState as TrainState
 from mtl_jax.training._step import TrainStep as TrainStep
@@ -13,5 +14,6 @@ __all__ = [
     "TrainState",
     "TrainStep",
     "make_train_step",
+    "mixed_precision",
     "shard_batch",
 ]
