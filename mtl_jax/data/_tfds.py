@@ -13,7 +13,7 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from mtl_jax.data import _builders
+from mtl_jax.data import _builders, _icu_builder
 
 #: The offline builders by TFDS name.
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -22,6 +22,7 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "shifted_digits": _builders.ShiftedDigits,
     "label_shifted_digits": _builders.LabelShiftedDigits,
     "grad_norm_toy": _builders.GradNormToy,
+    "icu_alarms": _icu_builder.ICUAlarmsBuilder,
 }
 
 
