@@ -12,6 +12,8 @@ from mtl_jax.data._icu_alarms import ALARM_TYPES as ALARM_TYPES
 from mtl_jax.data._icu_alarms import ICU_STREAMS as ICU_STREAMS
 from mtl_jax.data._icu_alarms import ICUAlarms as ICUAlarms
 from mtl_jax.data._icu_alarms import icu_alarms as icu_alarms
+from mtl_jax.data._icu_builder import ICUAlarmsBuilder as ICUAlarmsBuilder
+from mtl_jax.data._icu_builder import load_icu_alarms as load_icu_alarms
 from mtl_jax.data._multi_digits import MultiTaskDigits as MultiTaskDigits
 from mtl_jax.data._multi_digits import attribute_labels as attribute_labels
 from mtl_jax.data._multi_digits import digits_attributes as digits_attributes
@@ -49,6 +51,7 @@ __all__ = [
     "FeatureRelevance",
     "GradNormToy",
     "ICUAlarms",
+    "ICUAlarmsBuilder",
     "ICU_STREAMS",
     "LabelShiftedDigits",
     "MultiDigits",
@@ -69,6 +72,7 @@ __all__ = [
     "list_builders",
     "load",
     "load_digits",
+    "load_icu_alarms",
     "load_physionet_2015",
     "make_loader",
     "multi_digits",

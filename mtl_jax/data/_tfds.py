@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mtl_jax.data import _builders
+from mtl_jax.data import _builders, _icu_builder
 
 try:  # POSIX; elsewhere TFDS's own write-then-rename is all that guards a prepare
     import fcntl
@@ -38,6 +38,7 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "shifted_digits": _builders.ShiftedDigits,
     "label_shifted_digits": _builders.LabelShiftedDigits,
     "grad_norm_toy": _builders.GradNormToy,
+    "icu_alarms": _icu_builder.ICUAlarmsBuilder,
 }
 
 

@@ -32,23 +32,62 @@ __all__ = [
 ]
 
 
+class _Conv1D(nn.Module):
+    """A bias-free 1-D convolution with ``"SAME"`` padding: ``[B, T, C] -> [B, ⌈T/s⌉, F]``.
+
+    Computed as a sum of ``width`` shifted matrix products rather than with
+    ``lax.conv_general_dilated``: the result is the same, but under ``jax.vmap``
+    over parameters (several seeds trained at once) XLA's CPU backend turns a
+    convolution into a slow grouped convolution, while batched matrix products
+    stay fast. The kernel ``[width, C, F]`` has ``nn.Conv``'s default initialiser.
+    """
+
+    features: int
+    width: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = self.param(
+            "kernel", nn.initializers.lecun_normal(), (self.width, x.shape[-1], self.features)
+        )
+        t, s = x.shape[-2], self.stride
+        out = -(-t // s)
+        pad = max((out - 1) * s + self.width - t, 0)
+        xp = jnp.pad(x, ((0, 0), (pad // 2, pad - pad // 2), (0, 0)))
+        span = (out - 1) * s + 1
+        patches = jnp.concatenate([xp[:, j : j + span : s] for j in range(self.width)], axis=-1)
+        return patches @ w.reshape(-1, self.features).astype(x.dtype)
+
+
 class _ResidualEncoder(nn.Module):
     """A 1-D residual network over one stream ``[B, T]`` ending in global average pooling."""
 
     channels: tuple[int, ...]
+    train: bool
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
+        bn = lambda **kw: nn.BatchNorm(use_running_average=not self.train, **kw)
         h = x[..., None]
         for c in self.channels:
-            h = nn.Conv(c, (7,), strides=(2,), use_bias=False)(h)
-            h = nn.relu(nn.BatchNorm(use_running_average=not train)(h))
-            r = nn.Conv(c, (3,), use_bias=False)(h)
-            r = nn.relu(nn.BatchNorm(use_running_average=not train)(r))
-            r = nn.Conv(c, (3,), use_bias=False)(r)
-            r = nn.BatchNorm(use_running_average=not train, scale_init=nn.initializers.zeros)(r)
+            h = nn.relu(bn()(_Conv1D(c, 7, stride=2)(h)))
+            r = nn.relu(bn()(_Conv1D(c, 3)(h)))
+            r = bn(scale_init=nn.initializers.zeros)(_Conv1D(c, 3)(r))
             h = nn.relu(h + r)
         return jnp.mean(h, axis=-2)
+
+
+# One perception block per stream, with the streams' parameters and BatchNorm
+# statistics stacked on a leading axis: the same network as S separate encoders,
+# traced (and compiled) once instead of S times.
+_StreamEncoders = nn.vmap(
+    _ResidualEncoder,
+    in_axes=1,
+    out_axes=1,
+    variable_axes={"params": 0, "batch_stats": 0},
+    split_rngs={"params": True},
+)
 
 
 class _TaskDense(nn.Module):
@@ -154,11 +193,10 @@ class DSMTNet(nn.Module):
                 f"{missing.shape}"
             )
         k = self.num_aux_tasks
-        reps = [
-            _ResidualEncoder(self.channels, name=f"stream_{s}")(windows[:, s], train)
-            for s in range(windows.shape[1])
-        ]
-        r = jnp.concatenate([*reps, missing.astype(windows.dtype)], axis=-1)
+        reps = _StreamEncoders(self.channels, train, name="streams")(windows)  # [B, S, C]
+        r = jnp.concatenate(
+            [reps.reshape(reps.shape[0], -1), missing.astype(windows.dtype)], axis=-1
+        )
         bn = lambda: nn.BatchNorm(use_running_average=not train)
         drop = lambda h: nn.Dropout(self.dropout_rate, deterministic=not train)(h)
         head_in = [r]
@@ -295,6 +333,7 @@ def make_dsmt_train_step(
     burn_in_steps: int,
     phase_steps: int,
     jit: bool = True,
+    on_nonfinite: str = "skip",
 ) -> DSMTTrainStep:
     r"""A DSMT training step built on :func:`mtl_jax.training.make_train_step`.
 
@@ -318,6 +357,8 @@ def make_dsmt_train_step(
       burn_in_steps: auxiliary-only steps at the start.
       phase_steps: steps per auxiliary/main phase after the burn-in.
       jit: whether to jit the step.
+      on_nonfinite: passed to :func:`~mtl_jax.training.make_train_step`
+        (``"skip"``, ``"raise"`` or ``"ignore"``).
 
     Returns:
       A :class:`DSMTTrainStep`; ``metrics`` holds the weighted ``"losses"``
@@ -348,7 +389,9 @@ def make_dsmt_train_step(
         )
         return losses * w, updates["batch_stats"]
 
-    inner = make_train_step(loss_fn, balancer, optimizer, has_aux=True, jit=False)
+    inner = make_train_step(
+        loss_fn, balancer, optimizer, has_aux=True, jit=False, on_nonfinite=on_nonfinite
+    )
 
     def init(variables):
         return inner.init(variables["params"]), variables.get("batch_stats", {})

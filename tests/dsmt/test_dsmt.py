@@ -136,8 +136,8 @@ def test_train_step_carries_batch_stats_and_follows_schedule(key):
     # Burn-in (step 0), auxiliary phase (step 1), main phase (step 2).
     assert seen[0][0] == 0 and seen[1][0] == 0 and (seen[1][1:] > 0).all()
     assert seen[2][0] > 0 and (seen[2][1:] == 0).all()
-    mean0 = v["batch_stats"]["stream_0"]["BatchNorm_0"]["mean"]
-    assert not np.allclose(state[1]["stream_0"]["BatchNorm_0"]["mean"], mean0)
+    mean0 = v["batch_stats"]["streams"]["BatchNorm_0"]["mean"]
+    assert not np.allclose(state[1]["streams"]["BatchNorm_0"]["mean"], mean0)
 
 
 def test_feature_bank_matches_numpy(rng):
@@ -214,3 +214,34 @@ def test_icu_alarms_is_pure_and_informative():
     pulse_std = a.windows[:, 1].std(-1)
     present = a.missing[:, 1] == 0
     assert pulse_std[present & (a.labels == 1)].mean() < pulse_std[present & (a.labels == 0)].mean()
+
+
+@pytest.mark.parametrize("width,stride,t", [(7, 2, 128), (3, 1, 64), (7, 2, 65)])
+def test_conv_matches_lax_convolution(width, stride, t, key):
+    # The perception blocks' shifted-matmul convolution equals XLA's "SAME" convolution.
+    from mtl_jax.models._dsmt import _Conv1D
+
+    x = jax.random.normal(key, (4, t, 5))
+    conv = _Conv1D(6, width, stride=stride)
+    v = conv.init(key, x)
+    ref = jax.lax.conv_general_dilated(
+        x, v["params"]["kernel"], (stride,), "SAME", dimension_numbers=("NWC", "WIO", "NWC")
+    )
+    np.testing.assert_allclose(conv.apply(v, x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_streams_have_separate_perception_blocks(key):
+    # One block per stream: changing stream 0 leaves stream 1's representation unchanged,
+    # and the stacked parameters differ between streams.
+    from mtl_jax.models._dsmt import _StreamEncoders
+
+    enc = _StreamEncoders((4,), False)
+    x = jax.random.normal(key, (6, 3, 96))
+    v = enc.init(key, x)
+    k = v["params"]["_Conv1D_0"]["kernel"]
+    assert k.shape[0] == 3 and not np.allclose(k[0], k[1])
+    y0 = enc.apply(v, x)
+    y1 = enc.apply(v, x.at[:, 0].multiply(3.0))
+    assert y0.shape == (6, 3, 4)
+    np.testing.assert_allclose(y0[:, 1:], y1[:, 1:], rtol=1e-6)
+    assert not np.allclose(y0[:, 0], y1[:, 0])
