@@ -10,21 +10,19 @@ Critical Care", ICML 2018, https://arxiv.org/abs/1802.05027.
 
 from __future__ import annotations
 
-import inspect
 import os
-import re
 from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
+from mtl_jax.data._builders import _Offline
 from mtl_jax.data._icu_alarms import ALARM_TYPES, ICU_STREAMS, icu_alarms
 
 __all__ = ["ICUAlarmsBuilder", "load_icu_alarms"]
 
 
-class ICUAlarmsBuilder(tfds.core.GeneratorBasedBuilder):
+class ICUAlarmsBuilder(_Offline):
     """Synthetic ICU alarm windows (true arrhythmias vs artefact false alarms), DSMT-Nets' data.
 
     The windows of :func:`mtl_jax.data.icu_alarms` called with
@@ -54,77 +52,19 @@ class ICUAlarmsBuilder(tfds.core.GeneratorBasedBuilder):
         "sampling_rate": 32,
         "seed": 0,
     }
+    DESCRIPTION = "Synthetic multichannel ICU alarm windows: true vs false alarms."
 
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # TFDS's own lookup needs the optional ``importlib_resources`` package for
-        # classes outside ``tensorflow_datasets``; the source file is all it needs.
-        return epath.Path(inspect.getfile(cls))
-
-    @classmethod
-    def config_name(cls, params: dict[str, int] | None = None) -> str:
-        """The config name of the generator arguments ``params`` (defaults filled in).
-
-        Args:
-          params: a subset of ``PARAMS``'s keys with non-negative int values.
-
-        Returns:
-          ``"num_train{a}-num_test{b}-num_samples{c}-sampling_rate{d}-seed{e}"``.
-
-        Raises:
-          ValueError: an argument the generator does not take, or a value that is
-            not a non-negative int.
-        """
-        params = dict(params or {})
-        for k, v in params.items():
-            if k not in cls.PARAMS:
-                raise ValueError(f"config keys must be in {sorted(cls.PARAMS)}, got {k!r}")
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
-                raise ValueError(f"config[{k!r}] must be a non-negative int, got {v!r}")
-        full = {**cls.PARAMS, **{k: int(v) for k, v in params.items()}}
-        return "-".join(f"{k}{v}" for k, v in full.items())
-
-    @staticmethod
-    def _parse(name: str) -> dict[str, int] | None:
-        parts = [re.fullmatch(r"([a-z_]+?)(\d+)", p) for p in str(name).split("-")]
-        return {m[1]: int(m[2]) for m in parts} if all(parts) else None
-
-    @classmethod
-    def get_builder_config(cls, name, version=None):
-        config = super().get_builder_config(name, version)
-        if config is None:
-            params = cls._parse(name)
-            if params is not None and set(params) <= set(cls.PARAMS):
-                if cls.config_name(params) == name:
-                    config = tfds.core.BuilderConfig(name=name)
-        return config
-
-    @property
-    def params(self) -> dict[str, int]:
-        """The generator arguments of this builder's config."""
-        return self._parse(self.builder_config.name)
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("file_format", "array_record")
-        super().__init__(**kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
+    def _features(self):
         p = self.params
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Synthetic multichannel ICU alarm windows: true vs false alarms.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "windows": tfds.features.Tensor(
-                        shape=(len(ICU_STREAMS), p["num_samples"]), dtype=np.float32
-                    ),
-                    "missing": tfds.features.Tensor(shape=(len(ICU_STREAMS),), dtype=np.float32),
-                    "label": tfds.features.ClassLabel(names=["false_alarm", "true_alarm"]),
-                    "alarm_type": tfds.features.ClassLabel(names=list(ALARM_TYPES)),
-                }
-            ),
-            disable_shuffling=True,
+        return tfds.features.FeaturesDict(
+            {
+                "windows": tfds.features.Tensor(
+                    shape=(len(ICU_STREAMS), p["num_samples"]), dtype=np.float32
+                ),
+                "missing": tfds.features.Tensor(shape=(len(ICU_STREAMS),), dtype=np.float32),
+                "label": tfds.features.ClassLabel(names=["false_alarm", "true_alarm"]),
+                "alarm_type": tfds.features.ClassLabel(names=list(ALARM_TYPES)),
+            }
         )
 
     def _split_generators(self, dl_manager):
@@ -157,16 +97,14 @@ class ICUAlarmsBuilder(tfds.core.GeneratorBasedBuilder):
             )
 
 
-ICUAlarmsBuilder.BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=ICUAlarmsBuilder.config_name())]
-
-
 def load_icu_alarms(
     split: str, *, data_dir: str | os.PathLike | None = None, **params: int
 ) -> dict[str, np.ndarray]:
     """One split of the ``icu_alarms`` builder as NumPy arrays, prepared on first use.
 
-    Prepares the config ``params`` (see :class:`ICUAlarmsBuilder`) into
-    ``data_dir`` unless it is there, then reads the split back through
+    :func:`mtl_jax.data.load` for ``icu_alarms``: prepares the config ``params``
+    (see :class:`ICUAlarmsBuilder`) into ``data_dir`` unless it is there (under
+    the cache's lock, with a progress bar), then reads the split back through
     ``tfds.data_source`` (no TensorFlow) in generation order, so
     ``load_icu_alarms("train", seed=3, num_train=n, ...)["windows"]`` equals
     ``icu_alarms(3, num_windows=n + num_test, ...).windows[:n]``.
@@ -187,16 +125,8 @@ def load_icu_alarms(
     Raises:
       ValueError: an unknown split or generator argument.
     """
-    from mtl_jax.data._tfds import default_data_dir
+    from mtl_jax.data._tfds import load
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    config = ICUAlarmsBuilder.config_name(params)
-    data_dir = os.fspath(default_data_dir() if data_dir is None else data_dir)
-    builder = ICUAlarmsBuilder(config=config, data_dir=data_dir)
-    builder.download_and_prepare(file_format="array_record")
-    source = tfds.data_source(
-        f"icu_alarms/{config}", split=split, data_dir=data_dir, download=False
-    )
-    records = source.__getitems__(range(len(source)))
-    return {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
+    return load("icu_alarms", split=split, data_dir=data_dir, config=params)

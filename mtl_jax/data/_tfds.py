@@ -46,7 +46,7 @@ def list_builders() -> list[str]:
     """The names of mtl_jax's offline TFDS builders.
 
     ``digits``, ``multi_digits``, ``digits_attributes``, ``shifted_digits``,
-    ``label_shifted_digits`` and ``grad_norm_toy``; each is also registered with
+    ``label_shifted_digits``, ``grad_norm_toy`` and ``icu_alarms``; each is also registered with
     TFDS (``tfds.list_builders(with_community_datasets=False)`` lists them).
 
     Returns:
@@ -104,7 +104,8 @@ def get_builder(
       config: the generator's arguments for builders that take them
         (``multi_digits``: ``num_train``, ``num_test``, ``seed``;
         ``digits_attributes``: ``seed``; ``grad_norm_toy``: ``num_tasks``,
-        ``num_train``, ``num_test``, ``seed``), as a dict of ints (unnamed ones
+        ``num_train``, ``num_test``, ``seed``; ``icu_alarms``: see
+        :class:`~mtl_jax.data.ICUAlarmsBuilder`), as a dict of ints (unnamed ones
         keep their defaults) or a config name; ``None`` for the defaults.
 
     Returns:

@@ -28,7 +28,7 @@ def test_tensorflow_is_absent():
 
 
 def test_builders_are_registered_under_their_names():
-    assert sorted(mtl.data.list_builders()) == sorted([*NAMES, "grad_norm_toy"])
+    assert sorted(mtl.data.list_builders()) == sorted([*NAMES, "grad_norm_toy", "icu_alarms"])
     registered = set(tfds.list_builders(with_community_datasets=False))
     assert set(mtl.data.list_builders()) <= registered
 
