@@ -297,6 +297,25 @@ def combine(weights: jax.typing.ArrayLike, jac: PyTree) -> PyTree:
     return jax.tree_util.tree_map(one, jac)
 
 
+def sum_leading(x: jax.Array) -> jax.Array:
+    """``Σ_k x[k]`` over the leading (task) axis, as unrolled elementwise adds.
+
+    XLA CPU runs ``jnp.sum(x, axis=0)`` over a ``[K, P]`` array as a slow strided
+    reduction (~350 ms at ``[40, 10⁶]``, one core), while the sum of the ``K`` rows
+    fuses into one elementwise pass (~11 ms), and so does any elementwise
+    expression it is applied to (``sum_leading(f * x)``). Beyond 64 rows, halves
+    are added first so that a single fusion never takes more than 64 operands.
+    """
+    while x.shape[0] > 64:
+        h = x.shape[0] // 2
+        top = x[:h] + x[h : 2 * h]
+        x = jnp.concatenate([top, x[2 * h :]]) if x.shape[0] % 2 else top
+    total = x[0]
+    for i in range(1, x.shape[0]):
+        total = total + x[i]
+    return total
+
+
 def sum_tasks(jac: PyTree) -> PyTree:
     """``Σ_k J_k`` for every leaf (the gradient of the summed losses).
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import mtl_jax as mtl
+from mtl_jax import _task_tree
 from mtl_jax._task_tree import resolve_mask
 
 
@@ -71,3 +72,11 @@ def test_blocked_gram_matches_float64(n, parts, monkeypatch):
     g = jax.jit(_task_tree.gram)({"a": jnp.asarray(leaf), "b": jnp.asarray(small)})
     flat = np.concatenate([leaf, small.reshape(3, -1)], axis=1).astype(np.float64)
     np.testing.assert_allclose(g, flat @ flat.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 64, 65, 130])
+def test_sum_leading_matches_numpy(k):
+    x = np.random.default_rng(k).normal(size=(k, 5, 3)).astype(np.float32)
+    got = jax.jit(_task_tree.sum_leading)(jnp.asarray(x))
+    assert got.shape == (5, 3)
+    np.testing.assert_allclose(np.asarray(got), x.astype(np.float64).sum(0), rtol=1e-5, atol=1e-5)

@@ -293,7 +293,7 @@ def _route(
     else:
         balanced, state = spec.combine(shared, losses, state)
     it = iter(balanced)
-    out = [next(it) if m else jnp.sum(x, axis=0) for x, m in zip(leaves, flags)]
+    out = [next(it) if m else _task_tree.sum_leading(x) for x, m in zip(leaves, flags)]
     return jax.tree_util.tree_unflatten(treedef, out), state
 
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _task_tree
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 
@@ -29,8 +30,8 @@ def _drop(x: jax.Array, key: jax.Array, leak: jax.Array) -> jax.Array:
     """GradDrop on one leaf ``x`` of shape ``[K, ...]`` with per-task ``leak[K]``."""
     k = x.shape[0]
     lk = jnp.reshape(leak, (k,) + (1,) * (x.ndim - 1))
-    total = jnp.sum(x, axis=0)
-    mass = jnp.sum(jnp.abs(x), axis=0)
+    total = _task_tree.sum_leading(x)  # not jnp.sum(axis=0): slow on XLA CPU
+    mass = _task_tree.sum_leading(jnp.abs(x))
     nonzero = mass > 0
     purity = 0.5 * (1.0 + jnp.where(nonzero, total / jnp.where(nonzero, mass, 1.0), 0.0))
     u = jax.random.uniform(key, purity.shape, purity.dtype)
@@ -38,7 +39,7 @@ def _drop(x: jax.Array, key: jax.Array, leak: jax.Array) -> jax.Array:
     keep_neg = jnp.expand_dims(purity < u, 0)
     kept = (keep_pos & (x > 0)) | (keep_neg & (x < 0))
     factor = lk + (1.0 - lk) * kept.astype(lk.dtype)
-    return jnp.sum(factor.astype(x.dtype) * x, axis=0)
+    return _task_tree.sum_leading(factor.astype(x.dtype) * x)
 
 
 def graddrop(

@@ -217,7 +217,7 @@ def representation_route(
     g = jax.tree_util.tree_map(jnp.add, g_enc, g_heads)
 
     def plain_sum():
-        (g_enc_sum,) = enc_vjp(jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), jz))
+        (g_enc_sum,) = enc_vjp(jax.tree_util.tree_map(_task_tree.sum_leading, jz))
         return jax.tree_util.tree_map(jnp.add, g_enc_sum, g_heads)
 
     g = honour_shared(g, plain_sum, _task_tree.resolve_mask(spec.shared, params))
