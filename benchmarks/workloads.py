@@ -39,14 +39,16 @@ def _hps_workload(name, model, x, loss_from_outputs, batch, seed) -> Workload:
     def decode(p, z, b):
         return loss_from_outputs(model.apply({"params": p}, z, method="decode"), b)
 
+    def decode_tasks(p, zs, b):  # head k reads only zs[k]: one backward through the heads
+        return loss_from_outputs(model.apply({"params": p}, zs, method="decode_tasks"), b)
+
     def loss_fn(p, b):
         return decode(p, encode(p, b), b)
 
     k = model.num_tasks
     shared = model.shared_mask(params)
-    return Workload(
-        name, k, params, batch, loss_fn, mtl.training.Representation(encode, decode), shared
-    )
+    rep = mtl.training.Representation(encode, decode, decode_tasks=decode_tasks)
+    return Workload(name, k, params, batch, loss_fn, rep, shared)
 
 
 def conv_hps(num_tasks: int, *, batch_size: int = 64, seed: int = 0) -> Workload:

@@ -25,7 +25,10 @@ class MultiHeadDense(nn.Module):
       num_tasks: ``K``.
       features: output size of each head.
 
-    Input ``[..., d]``; output ``[K, ..., features]``.
+    Input ``[..., d]``; output ``[K, ..., features]``. With ``per_task=True`` the
+    input has a leading task axis, ``[K, ..., d]``, and head ``k`` reads only
+    ``z[k]`` (what :class:`mtl_jax.training.Representation`'s ``decode_tasks``
+    needs).
     """
 
     num_tasks: int
@@ -34,7 +37,11 @@ class MultiHeadDense(nn.Module):
     bias_init: Callable = nn.initializers.zeros
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, *, per_task: bool = False) -> jax.Array:
+        if per_task and (z.ndim < 2 or z.shape[0] != self.num_tasks):
+            raise ValueError(
+                f"per_task=True needs z of shape [K={self.num_tasks}, ..., d], got {z.shape}"
+            )
         d = z.shape[-1]
         kernel = self.param(
             "kernel",
@@ -44,6 +51,9 @@ class MultiHeadDense(nn.Module):
             (self.num_tasks, d, self.features),
         )
         bias = self.param("bias", self.bias_init, (self.num_tasks, self.features))
+        if per_task:
+            y = jnp.einsum("k...d,kdf->k...f", z, kernel)
+            return y + jnp.reshape(bias, (self.num_tasks,) + (1,) * (z.ndim - 2) + (self.features,))
         y = jnp.einsum("...d,kdf->k...f", z, kernel)
         return y + jnp.reshape(bias, (self.num_tasks,) + (1,) * (z.ndim - 1) + (self.features,))
 
@@ -74,6 +84,15 @@ class HardParameterSharing(nn.Module):
 
     def decode(self, z: jax.Array) -> jax.Array:
         return self.heads(z)
+
+    def decode_tasks(self, zs: jax.Array) -> jax.Array:
+        """Head ``k`` applied to ``zs[k]`` (``zs``: ``[K, batch, d]``), for ``decode_tasks``.
+
+        ``decode_tasks(broadcast(z)) == decode(z)``; given to
+        :class:`mtl_jax.training.Representation` it lets representation mode take
+        every per-task gradient w.r.t. ``z`` from one backward pass through the heads.
+        """
+        return self.heads(zs, per_task=True)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.decode(self.encode(x))
