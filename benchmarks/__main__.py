@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import optax
 
 import mtl_jax as mtl
 from benchmarks import step_time, torch_workloads, workloads
@@ -137,24 +136,7 @@ def _precise(wl: workloads.Workload, precision: str) -> workloads.Workload:
 
 
 def _train_runner(wl, name, mode, precision, chunk_size):
-    w = _precise(wl, precision)
-    balancer = step_time.make_balancer(name, w.num_tasks, w.shared)
-    step = mtl.training.make_train_step(
-        w.loss_fn,
-        balancer,
-        optax.adam(1e-3),
-        mode=mode,
-        representation=w.representation,
-        chunk_size=chunk_size,
-    )
-    holder = [step.init(w.params)]
-    compiled, temp, mflop = step_time._compile(step.step, holder[0], w.batch)
-
-    def run():
-        holder[0], metrics = compiled(holder[0], w.batch)
-        return jax.block_until_ready((holder[0], metrics))
-
-    return run, temp, mflop
+    return step_time._train_runner(_precise(wl, precision), name, mode, chunk_size)
 
 
 def _torchjd_w3_runner(agg: workloads.Aggregator, name: str, device: str):
