@@ -186,11 +186,41 @@ def _selected(jac: PyTree, mask: MaskSpec) -> list[jax.Array]:
 # cores). Measured on a 2-core Xeon, J [K, 10⁶]: see benchmarks/README.md.
 GRAM_BLOCK = 4096
 GRAM_PARTS = max(1, min(os.cpu_count() or 1, 8))
+# From this many tasks on, the CPU contraction forms only the blocks on and above the
+# diagonal (75 % of the FLOPs) and mirrors them. Below it the two smaller dots lose
+# more speed on XLA CPU than the saved FLOPs gain: measured 1.1-1.6x *slower* at
+# K = 10, 40, 80, 128 and 1.1x faster at K = 256 (benchmarks/README.md, "Findings").
+GRAM_SYM_MIN_TASKS = 256
 
 
 def _dot_nt(a: jax.Array, b: jax.Array) -> jax.Array:
     """``a @ b.T`` contracting the last axes, without materialising a transpose."""
     return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=jax.lax.Precision.HIGHEST)
+
+
+def _mirror_upper(u: jax.Array) -> jax.Array:
+    """The symmetric matrix whose upper triangle (diagonal included) is ``u``'s.
+
+    Bitwise symmetric: every entry below the diagonal is a copy of its mirror.
+    """
+    i = jnp.arange(u.shape[0])
+    return jnp.where(i[:, None] <= i[None, :], u, u.T)
+
+
+def _block_loops(flat: jax.Array, block: int, parts: int, body, init):
+    """Sums ``body(i)`` over the ``n // block`` column blocks in ``parts`` independent scans."""
+    m = flat.shape[1] // block
+    parts = max(1, min(parts, m))
+    bounds = [(p * m) // parts for p in range(parts + 1)]
+    out = None
+    for lo, hi in itertools.pairwise(bounds):
+        part, _ = jax.lax.scan(
+            lambda acc, i: (jax.tree_util.tree_map(jnp.add, acc, body(i)), None),
+            init,
+            jnp.arange(lo, hi),
+        )
+        out = part if out is None else jax.tree_util.tree_map(jnp.add, out, part)
+    return out
 
 
 def _blocked_gram(flat: jax.Array, block: int, parts: int) -> jax.Array:
@@ -207,63 +237,100 @@ def _blocked_gram(flat: jax.Array, block: int, parts: int) -> jax.Array:
     """
     k, n = flat.shape
     m = n // block
-    parts = max(1, min(parts, m))
-    bounds = [(p * m) // parts for p in range(parts + 1)]
 
-    def body(acc, i):
+    def body(i):
         x = jax.lax.dynamic_slice_in_dim(flat, i * block, block, axis=1)
-        return acc + _dot_nt(x, x), None
+        return _dot_nt(x, x)
 
-    out = jnp.zeros((k, k), flat.dtype)
-    for lo, hi in itertools.pairwise(bounds):
-        part, _ = jax.lax.scan(body, jnp.zeros((k, k), flat.dtype), jnp.arange(lo, hi))
-        out = out + part
+    out = _block_loops(flat, block, parts, body, jnp.zeros((k, k), flat.dtype))
     if m * block < n:
         tail = flat[:, m * block :]
         out = out + _dot_nt(tail, tail)
     return out
 
 
-def _leaf_gram(flat: jax.Array, block: int, parts: int) -> jax.Array:
+def _sym_blocked_gram(flat: jax.Array, block: int, parts: int) -> jax.Array:
+    """:func:`_blocked_gram` computing only the upper block triangle, then mirrored.
+
+    With the rows split into a top half ``A`` (``h = ⌈K/2⌉`` rows) and the rest
+    ``B``, each column block contributes ``A [A; B]ᵀ`` (``[h, K]``) and ``B Bᵀ``; the
+    lower-left ``B Aᵀ`` is never formed, so the contraction costs
+    ``(hK + (K-h)²) / K² ≈ 3/4`` of the plain one's FLOPs. The result is bitwise
+    symmetric.
+    """
+    k, n = flat.shape
+    m = n // block
+    h = (k + 1) // 2
+
+    def body(i):
+        top = jax.lax.dynamic_slice(flat, (0, i * block), (h, block))
+        low = jax.lax.dynamic_slice(flat, (h, i * block), (k - h, block))
+        every = jax.lax.dynamic_slice_in_dim(flat, i * block, block, axis=1)
+        return _dot_nt(top, every), _dot_nt(low, low)
+
+    init = (jnp.zeros((h, k), flat.dtype), jnp.zeros((k - h, k - h), flat.dtype))
+    top, low = _block_loops(flat, block, parts, body, init)
+    upper = jnp.concatenate([top, jnp.pad(low, ((0, 0), (h, 0)))], axis=0)
+    if m * block < n:
+        tail = flat[:, m * block :]
+        upper = upper + _dot_nt(tail, tail)
+    return _mirror_upper(upper)
+
+
+def _leaf_gram(flat: jax.Array, block: int, parts: int, symmetric: bool = False) -> jax.Array:
     """``flat @ flat.T`` for ``flat`` of shape ``[K, n]``: blocked on CPU, one dot elsewhere.
 
     Leaves with fewer than two blocks of columns use one dot everywhere; GPU and TPU
     dots need no blocking (``lax.platform_dependent`` picks the branch per backend).
+    With ``symmetric``, the CPU branch forms only the upper block triangle
+    (:func:`_sym_blocked_gram`).
     """
     n = flat.shape[1]
     if n < 2 * block:
         return _dot_nt(flat, flat)
+    blocked = _sym_blocked_gram if symmetric and flat.shape[0] > 1 else _blocked_gram
     return jax.lax.platform_dependent(
         flat,
-        cpu=lambda x: _blocked_gram(x, block, parts),
+        cpu=lambda x: blocked(x, block, parts),
         default=lambda x: _dot_nt(x, x),
     )
 
 
-def gram(jac: PyTree, mask: MaskSpec = None) -> jax.Array:
+def gram(jac: PyTree, mask: MaskSpec = None, *, symmetric: bool | None = None) -> jax.Array:
     """The ``[K, K]`` Gram matrix ``G = J Jᵀ`` over the selected leaves.
 
     ``G[i, j] = Σ_leaves ⟨J_i, J_j⟩``, accumulated in float32 (or wider if the
     leaves are wider) one leaf at a time. On CPU, leaves with at least
     ``2 · GRAM_BLOCK`` parameters are contracted in blocks of ``GRAM_BLOCK`` columns
     by ``GRAM_PARTS`` independent loops (2–4× faster than one XLA CPU dot for ``J``
-    of shape ``[K, 10⁶]``; see ``_blocked_gram``); on GPU/TPU in one dot.
+    of shape ``[K, 10⁶]``; see ``_blocked_gram``); on GPU/TPU in one dot. The result
+    is bitwise symmetric (its lower triangle is a copy of the upper one).
 
     Args:
       jac: a task Jacobian (every leaf has a leading axis of size ``K``).
       mask: which leaves enter the Gram matrix (see :func:`resolve_mask`).
+      symmetric: on CPU, form only the blocks on and above the diagonal of each
+        column block's contribution (``≈ 3/4`` of the FLOPs) and mirror them.
+        ``None`` (default): when ``K ≥ GRAM_SYM_MIN_TASKS``, where it was measured
+        faster; below that XLA CPU's smaller dots lose more than they save.
 
     Returns:
       The symmetric positive semi-definite ``[K, K]`` Gram matrix.
+
+    Raises:
+      TypeError: if ``symmetric`` is not a bool or ``None``.
     """
+    if symmetric is not None and not isinstance(symmetric, bool):
+        raise TypeError(f"symmetric must be a bool or None, got {symmetric!r}")
     leaves = _selected(jac, mask)
     k = num_tasks(leaves)
+    sym = k >= GRAM_SYM_MIN_TASKS if symmetric is None else symmetric
     dtype = jnp.promote_types(jnp.result_type(*leaves), jnp.float32)
     out = jnp.zeros((k, k), dtype)
     for leaf in leaves:
         flat = jnp.reshape(leaf, (k, -1)).astype(dtype)
-        out = out + _leaf_gram(flat, GRAM_BLOCK, GRAM_PARTS)
-    return out
+        out = out + _leaf_gram(flat, GRAM_BLOCK, GRAM_PARTS, sym)
+    return _mirror_upper(out)
 
 
 def task_norms(jac: PyTree, mask: MaskSpec = None) -> jax.Array:

@@ -80,3 +80,34 @@ def test_sum_leading_matches_numpy(k):
     got = jax.jit(_task_tree.sum_leading)(jnp.asarray(x))
     assert got.shape == (5, 3)
     np.testing.assert_allclose(np.asarray(got), x.astype(np.float64).sum(0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("k", "symmetric"),
+    [(1, True), (2, True), (7, True), (7, False), (40, True), (5, None), (6, None)],
+)
+def test_symmetric_gram_matches_float64(k, symmetric, monkeypatch):
+    """The upper-block-triangle contraction (mirrored) and the plain one both equal
+    ``J Jᵀ`` in float64 and are bitwise symmetric; ``symmetric=None`` switches to the
+    triangle exactly from ``GRAM_SYM_MIN_TASKS`` tasks on (set to 6 here: K = 5, 6)."""
+    monkeypatch.setattr(_task_tree, "GRAM_BLOCK", 8)
+    monkeypatch.setattr(_task_tree, "GRAM_SYM_MIN_TASKS", 6)
+    calls = []
+    sym = _task_tree._sym_blocked_gram
+    monkeypatch.setattr(
+        _task_tree, "_sym_blocked_gram", lambda *a: calls.append(a[0].shape) or sym(*a)
+    )
+    rng = np.random.default_rng(k)
+    leaf = rng.normal(size=(k, 43)).astype(np.float32)  # 5 blocks of 8 and a tail of 3
+    small = rng.normal(size=(k, 3)).astype(np.float32)  # one dot
+    g = np.asarray(jax.jit(lambda j: _task_tree.gram(j, symmetric=symmetric))((leaf, small)))
+    flat = np.concatenate([leaf, small], axis=1).astype(np.float64)
+    np.testing.assert_allclose(g, flat @ flat.T, rtol=1e-5, atol=1e-4)
+    assert np.array_equal(g, g.T)
+    want = symmetric if symmetric is not None else k >= 6
+    assert calls == ([(k, 43)] if want and k > 1 else [])
+
+
+def test_gram_symmetric_argument_checked(jac):
+    with pytest.raises(TypeError, match="symmetric must be a bool or None, got 'yes'"):
+        mtl.gram(jac, symmetric="yes")
