@@ -143,13 +143,9 @@ def _torchjd_w3_runner(agg: workloads.Aggregator, name: str, device: str):
     import numpy as np
     import torch
 
-    aggregator = torch_workloads.aggregator(name, agg.num_tasks)
+    aggregator = torch_workloads.aggregator(name, agg.num_tasks, workload="w3")
     if aggregator is None:
         return None
-    if name == BASELINE:
-        from torchjd import aggregation
-
-        aggregator = aggregation.Sum()  # as W3's equal weighting: the plain sum
     jac = torch.from_numpy(np.array(agg.jac["w"])).to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 

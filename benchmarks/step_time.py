@@ -41,8 +41,9 @@ import optax
 import mtl_jax as mtl
 
 try:
-    from benchmarks import workloads
+    from benchmarks import torch_workloads, workloads
 except ImportError:  # run as a script: python benchmarks/step_time.py
+    import torch_workloads
     import workloads
 
 BASELINE = "equal_weighting"
@@ -180,26 +181,13 @@ def _aggregator_runner(agg: workloads.Aggregator, name: str):
     return run, temp, mflop
 
 
-# torchjd 0.18 aggregators for the W3 side-by-side rows (same Jacobian, same process).
-TORCHJD_W3 = {
-    "equal_weighting": lambda k, agg: agg.Sum(),
-    "mgda": lambda k, agg: agg.MGDA(),
-    "upgrad": lambda k, agg: agg.UPGrad(),
-    "dualproj": lambda k, agg: agg.DualProj(),
-    "pcgrad": lambda k, agg: agg.PCGrad(),
-    "cagrad": lambda k, agg: agg.CAGrad(c=0.5),
-    "nash_mtl": lambda k, agg: agg.NashMTL(n_tasks=k),
-}
-
-
 def _torchjd_runner(agg: workloads.Aggregator, name: str):
     """One torchjd aggregation of the W3 Jacobian (a torch tensor sharing its values)."""
     import numpy as np
     import torch
-    from torchjd import aggregation
 
     jac = torch.from_numpy(np.array(agg.jac["w"]))  # a writable copy
-    aggregator = TORCHJD_W3[name](agg.num_tasks, aggregation)
+    aggregator = torch_workloads.aggregator(name, agg.num_tasks, workload="w3")
 
     def run():
         return aggregator(jac)
@@ -324,7 +312,7 @@ def benchmark(
             runners, errors = _build(make_runner, methods, modes, wl.name, verbose)
             if wname == "w3" and torchjd:
                 for name in methods:
-                    if name not in TORCHJD_W3:
+                    if name != BASELINE and name not in torch_workloads.AGGREGATORS:
                         continue
                     try:
                         run, temp, mflop = _torchjd_runner(wl, name)

@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 
 # torchjd 0.18 aggregators by mtl_jax balancer name (default hyperparameters, as in
-# PEERS.md's torchjd columns; CAGrad with c = 0.5, FairGrad with α = 1 as ours).
+# PEERS.md's torchjd columns; CAGrad with c = 0.5, FairGrad with α = 1 as ours). The
+# one table used by every same-run comparison (the one command and step_time).
+# Equal weighting is Mean in training steps (W1/W2, as PEERS.md's torchjd column) and
+# Sum on W3, where our equal weighting is the plain sum over tasks; see aggregator().
 AGGREGATORS: dict[str, Callable[[Any, int], Any]] = {
     "equal_weighting": lambda agg, k: agg.Mean(),
     "mgda": lambda agg, k: agg.MGDA(),
@@ -32,10 +35,22 @@ AGGREGATORS: dict[str, Callable[[Any, int], Any]] = {
 }
 
 
-def aggregator(name: str, num_tasks: int):
-    """torchjd's aggregator for ``name``, or ``None`` if torchjd has no counterpart."""
+def aggregator(name: str, num_tasks: int, *, workload: str = "w1"):
+    """torchjd's aggregator for ``name``, or ``None`` if torchjd has no counterpart.
+
+    Args:
+      name: the mtl_jax balancer name; see :data:`AGGREGATORS`.
+      num_tasks: ``K``.
+      workload: ``"w1"``/``"w2"`` (a training step: equal weighting is torchjd's
+        ``Mean``) or ``"w3"`` (the balancer alone on ``J``: equal weighting is
+        ``Sum``, as ours, which returns ``Σ_k J_k``).
+    """
     from torchjd import aggregation
 
+    if workload not in ("w1", "w2", "w3"):
+        raise ValueError(f"workload must be 'w1', 'w2' or 'w3', got {workload!r}")
+    if name == "equal_weighting" and workload == "w3":
+        return aggregation.Sum()
     make = AGGREGATORS.get(name)
     return None if make is None else make(aggregation, num_tasks)
 
@@ -97,7 +112,7 @@ def train_step(workload: str, batch: Any, num_tasks: int, name: str, device: str
     import torch
     from torchjd import autojac
 
-    agg = aggregator(name, num_tasks)
+    agg = aggregator(name, num_tasks, workload=workload)
     if agg is None:
         return None
     torch.manual_seed(0)

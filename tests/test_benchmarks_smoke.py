@@ -91,3 +91,29 @@ def test_peer_table_parses_peers_md():
     assert peers[("torchjd", "upgrad", "w2", 10)] == 13.2
     assert ("libmtl", "aligned_mtl", "w1", 2) not in peers  # "fails"
     assert len({m for (_, m, _, _) in peers}) == 20
+
+
+def test_one_torchjd_table():
+    """Both commands take torchjd's aggregators from ``torch_workloads.AGGREGATORS``;
+    equal weighting is Mean in a training step and Sum on W3 (our W3 EW sums)."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("torchjd") is None:
+        pytest.skip("torchjd is not installed")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import torch
+
+    from benchmarks import step_time, torch_workloads
+
+    assert not hasattr(step_time, "TORCHJD_W3")
+    jac = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    w3 = torch_workloads.aggregator("equal_weighting", 2, workload="w3")
+    w1 = torch_workloads.aggregator("equal_weighting", 2, workload="w1")
+    np.testing.assert_allclose(w3(jac).numpy(), [4.0, 7.0])
+    np.testing.assert_allclose(w1(jac).numpy(), [2.0, 3.5])
+    assert torch_workloads.aggregator("famo", 2, workload="w3") is None
+    with pytest.raises(ValueError, match="workload"):
+        torch_workloads.aggregator("mgda", 2, workload="w4")
