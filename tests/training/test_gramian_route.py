@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import mtl_jax as mtl
-from mtl_jax.training import _routes
+from mtl_jax.training import _gramian, _routes
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import step_problem as sp
@@ -81,10 +81,11 @@ def test_chunked_with_a_partial_chunk():
     _assert_close(g.weights, j.weights, rtol=1e-4, atol=1e-5)
 
 
-def test_nonfinite_task_gradient_is_flagged_like_the_jacobian_route():
+@pytest.mark.parametrize("name", ["mgda", "db_mtl"])
+def test_nonfinite_task_gradient_is_flagged_like_the_jacobian_route(name):
     batch = sp.make_batch()
     batch["grad_poison"][:, 2] = np.inf  # task 2's gradient w.r.t. heads/w
-    g, j = _both_routes(_factory("mgda"), batch=batch)
+    g, j = _both_routes(_factory(name), batch=batch)
     np.testing.assert_array_equal(np.asarray(g.task_finite), [True, True, False])
     np.testing.assert_array_equal(np.asarray(g.task_finite), np.asarray(j.task_finite))
 
@@ -123,3 +124,23 @@ def test_skip_policy_and_four_devices_match_the_jacobian_route():
     for key in [("gramian", True), ("gramian", False)]:
         _assert_close(out[key][0], ref[0])
         _assert_close(out[key][1], ref[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "diagonal"), [("db_mtl", True), ("gradnorm", True), ("mgda", False)]
+)
+def test_diagonal_only_balancers_never_stack_the_task_jacobian(name, diagonal):
+    # DB-MTL and GradNorm read only diag(G): the route keeps each task's squared
+    # norm, never a [K, *leaf] stack of per-task gradients nor a K×K contraction
+    # (their results equal the Jacobian route's: test_gramian_equals_jacobian).
+    # GradNorm with shared="enc": its layer W is enc/w2 (the last shared matrix).
+    balancer = _factory(name, **({"shared": "enc"} if name == "gradnorm" else {}))
+    assert _gramian.diagonal_only(balancer) is diagonal
+    params, batch = sp.make_params(), sp.make_batch()
+    state = balancer.init(params)
+    route = lambda p, s, b: _routes.gramian_route(
+        sp.loss_fn, balancer, p, s, b, has_aux=False, chunk_size=None
+    )
+    text = str(jax.make_jaxpr(route)(params, state, batch))
+    stacked = f"f32[{sp.K},8,8]"  # enc/w2's per-task gradients, stacked
+    assert (stacked in text) is not diagonal
