@@ -24,9 +24,11 @@ weighted sum ``Σ_k w_k ∇L_k``. This route therefore
    Jacobian-space ``update``. The other leaves get the plain sum ``∇ Σ_k L_k``.
 
 A balancer whose weights read only ``diag(G)`` (DB-MTL, GradNorm:
-:func:`diagonal_only`) takes a cheaper path in step 2-4: each task's gradient is
-reduced to its squared norm as soon as it is formed (no ``K × K`` contraction,
-no ``[K, P]`` buffer), and the update is always the VJP with cotangent ``w``.
+:func:`diagonal_only`) gets ``diag(G)`` without the ``K × K`` contraction (``K·P``
+instead of ``K²·P`` multiply-adds). When its update is read from the per-task
+gradients (Gram leaves = shared leaves: DB-MTL) they are still held for ``wᵀJ``,
+which saves a backward pass; otherwise (GradNorm's one layer) each task's
+gradient is reduced to its squared norm as soon as it is formed and never stacked.
 
 The result equals the Jacobian route's (``balancer.update`` on the full task
 Jacobian) up to float reordering. Reference: the Gramian-based Jacobian descent
@@ -60,13 +62,20 @@ def _flags(mask, params, name: str) -> list[bool]:
         raise ValueError(f"{name}=: {e}") from None
 
 
+def _sq_norms(jac: list[jax.Array]) -> jax.Array:
+    """``‖J_k‖²`` over the leaves, ``[K]``, accumulated in float32."""
+    k = jac[0].shape[0]
+    return sum(
+        jnp.sum(jnp.square(jnp.reshape(x, (k, -1)).astype(jnp.float32)), axis=1) for x in jac
+    )
+
+
 def diagonal_only(balancer: Balancer) -> bool:
     """Whether ``balancer``'s Gram weights read only ``diag(G)`` (per-task norms).
 
     A balancer says so by setting ``gram_diagonal_only = True`` on its
     ``spec.gram_weights`` function (DB-MTL, GradNorm). The Gramian route then
-    forms only the per-task squared norms: no ``K × K`` contraction, no stacked
-    per-task gradients, and the update by one VJP with cotangent ``w``.
+    forms only the per-task squared norms (see the module docstring).
     """
     return bool(getattr(balancer.spec.gram_weights, "gram_diagonal_only", False))
 
@@ -110,10 +119,13 @@ def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_
         return [grads[i] for i in sel]
 
     chunk = DEFAULT_CHUNK if chunk_size is None else chunk_size
+    n = treedef.num_leaves
+    from_jac = sel == [i for i in range(n) if shared[i]]  # the update is wᵀJ
     diagonal = diagonal_only(balancer)
-    if diagonal:
-        # Each task's gradient is reduced to its squared norm (and a finiteness
-        # flag) as soon as it is formed; J is never stacked and G = diag(‖∇L_k‖²).
+    if diagonal and not from_jac:
+        # The update needs a VJP with cotangent w anyway: each task's gradient is
+        # reduced to its squared norm (and a finiteness flag) as soon as it is
+        # formed; J is never stacked and G = diag(‖∇L_k‖²).
         def sq_norm(e):
             leaves = rows(e)
             sq = sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)
@@ -124,13 +136,13 @@ def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_
         gram = jnp.diag(sq)
     else:
         jac = task_map(rows, k, losses.dtype, chunk)  # Gram leaves, each [K, *leaf]
-        gram = _task_tree.gram(jac)
+        # diag(G) alone is K·P multiply-adds instead of the K²·P of the contraction.
+        gram = jnp.diag(_sq_norms(jac)) if diagonal else _task_tree.gram(jac)
     w, bal_state = spec.gram_weights(gram, jax.lax.stop_gradient(losses), bal_state)
     w = jnp.asarray(w, jnp.promote_types(losses.dtype, jnp.float32))
 
-    n = treedef.num_leaves
     grads: list[Any] = [None] * n
-    if jac is not None and sel == [i for i in range(n) if shared[i]]:
+    if from_jac:
         for i, x in zip(sel, _task_tree.combine(w, jac)):
             grads[i] = x
     else:
