@@ -63,9 +63,12 @@ def task_map(fn: Callable[[jax.Array], Any], k: int, dtype: Any, chunk_size: int
     (:func:`jax.vmap`). Otherwise the rows run in chunks of ``chunk_size``
     (vectorised within a chunk; ``chunk_size=1`` calls ``fn`` once per task),
     unrolled in the traced program, and the chunks' results are concatenated.
-    The compiler runs the chunks one after another, so one chunk's intermediates
-    are live at a time. Unrolled chunks rather than a :func:`jax.lax.map` loop:
-    on XLA CPU, convolution VJPs inside a loop ran many times slower, and
+    Each chunk's cotangents carry an exact zero computed from the previous
+    chunk's result (``_zero_after``), so the compiler runs the chunks one after
+    another and one chunk's backward intermediates are live at a time. Unrolled
+    chunks rather than a :func:`jax.lax.map` loop: on XLA CPU, convolutions inside
+    a loop or a ``cond`` are not handed to its fast (YNNPACK) kernels and the W1
+    Gramian step took ~50 s instead of ~1 s; and
     per-task VJPs of a convolutional net ran faster than one VJP vectorised over
     the tasks (``benchmarks.step_time``, W1).
 
@@ -81,14 +84,33 @@ def task_map(fn: Callable[[jax.Array], Any], k: int, dtype: Any, chunk_size: int
     basis = jnp.eye(k, dtype=dtype)
     if chunk_size is None or chunk_size >= k:
         return jax.vmap(fn)(basis)
-    parts = []
+    parts: list[Any] = []
     for start in range(0, k, chunk_size):
         rows = basis[start : start + chunk_size]
+        if parts:
+            rows = rows + _zero_after(parts[-1]).astype(dtype)
         if rows.shape[0] == 1:
             parts.append(jax.tree_util.tree_map(lambda x: x[None], fn(rows[0])))
         else:
             parts.append(jax.vmap(fn)(rows))
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
+
+
+def _zero_after(tree: Any) -> jax.Array:
+    """A scalar ``0`` that XLA can only compute once every leaf of ``tree`` exists.
+
+    Added to the next chunk's cotangents, it makes that chunk's backward pass
+    depend on the previous chunk's result, so the chunks run one after another.
+    Without it XLA CPU's scheduler interleaves the ``K`` independent per-task
+    backward passes layer by layer, keeping every task's activation gradients
+    live at once (~8.5 MB per task on W1; :func:`jax.lax.optimization_barrier`
+    does not help there: XLA CPU drops it before scheduling). The value is
+    exactly ``0`` also when ``tree`` holds NaN or ±inf (those are replaced before
+    the product), so no task's non-finite gradient leaks into another task's.
+    """
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.size(x)]
+    total = sum((jnp.reshape(x, (-1,))[0].astype(jnp.float32) for x in leaves), jnp.float32(0))
+    return jnp.where(jnp.isfinite(total), total, 0.0) * 0.0
 
 
 def value_and_jacobian(

@@ -45,10 +45,12 @@ def db_mtl(
 
     What it needs: the per-task gradient norms over the shared leaves, i.e. the
     diagonal of ``G = J Jᵀ`` (``‖∇ log L_k‖ = √G_kk / (L_k + eps)``). It is built as
-    a Gram balancer, so a training step builds the task Jacobian (full-parameter
-    mode) or, far cheaper, the Jacobian of the shared representation
-    (representation mode, an extension: the paper and LibMTL use parameter
-    gradients). Not loss-only.
+    a Gram balancer that reads only ``diag(G)``: in full-parameter mode the
+    training step's Gramian route forms each task's gradient norm and discards
+    the gradient (no ``K × K`` contraction, no stacked task Jacobian), then takes
+    one backward pass with cotangent ``w``; representation mode (an extension:
+    the paper and LibMTL use parameter gradients) works on the Jacobian of the
+    shared representation. Not loss-only.
 
     Deviation: the paper and LibMTL keep the moving average of the *gradients*
     (a ``[K, P]`` buffer) and combine those averaged gradients. Here the average is
@@ -93,4 +95,8 @@ def db_mtl(
         w = _db_mtl.db_mtl_weights(norms, losses.astype(jnp.float32), eps=eps)
         return w, DBMTLState(step, norms, w)
 
-    return _base.gram_balancer(init, weights_fn, shared=shared)
+    balancer = _base.gram_balancer(init, weights_fn, shared=shared)
+    # The weights read only diag(G): the Gramian route forms just the per-task
+    # gradient norms (training._gramian.diagonal_only).
+    balancer.spec.gram_weights.gram_diagonal_only = True
+    return balancer

@@ -23,6 +23,13 @@ weighted sum ``Σ_k w_k ∇L_k``. This route therefore
    cotangent ``w`` (``∇ Σ_k w_k L_k``) -- never through the balancer's
    Jacobian-space ``update``. The other leaves get the plain sum ``∇ Σ_k L_k``.
 
+A balancer whose weights read only ``diag(G)`` (DB-MTL, GradNorm:
+:func:`diagonal_only`) gets ``diag(G)`` without the ``K × K`` contraction (``K·P``
+instead of ``K²·P`` multiply-adds). When its update is read from the per-task
+gradients (Gram leaves = shared leaves: DB-MTL) they are still held for ``wᵀJ``,
+which saves a backward pass; otherwise (GradNorm's one layer) each task's
+gradient is reduced to its squared norm as soon as it is formed and never stacked.
+
 The result equals the Jacobian route's (``balancer.update`` on the full task
 Jacobian) up to float reordering. Reference: the Gramian-based Jacobian descent
 of Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization" (2024),
@@ -53,6 +60,24 @@ def _flags(mask, params, name: str) -> list[bool]:
         return jax.tree_util.tree_leaves(_task_tree.resolve_mask(mask, params))
     except ValueError as e:
         raise ValueError(f"{name}=: {e}") from None
+
+
+def _sq_norms(jac: list[jax.Array]) -> jax.Array:
+    """``‖J_k‖²`` over the leaves, ``[K]``, accumulated in float32."""
+    k = jac[0].shape[0]
+    return sum(
+        jnp.sum(jnp.square(jnp.reshape(x, (k, -1)).astype(jnp.float32)), axis=1) for x in jac
+    )
+
+
+def diagonal_only(balancer: Balancer) -> bool:
+    """Whether ``balancer``'s Gram weights read only ``diag(G)`` (per-task norms).
+
+    A balancer says so by setting ``gram_diagonal_only = True`` on its
+    ``spec.gram_weights`` function (DB-MTL, GradNorm). The Gramian route then
+    forms only the per-task squared norms (see the module docstring).
+    """
+    return bool(getattr(balancer.spec.gram_weights, "gram_diagonal_only", False))
 
 
 def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_aux, chunk_size):
@@ -94,14 +119,30 @@ def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_
         return [grads[i] for i in sel]
 
     chunk = DEFAULT_CHUNK if chunk_size is None else chunk_size
-    jac = task_map(rows, k, losses.dtype, chunk)  # Gram leaves, each [K, *leaf]
-    gram = _task_tree.gram(jac)
+    n = treedef.num_leaves
+    from_jac = sel == [i for i in range(n) if shared[i]]  # the update is wᵀJ
+    diagonal = diagonal_only(balancer)
+    if diagonal and not from_jac:
+        # The update needs a VJP with cotangent w anyway: each task's gradient is
+        # reduced to its squared norm (and a finiteness flag) as soon as it is
+        # formed; J is never stacked and G = diag(‖∇L_k‖²).
+        def sq_norm(e):
+            leaves = rows(e)
+            sq = sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)
+            return sq, jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+        sq, finite = task_map(sq_norm, k, losses.dtype, chunk)  # [K], [K]
+        jac = None
+        gram = jnp.diag(sq)
+    else:
+        jac = task_map(rows, k, losses.dtype, chunk)  # Gram leaves, each [K, *leaf]
+        # diag(G) alone is K·P multiply-adds instead of the K²·P of the contraction.
+        gram = jnp.diag(_sq_norms(jac)) if diagonal else _task_tree.gram(jac)
     w, bal_state = spec.gram_weights(gram, jax.lax.stop_gradient(losses), bal_state)
     w = jnp.asarray(w, jnp.promote_types(losses.dtype, jnp.float32))
 
-    n = treedef.num_leaves
     grads: list[Any] = [None] * n
-    if sel == [i for i in range(n) if shared[i]]:
+    if from_jac:
         for i, x in zip(sel, _task_tree.combine(w, jac)):
             grads[i] = x
     else:
@@ -118,6 +159,9 @@ def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_
 
     recorded = _checks._recorded_weights(bal_state)
     applied = recorded if recorded is not None and recorded.shape == (k,) else w
-    flags = [jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jac]
-    task_finite = jnp.all(jnp.stack(flags), axis=0)
+    if jac is None:
+        task_finite = finite
+    else:
+        flags = [jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jac]
+        task_finite = jnp.all(jnp.stack(flags), axis=0)
     return g, bal_state, losses, aux, applied.astype(jnp.float32), task_finite

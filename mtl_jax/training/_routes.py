@@ -173,7 +173,8 @@ def representation_route(
     """Balances the per-task gradients w.r.t. ``z = encode(params, batch)`` (MGDA-UB)."""
     spec = balancer.spec
     encode, decode = representation.encode, representation.decode
-    z = encode(params, batch)
+    # Shapes only: an un-jitted step would otherwise run the encoder twice.
+    z = jax.eval_shape(encode, params, batch)
     _checks.check_decode_uses_z(decode, params, z, batch, has_aux)
     if spec.kind == "loss":
         composed = lambda p, b: decode(p, encode(p, b), b)

@@ -164,6 +164,22 @@ class TrainStep(NamedTuple):
         return new_state, metrics
 
 
+# XLA CPU's default scheduler keeps the zero-filled buffers of every per-task
+# max-pool backward (select-and-scatter, expanded into scatters on CPU) alive from
+# the start of the step: ~12.6 MB per task on W1. Its memory-optimised scheduler
+# allocates them when they are needed; with the per-task VJPs chained
+# (``_jacobian.task_map``) the step's temporary memory then no longer grows with K
+# (W1: 87.5 MB at K = 10 and 40, against 208.7 / 673 MB before).
+_CPU_PER_TASK_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+
+
+def _compiler_options(mode: str, platform: str) -> dict | None:
+    """XLA options for the step: the memory-optimised CPU scheduler for per-task VJPs."""
+    if platform == "cpu" and mode in ("gramian", "jacobian"):
+        return dict(_CPU_PER_TASK_OPTIONS)
+    return None
+
+
 def _resolve_mode(mode: Mode, balancer: Balancer, representation: Representation | None) -> str:
     kind = balancer.spec.kind
     if mode == "auto":
@@ -306,7 +322,8 @@ def make_train_step(
         return built(step, init)
     donate_argnums = (0,) if donate else ()
     if mesh is None:
-        return built(jax.jit(step, donate_argnums=donate_argnums), init)
+        options = _compiler_options(resolved, jax.default_backend())
+        return built(jax.jit(step, donate_argnums=donate_argnums, compiler_options=options), init)
     if data_axis not in mesh.axis_names:
         raise ValueError(f"data_axis {data_axis!r} is not an axis of the mesh {mesh.axis_names}")
     replicated = NamedSharding(mesh, P())
@@ -316,6 +333,7 @@ def make_train_step(
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=donate_argnums,
+        compiler_options=_compiler_options(resolved, mesh.devices.flat[0].platform),
     )
     num_devices = mesh.shape[data_axis]
 

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import mtl_jax as mtl
-from mtl_jax.training import _routes
+from mtl_jax.training import _gramian, _routes
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import step_problem as sp
@@ -81,10 +81,11 @@ def test_chunked_with_a_partial_chunk():
     _assert_close(g.weights, j.weights, rtol=1e-4, atol=1e-5)
 
 
-def test_nonfinite_task_gradient_is_flagged_like_the_jacobian_route():
+@pytest.mark.parametrize("name", ["mgda", "db_mtl"])
+def test_nonfinite_task_gradient_is_flagged_like_the_jacobian_route(name):
     batch = sp.make_batch()
     batch["grad_poison"][:, 2] = np.inf  # task 2's gradient w.r.t. heads/w
-    g, j = _both_routes(_factory("mgda"), batch=batch)
+    g, j = _both_routes(_factory(name), batch=batch)
     np.testing.assert_array_equal(np.asarray(g.task_finite), [True, True, False])
     np.testing.assert_array_equal(np.asarray(g.task_finite), np.asarray(j.task_finite))
 
@@ -123,3 +124,30 @@ def test_skip_policy_and_four_devices_match_the_jacobian_route():
     for key in [("gramian", True), ("gramian", False)]:
         _assert_close(out[key][0], ref[0])
         _assert_close(out[key][1], ref[1], rtol=1e-4, atol=1e-5)
+
+
+def _route_jaxpr(balancer) -> str:
+    params, batch = sp.make_params(), sp.make_batch()
+    state = balancer.init(params)
+    route = lambda p, s, b: _routes.gramian_route(
+        sp.loss_fn, balancer, p, s, b, has_aux=False, chunk_size=None
+    )
+    return str(jax.make_jaxpr(route)(params, state, batch))
+
+
+def test_diagonal_only_balancers_skip_the_gram_contraction():
+    # DB-MTL reads only diag(G): row sums of squares, no [K, K] dot_general
+    # (its result equals the Jacobian route's: test_gramian_equals_jacobian).
+    kk = f"f32[{sp.K},{sp.K}] = dot_general"
+    assert _gramian.diagonal_only(_factory("db_mtl"))
+    assert kk not in _route_jaxpr(_factory("db_mtl"))
+    assert kk in _route_jaxpr(_factory("mgda"))
+
+
+def test_gradnorm_never_stacks_the_per_task_gradients_of_its_layer():
+    # GradNorm (shared="enc": its layer W is enc/w2) keeps each task's squared
+    # norm of W's gradient, never a [K, 8, 8] stack; MGDA on the same leaves does.
+    stacked = f"f32[{sp.K},8,8]"
+    assert _gramian.diagonal_only(_factory("gradnorm"))
+    assert stacked not in _route_jaxpr(_factory("gradnorm", shared="enc"))
+    assert stacked in _route_jaxpr(_factory("mgda", shared="enc"))
