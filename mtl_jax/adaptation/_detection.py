@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import numpy as np
-import scipy.stats
 from jax.typing import ArrayLike
 
 __all__ = ["ShiftTestResult", "detect_label_shift"]
@@ -71,6 +70,8 @@ def detect_label_shift(
         raise ValueError(f"need [n, K] and [m, K] predictions, got {src.shape}, {tgt.shape}")
     if src.shape[0] < 2 or tgt.shape[0] < 2:
         raise ValueError("each sample needs at least two points")
+    import scipy.stats  # here: importing it costs ~1 s, paid only by its users
+
     k = src.shape[1]
     if test == "ks":
         res = [scipy.stats.ks_2samp(src[:, c], tgt[:, c]) for c in range(k)]

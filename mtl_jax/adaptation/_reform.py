@@ -40,9 +40,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
-from ott.geometry import geometry
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import sinkhorn
 
 __all__ = [
     "LinearModel",
@@ -155,6 +152,11 @@ def semantic_transport(
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _sinkhorn_plan(c, a, b, epsilon, threshold, max_iterations):
+    # Imported here: ott-jax takes ~1.5 s to import, and only this solver needs it.
+    from ott.geometry import geometry
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import sinkhorn
+
     def solve(c, a, b):
         geom = geometry.Geometry(cost_matrix=c, epsilon=epsilon)
         prob = linear_problem.LinearProblem(geom, a=a, b=b)

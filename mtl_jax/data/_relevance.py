@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["AuxiliaryTargets", "FeatureRelevance", "auxiliary_targets", "select_relevant_features"]
 
@@ -83,6 +82,8 @@ def select_relevant_features(features, labels, fdr: float = 0.05) -> FeatureRele
     pos, neg = x[y == 1], x[y == 0]
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError(f"labels need both classes; got {len(pos)} positive, {len(neg)} negative")
+    from scipy import stats  # here: importing it costs ~1 s, paid only by its users
+
     constant = np.ptp(x, axis=0) == 0
     p = np.ones(x.shape[1])
     if (~constant).any():
