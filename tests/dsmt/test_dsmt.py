@@ -1,7 +1,5 @@
 """DSMT-Nets: the network, the auxiliary-task construction, the label mask and the data."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,10 +9,6 @@ from scipy import stats
 
 import mtl_jax as mtl
 from mtl_jax import data, models
-
-# These tests compile small DSMT-Nets many times: LLVM at -O1 compiles them ~4x faster
-# than XLA CPU's default -O3 (no fast-math either way: the same IEEE float32 semantics).
-_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 1})
 
 
 def _batch(key, b=8, s=3, t=96, k=3):
@@ -34,8 +28,8 @@ def test_shapes_and_state(mode, k, key):
     model = models.DSMTNet(num_aux_tasks=k, aux_mode=mode, channels=(4, 8), units=4)
     b = _batch(key, k=k)
     # Jitted: eager init/apply dispatch hundreds of small programs (tens of seconds).
-    init = _jit(model.init, static_argnames="train")
-    apply = _jit(model.apply, static_argnames=("train", "mutable"))
+    init = jax.jit(model.init, static_argnames="train")
+    apply = jax.jit(model.apply, static_argnames=("train", "mutable"))
     v = init(key, b["windows"], b["missing"], train=False)
     assert set(v) == {"params", "batch_stats"}
     logit, aux = apply(v, b["windows"], b["missing"], train=False)
@@ -87,7 +81,7 @@ def test_phase_schedule():
 def test_unlabelled_window_gives_no_main_gradient(key):
     model = models.DSMTNet(num_aux_tasks=3, channels=(4,), units=4)
     b = _batch(key)
-    v = _jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
+    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
 
     def main_loss(params, batch):
         logit, aux = model.apply(
@@ -99,7 +93,7 @@ def test_unlabelled_window_gives_no_main_gradient(key):
         kw = {k: batch[k] for k in ("labels", "label_mask", "aux_targets")}
         return models.dsmt_losses(logit, aux, **kw)
 
-    g = _jit(jax.grad(lambda p, bb: main_loss(p, bb)[0]))
+    g = jax.jit(jax.grad(lambda p, bb: main_loss(p, bb)[0]))
     g0 = g(v["params"], b)
     # Change everything about the unlabelled windows (mask 0): their label (even to
     # NaN) and their inputs. The main loss's gradient does not move ...
@@ -110,26 +104,26 @@ def test_unlabelled_window_gives_no_main_gradient(key):
     g1 = g(v["params"], b2)
     jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7), g0, g1)
     # ... while the auxiliary losses do see the unlabelled windows.
-    ga = _jit(jax.grad(lambda p, bb: main_loss(p, bb)[1]))
+    ga = jax.jit(jax.grad(lambda p, bb: main_loss(p, bb)[1]))
     diff = jax.tree.map(
         lambda a, c: float(jnp.max(jnp.abs(a - c))), ga(v["params"], b), ga(v["params"], b2)
     )
     assert max(jax.tree.leaves(diff)) > 1e-4
     # The masked mean is the mean BCE over the labelled windows (closed form).
-    logit, _ = _jit(model.apply, static_argnames="train")(
+    logit, _ = jax.jit(model.apply, static_argnames="train")(
         v, b["windows"], b["missing"], train=False
     )
     p = jax.nn.sigmoid(logit)
     y, m = b["labels"], b["label_mask"] > 0
     bce = -(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
-    np.testing.assert_allclose(_jit(main_loss)(v["params"], b)[0], jnp.mean(bce[m]), rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(main_loss)(v["params"], b)[0], jnp.mean(bce[m]), rtol=1e-5)
 
 
 def test_train_step_carries_batch_stats_and_follows_schedule(key):
     model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
     b = _batch(key, k=2)
     b.pop("key")
-    v = _jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
+    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
     ts = models.make_dsmt_train_step(
         model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=1, phase_steps=1
     )
