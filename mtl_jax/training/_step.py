@@ -277,7 +277,14 @@ def make_train_step(
             return _routes.loss_route(loss_fn, balancer, params, bal_state, batch, has_aux=has_aux)
         if resolved == "gramian":
             return _routes.gramian_route(
-                loss_fn, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
+                loss_fn,
+                balancer,
+                params,
+                bal_state,
+                batch,
+                has_aux=has_aux,
+                chunk_size=chunk_size,
+                representation=representation,
             )
         if resolved == "jacobian":
             return _routes.jacobian_route(
