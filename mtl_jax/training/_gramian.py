@@ -96,18 +96,26 @@ def reads_leaves(fn, params, *args) -> list[bool]:
     return [id(v) in used for v in jaxpr.invars[: len(leaves)]]
 
 
-def _mix(e: jax.Array, tasks: PyTree) -> PyTree:
-    """``Σ_k e_k tasks[k]`` over the leading task axis; terms with ``e_k = 0`` are dropped.
+def _mixer(tasks: PyTree, finite: jax.Array):
+    """``e -> Σ_k e_k tasks[k]`` over the leading task axis, as one dot per leaf.
 
-    Dropped rather than multiplied by zero, so a non-finite ``tasks[j]`` does not
-    leak into another task's cotangent.
+    The dot runs on a copy of ``tasks`` with non-finite entries zeroed, so a
+    non-finite ``tasks[j]`` does not leak into another task's cotangent (``0·inf``);
+    a result with ``e_j ≠ 0`` for a task whose ``finite[j]`` is false is NaN instead.
     """
+    safe = jax.tree_util.tree_map(lambda x: jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x)), tasks)
 
-    def one(x):
-        ek = jnp.reshape(e.astype(x.dtype), (e.shape[0],) + (1,) * (x.ndim - 1))
-        return jnp.sum(jnp.where(ek != 0, ek * x, jnp.zeros_like(x)), axis=0)
+    def mix(e):
+        bad = jnp.any((e != 0) & ~finite)
+        return jax.tree_util.tree_map(
+            lambda x: (
+                jnp.tensordot(e.astype(x.dtype), x, axes=1)
+                + jnp.where(bad, jnp.nan, 0.0).astype(x.dtype)
+            ),
+            safe,
+        )
 
-    return jax.tree_util.tree_map(one, tasks)
+    return mix
 
 
 def split_applies(representation, balancer: Balancer, params, batch, has_aux: bool) -> bool:
@@ -201,8 +209,10 @@ def gramian_route(
             axis=0,
         )
 
+        mix = _mixer(jz, z_finite)
+
         def backward(e):  # Σ_k e_k ∇L_k, through the encoder only
-            return enc_vjp(_mix(e, jz))[0]
+            return enc_vjp(mix(e))[0]
 
         def plain():  # ∇ Σ_k L_k: the heads' part plus the encoder's
             (g_enc,) = enc_vjp(jax.tree_util.tree_map(_task_tree.sum_leading, jz))
