@@ -30,6 +30,11 @@ gradients (Gram leaves = shared leaves: DB-MTL) they are still held for ``wᵀJ`
 which saves a backward pass; otherwise (GradNorm's one layer) each task's
 gradient is reduced to its squared norm as soon as it is formed and never stacked.
 
+Given a :class:`~mtl_jax.training.Representation` with ``decode_tasks`` that
+reads no shared leaf, steps 1--2 split at the representation ``z``: one backward
+pass through the heads gives every ``∂L_k/∂z``, and the per-task VJPs run
+through the encoder only (:func:`gramian_route`).
+
 The result equals the Jacobian route's (``balancer.update`` on the full task
 Jacobian) up to float reordering. Reference: the Gramian-based Jacobian descent
 of Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization" (2024),
