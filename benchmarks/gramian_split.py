@@ -28,7 +28,8 @@ learning rate 1, one step).
 Usage::
 
     python -m benchmarks.gramian_split --methods mgda,upgrad,pcgrad --rounds 9
-    python -m benchmarks.gramian_split --workload w1 --methods mgda --rounds 5 --inner 2
+    python -m benchmarks.gramian_split --workload w1 --methods mgda --rounds 5 --inner 2 \
+        --no-prototype
 """
 
 from __future__ import annotations
@@ -91,14 +92,15 @@ def _route_step(wl, balancer, tx, *, split: bool):
     )
 
 
-def check(wl: workloads.Workload, name: str) -> tuple[float, float]:
+def check(wl: workloads.Workload, name: str, *, prototype: bool = True) -> tuple[float, float]:
     """Max relative difference of one SGD(1) step's gradients against the unsplit route.
 
-    Returns ``(prototype, split route)``.
+    Returns ``(prototype, split route)`` (``nan`` for the prototype when skipped).
     """
     balancer = step_time.make_balancer(name, wl.num_tasks, wl.shared)
-    step, state = split_step(wl, balancer, optax.sgd(1.0))
-    proto = step(state, wl.batch)[0]
+    if prototype:
+        step, state = split_step(wl, balancer, optax.sgd(1.0))
+        proto = step(state, wl.batch)[0]
     routed = []
     for split in (True, False):
         ref = _route_step(wl, balancer, optax.sgd(1.0), split=split)
@@ -111,7 +113,7 @@ def check(wl: workloads.Workload, name: str) -> tuple[float, float]:
             e = max(e, float(np.max(np.abs(da - db)) / np.max(np.abs(db))))
         return e
 
-    return err(proto, routed[1]), err(routed[0], routed[1])
+    return err(proto, routed[1]) if prototype else float("nan"), err(routed[0], routed[1])
 
 
 def _runner(step, wl):
@@ -130,6 +132,11 @@ def main(argv=None):
     p.add_argument("--workload", default="w2", choices=["w1", "w2"])
     p.add_argument("--num-tasks", type=int, default=10)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument(
+        "--no-prototype",
+        action="store_true",
+        help="skip the hand-built step (its lax.map loop takes ~40 s a step on W1's convs)",
+    )
     p.add_argument("--methods", default="mgda,upgrad,pcgrad")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--inner", type=int, default=10, help="steps per timed sample")
@@ -146,7 +153,7 @@ def main(argv=None):
     run, _, _ = step_time._train_runner(wl, "equal_weighting", "loss", None)
     add("equal_weighting loss", run)
     for name in methods:
-        e_proto, e_route = check(wl, name)
+        e_proto, e_route = check(wl, name, prototype=not a.no_prototype)
         print(
             f"{name}: max rel. gradient difference against the unsplit route: "
             f"prototype {e_proto:.1e}, split route {e_route:.1e}"
@@ -157,6 +164,8 @@ def main(argv=None):
             add(f"{name} gramian ({'split route' if split else 'unsplit'})", _runner(step, wl))
         run, _, _ = step_time._train_runner(wl, name, "representation", None)
         add(f"{name} representation", run)
+        if a.no_prototype:
+            continue
         step, state = split_step(wl, balancer, optax.adam(1e-3))
         compiled = step.lower(state, wl.batch).compile()
         holder = [state]
