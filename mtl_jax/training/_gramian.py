@@ -30,6 +30,11 @@ gradients (Gram leaves = shared leaves: DB-MTL) they are still held for ``wᵀJ`
 which saves a backward pass; otherwise (GradNorm's one layer) each task's
 gradient is reduced to its squared norm as soon as it is formed and never stacked.
 
+Given a :class:`~mtl_jax.training.Representation` with ``decode_tasks`` that
+reads no shared leaf, steps 1--2 split at the representation ``z``: one backward
+pass through the heads gives every ``∂L_k/∂z``, and the per-task VJPs run
+through the encoder only (:func:`gramian_route`).
+
 The result equals the Jacobian route's (``balancer.update`` on the full task
 Jacobian) up to float reordering. Reference: the Gramian-based Jacobian descent
 of Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization" (2024),
@@ -80,8 +85,98 @@ def diagonal_only(balancer: Balancer) -> bool:
     return bool(getattr(balancer.spec.gram_weights, "gram_diagonal_only", False))
 
 
-def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_aux, chunk_size):
+def reads_leaves(fn, params, *args) -> list[bool]:
+    """For each leaf of ``params``, whether ``fn(params, *args)`` reads it (trace time).
+
+    Conservative: a leaf counts as read when any operation of ``fn``'s jaxpr (or
+    its outputs) takes it, whether or not that operation reaches the result.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    closed = jax.make_jaxpr(lambda ls, *a: fn(jax.tree_util.tree_unflatten(treedef, ls), *a))(
+        leaves, *args
+    )
+    jaxpr = closed.jaxpr
+    used = {id(v) for eqn in jaxpr.eqns for v in eqn.invars}
+    used |= {id(v) for v in jaxpr.outvars}
+    return [id(v) in used for v in jaxpr.invars[: len(leaves)]]
+
+
+def _mixer(tasks: PyTree, finite: jax.Array):
+    """``e -> Σ_k e_k tasks[k]`` over the leading task axis, as one dot per leaf.
+
+    The dot runs on a copy of ``tasks`` with non-finite entries zeroed, so a
+    non-finite ``tasks[j]`` does not leak into another task's cotangent (``0·inf``);
+    a result with ``e_j ≠ 0`` for a task whose ``finite[j]`` is false is NaN instead.
+    """
+    safe = jax.tree_util.tree_map(lambda x: jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x)), tasks)
+
+    def mix(e):
+        bad = jnp.any((e != 0) & ~finite)
+        return jax.tree_util.tree_map(
+            lambda x: (
+                jnp.tensordot(e.astype(x.dtype), x, axes=1)
+                + jnp.where(bad, jnp.nan, 0.0).astype(x.dtype)
+            ),
+            safe,
+        )
+
+    return mix
+
+
+def split_applies(representation, balancer: Balancer, params, batch, has_aux: bool) -> bool:
+    """Whether the Gramian route may split at ``representation``'s ``z`` (trace time).
+
+    It may when ``representation.decode_tasks`` is given and reads none of the
+    shared leaves (``balancer.spec.shared``): then a shared leaf's per-task
+    gradient flows through ``z`` only, ``∇_θ L_k = (∂z/∂θ)ᵀ ∂L_k/∂z``.
+    """
+    if representation is None or representation.decode_tasks is None:
+        return False
+    shared = _flags(balancer.spec.shared, params, "shared")
+    z = jax.eval_shape(representation.encode, params, batch)
+    out = jax.eval_shape(representation.decode, params, z, batch)  # K, from shapes only
+    k = (out[0] if has_aux else out).shape[0]
+    zs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((k, *x.shape), x.dtype), z)
+    reads = reads_leaves(representation.decode_tasks, params, zs, batch)
+    return not any(r and s for r, s in zip(reads, shared))
+
+
+def gramian_route(
+    loss_fn,
+    balancer: Balancer,
+    params,
+    bal_state,
+    batch,
+    *,
+    has_aux,
+    chunk_size,
+    representation=None,
+    per_task_copies=None,
+):
     """``G`` over the Gram leaves by chunked per-task VJPs, ``w = f(G)``, ``Σ_k w_k ∇L_k``.
+
+    **Split at the representation.** When ``representation`` (a
+    :class:`~mtl_jax.training.Representation`) has ``decode_tasks`` and
+    ``decode_tasks`` reads none of the shared leaves (checked on its jaxpr at
+    trace time, :func:`split_applies`), the route does not backpropagate each
+    task through the whole model (all ``K`` heads, every time) but
+
+    1. runs ``z = encode(params, batch)`` once and records its VJP;
+    2. takes every ``∂L_k/∂z`` and the heads' plain-sum gradient from ONE
+       backward pass through ``decode_tasks`` (as representation mode does);
+    3. runs ``K`` backward passes through the encoder only, with cotangents
+       ``∂L_k/∂z``, chunked and chained as above (:func:`~mtl_jax._jacobian.task_map`):
+       ``∇_θ L_k = (∂z/∂θ)ᵀ ∂L_k/∂z`` on the Gram leaves;
+    4. ``G``, ``w`` and the update as below (a shared leaf outside the Gram leaves
+       gets one encoder VJP with cotangent ``Σ_k w_k ∂L_k/∂z``; the other leaves
+       get the heads' gradient plus the encoder's, ``∇ Σ_k L_k``).
+
+    Same result up to float rounding (``loss_fn`` itself is then not called; the
+    losses and aux are ``decode_tasks``'). When ``decode_tasks`` reads a shared
+    leaf, its direct contribution to that leaf's per-task gradients would need
+    ``K`` backward passes through the heads: the route then runs unsplit, on
+    ``loss_fn``. A ``decode_tasks`` that breaks its contract (loss ``k`` reads
+    ``zs`` only through ``zs[k]``) gives wrong gradients, as in representation mode.
 
     Args:
       loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), checked.
@@ -89,6 +184,10 @@ def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_
       params, bal_state, batch: the step's inputs.
       has_aux: whether ``loss_fn`` returns aux.
       chunk_size: tasks per chunk of per-task VJPs (``None``: ``DEFAULT_CHUNK``).
+      representation: optional encoder/decoder split (see above).
+      per_task_copies: ``(representation, params, z, batch, has_aux) ->
+        (heads' gradient of Σ_k L_k, ∂L_k/∂z stacked [K, ...], losses, aux)``;
+        needed with ``representation``.
 
     Returns:
       ``(grads, balancer_state, losses, aux, weights, task_finite)``: the
@@ -99,9 +198,43 @@ def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_
     spec = balancer.spec
     if spec.kind != "gram" or spec.gram_weights is None:
         raise ValueError(f"the Gramian route needs a Gram balancer; this one is {spec.kind!r}")
-    out = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=has_aux)
-    losses, vjp_fn = out[0], out[1]
-    aux = out[2] if has_aux else None
+    split = per_task_copies is not None and split_applies(
+        representation, balancer, params, batch, has_aux
+    )
+    if split:
+        z, enc_vjp = jax.vjp(lambda p: representation.encode(p, batch), params)
+        g_heads, jz, losses, aux = per_task_copies(representation, params, z, batch, has_aux)
+        z_finite = jnp.all(
+            jnp.stack(
+                [
+                    jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
+                    for x in jax.tree_util.tree_leaves(jz)
+                ]
+            ),
+            axis=0,
+        )
+
+        mix = _mixer(jz, z_finite)
+
+        def backward(e):  # Σ_k e_k ∇L_k, through the encoder only
+            return enc_vjp(mix(e))[0]
+
+        def plain():  # ∇ Σ_k L_k: the heads' part plus the encoder's
+            (g_enc,) = enc_vjp(jax.tree_util.tree_map(_task_tree.sum_leading, jz))
+            return jax.tree_util.tree_map(jnp.add, g_enc, g_heads)
+
+    else:
+        out = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=has_aux)
+        losses, vjp_fn = out[0], out[1]
+        aux = out[2] if has_aux else None
+        z_finite = None
+
+        def backward(e):
+            return vjp_fn(e.astype(losses.dtype))[0]
+
+        def plain():
+            return vjp_fn(jnp.ones_like(losses))[0]
+
     k = losses.shape[0]
     _checks.check_num_tasks(k, bal_state)
 
@@ -115,7 +248,7 @@ def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_
         raise ValueError("the Gram mask selects no shared leaf")
 
     def rows(e):
-        grads = jax.tree_util.tree_leaves(vjp_fn(e)[0])
+        grads = jax.tree_util.tree_leaves(backward(e))
         return [grads[i] for i in sel]
 
     chunk = DEFAULT_CHUNK if chunk_size is None else chunk_size
@@ -146,15 +279,15 @@ def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_
         for i, x in zip(sel, _task_tree.combine(w, jac)):
             grads[i] = x
     else:
-        weighted = jax.tree_util.tree_leaves(vjp_fn(w.astype(losses.dtype))[0])
+        weighted = jax.tree_util.tree_leaves(backward(w.astype(losses.dtype)))
         for i in range(n):
             if shared[i]:
                 grads[i] = weighted[i]
     if not all(shared):
-        plain = jax.tree_util.tree_leaves(vjp_fn(jnp.ones_like(losses))[0])
+        summed = jax.tree_util.tree_leaves(plain())
         for i in range(n):
             if not shared[i]:
-                grads[i] = plain[i]
+                grads[i] = summed[i]
     g = jax.tree_util.tree_unflatten(treedef, grads)
 
     recorded = _checks._recorded_weights(bal_state)
@@ -164,4 +297,6 @@ def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_
     else:
         flags = [jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jac]
         task_finite = jnp.all(jnp.stack(flags), axis=0)
+    if z_finite is not None:
+        task_finite = task_finite & z_finite
     return g, bal_state, losses, aux, applied.astype(jnp.float32), task_finite

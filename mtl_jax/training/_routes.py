@@ -123,12 +123,35 @@ def jacobian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has
     return RouteOut(g, bal_state, losses, aux, w, _task_finite(jac_l, k))
 
 
-def gramian_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, has_aux, chunk_size):
-    """``G`` over the Gram leaves, ``w = f(G)``, ``Σ_k w_k ∇L_k`` (see ``_gramian``)."""
+def gramian_route(
+    loss_fn,
+    balancer: Balancer,
+    params,
+    bal_state,
+    batch,
+    *,
+    has_aux,
+    chunk_size,
+    representation=None,
+):
+    """``G`` over the Gram leaves, ``w = f(G)``, ``Σ_k w_k ∇L_k`` (see ``_gramian``).
+
+    With a ``representation`` that has ``decode_tasks`` (and whose
+    ``decode_tasks`` reads no shared leaf), the per-task backward passes run
+    through the encoder only (:func:`mtl_jax.training._gramian.gramian_route`).
+    """
     f = _checked_fn(loss_fn, has_aux, "loss_fn")
     return RouteOut(
         *_gramian.gramian_route(
-            f, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
+            f,
+            balancer,
+            params,
+            bal_state,
+            batch,
+            has_aux=has_aux,
+            chunk_size=chunk_size,
+            representation=representation,
+            per_task_copies=_per_task_copies,
         )
     )
 
