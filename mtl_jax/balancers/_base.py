@@ -81,6 +81,9 @@ class BalancerSpec(NamedTuple):
         tree, e.g. GradNorm's "last shared layer").
       representation: whether the method may run on the Jacobian of the shared
         representation instead of the shared parameters.
+      gram_diagonal: for ``kind="gram"``: the weights read only ``diag(G)`` (the
+        per-task squared gradient norms), so a training step may skip the
+        ``K × K`` contraction (DB-MTL, GradNorm).
     """
 
     kind: Kind
@@ -90,6 +93,7 @@ class BalancerSpec(NamedTuple):
     gram_weights: GramWeightFn | None = None
     gram_mask: MaskSpec = None
     representation: bool = False
+    gram_diagonal: bool = False
 
 
 class Balancer(optax.GradientTransformationExtraArgs):
@@ -343,6 +347,7 @@ def gram_balancer(
     shared: MaskSpec = None,
     gram_mask: MaskSpec = None,
     representation: bool = True,
+    diagonal_only: bool = False,
 ) -> Balancer:
     """Builds a balancer whose update is ``Σ_k w_k J_k`` with ``w = f(G, losses, state)``.
 
@@ -354,6 +359,9 @@ def gram_balancer(
         is computed on (``None``: all shared leaves). In representation mode ``G``
         is taken over the whole representation.
       representation: whether the method may run on the representation Jacobian.
+      diagonal_only: whether ``weights_fn`` reads only ``diag(G)``; the Gramian
+        route then forms just the per-task squared norms
+        (:attr:`BalancerSpec.gram_diagonal`).
 
     Returns:
       A :class:`Balancer` of kind ``"gram"``.
@@ -375,6 +383,7 @@ def gram_balancer(
         gram_weights=checked,
         gram_mask=gram_mask,
         representation=representation,
+        gram_diagonal=diagonal_only,
     )
     return _make(spec, init)
 

@@ -95,8 +95,6 @@ def db_mtl(
         w = _db_mtl.db_mtl_weights(norms, losses.astype(jnp.float32), eps=eps)
         return w, DBMTLState(step, norms, w)
 
-    balancer = _base.gram_balancer(init, weights_fn, shared=shared)
     # The weights read only diag(G): the Gramian route forms just the per-task
     # gradient norms (training._gramian.diagonal_only).
-    balancer.spec.gram_weights.gram_diagonal_only = True
-    return balancer
+    return _base.gram_balancer(init, weights_fn, shared=shared, diagonal_only=True)

@@ -142,11 +142,13 @@ def gradnorm(
 
     # In representation mode the norms are taken w.r.t. the whole representation
     # (as LibMTL does); on parameters, on W.
-    balancer = _base.gram_balancer(
-        init, weights_fn, shared=shared, gram_mask=_layer_mask(shared, layer)
-    )
     # The weights read only diag(G) on W: the Gramian route forms just the per-task
     # norms of W's gradient, and XLA prunes each per-task backward pass below W
     # (training._gramian.diagonal_only).
-    balancer.spec.gram_weights.gram_diagonal_only = True
-    return balancer
+    return _base.gram_balancer(
+        init,
+        weights_fn,
+        shared=shared,
+        gram_mask=_layer_mask(shared, layer),
+        diagonal_only=True,
+    )

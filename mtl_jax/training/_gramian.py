@@ -78,11 +78,12 @@ def _sq_norms(jac: list[jax.Array]) -> jax.Array:
 def diagonal_only(balancer: Balancer) -> bool:
     """Whether ``balancer``'s Gram weights read only ``diag(G)`` (per-task norms).
 
-    A balancer says so by setting ``gram_diagonal_only = True`` on its
-    ``spec.gram_weights`` function (DB-MTL, GradNorm). The Gramian route then
-    forms only the per-task squared norms (see the module docstring).
+    A balancer says so in its spec (``gram_balancer(..., diagonal_only=True)``,
+    :attr:`~mtl_jax.balancers.BalancerSpec.gram_diagonal`: DB-MTL, GradNorm). The
+    Gramian route then forms only the per-task squared norms (see the module
+    docstring).
     """
-    return bool(getattr(balancer.spec.gram_weights, "gram_diagonal_only", False))
+    return balancer.spec.gram_diagonal
 
 
 def reads_leaves(fn, params, *args) -> list[bool]:
