@@ -51,7 +51,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mtl_jax.balancers._base import Balancer
-from mtl_jax.training import _checks, _nonfinite, _routes
+from mtl_jax.training import _checks, _nonfinite, _routes, _stateful
 from mtl_jax.training._data_parallel import put_replicated
 from mtl_jax.training._data_parallel import shard_batch as shard_batch
 
@@ -75,6 +75,16 @@ class TrainState(NamedTuple):
       skipped: ``[]`` int32, the number of steps the non-finite policy skipped
         (always 0 under ``"ignore"``). ``None`` in a state built by hand with four
         fields; the step then starts counting from 0.
+      key: the raw ``uint32`` data (:func:`jax.random.key_data`) of the run's PRNG
+        key. It never changes: step ``t`` hands the loss
+        ``jax.random.fold_in(jax.random.wrap_key_data(key), t)``, so every step
+        gets fresh noise and a resumed run replays the same keys. ``None`` in a
+        state built by hand without it (then only a loss that takes no ``key``
+        can be trained).
+      model_state: the model's mutable collections (Flax's ``batch_stats`` and
+        any other, e.g. ``{"batch_stats": ...}``), updated once per step from the
+        step's forward pass (``make_train_step(..., has_model_state=True)``);
+        ``None`` when the model has none.
     """
 
     params: PyTree
@@ -82,6 +92,8 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: jax.Array  # [] int32
     skipped: jax.Array | None = None  # [] int32
+    key: jax.Array | None = None  # raw uint32 key data
+    model_state: PyTree = None
 
 
 class Representation(NamedTuple):
@@ -155,13 +167,21 @@ class TrainStep(NamedTuple):
     diagnose: Callable[[PyTree, Any], Any] | None = None
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        if self.on_nonfinite == "raise" and _stateful.is_traced(state, batch):
+            raise ValueError(
+                "on_nonfinite='raise' reads metrics['finite'] on the host after every step, which "
+                "is impossible inside your jax.jit / lax.scan / jax.vmap. Build the step with "
+                "on_nonfinite='skip' (a non-finite step leaves the state unchanged, inside the "
+                "compiled program) and read metrics['finite'] or metrics['skipped'] (or "
+                "TrainState.skipped) once your jitted function has returned"
+            )
         if self.check_batch is not None:
             self.check_batch(batch)
         new_state, metrics = self.step(state, batch)
         if self.on_nonfinite == "raise" and not bool(metrics["finite"]):
             diagnose = None
             if self.diagnose is not None:
-                diagnose = lambda: self.diagnose(new_state.params, batch)
+                diagnose = lambda: self.diagnose(new_state, batch)
             err = _nonfinite.nonfinite_error(int(new_state.step) - 1, metrics, diagnose)
             err.state = new_state  # unchanged by the step: the run can go on from here
             raise err
@@ -216,6 +236,8 @@ def make_train_step(
     jit: bool = True,
     donate: bool = False,
     on_nonfinite: NonFinite = "skip",
+    has_model_state: bool = False,
+    loss_takes_key: bool | None = None,
 ) -> TrainStep:
     """Builds a multi-task training step.
 
@@ -278,60 +300,138 @@ def make_train_step(
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if not isinstance(has_model_state, bool):
+        raise ValueError(f"has_model_state must be True or False; got {has_model_state!r}")
     resolved = _resolve_mode(mode, balancer, representation)
+    takes_key = _stateful.resolve_takes_key(loss_fn, loss_takes_key)
+    if has_model_state and representation is not None:
+        raise ValueError(
+            "has_model_state=True does not combine with representation= yet: the encoder and "
+            "decoder would each need the model state. Leave representation out (mode='gramian' "
+            "or 'jacobian' run on loss_fn and carry the model state)"
+        )
+    rep_takes_key = representation is not None and any(
+        fn is not None and _stateful.takes_keyword(fn, "key")
+        for fn in (representation.encode, representation.decode, representation.decode_tasks)
+    )
 
-    def init(params) -> TrainState:
+    def init(params, *, key=None, model_state=None) -> TrainState:
+        _stateful.check_float_params(params)
+        if has_model_state and model_state is None:
+            raise ValueError(
+                "the step was built with has_model_state=True but init got no model_state: pass "
+                "init(params, model_state=...), e.g. {'batch_stats': variables['batch_stats']}"
+            )
+        if not has_model_state and model_state is not None:
+            raise ValueError(
+                "init got a model_state but the step was built without has_model_state=True, so "
+                "loss_fn would never see or update it: build the step with has_model_state=True"
+            )
         zero = jnp.zeros((), jnp.int32)
-        return TrainState(params, balancer.init(params), optimizer.init(params), zero, zero)
+        return TrainState(
+            params,
+            balancer.init(params),
+            optimizer.init(params),
+            zero,
+            zero,
+            _stateful.key_data(key),
+            model_state,
+        )
 
-    def route(params, bal_state, batch) -> _routes.RouteOut:
+    def bind_rep(k_t):
+        if representation is None or not rep_takes_key:
+            return representation
+
+        def bind(fn, i):
+            if fn is None or not _stateful.takes_keyword(fn, "key"):
+                return fn
+            sub = jax.random.fold_in(k_t, i)
+            return lambda *a: fn(*a, key=sub)
+
+        # The encoder gets fold_in(k_t, 0); decode and decode_tasks both fold_in(k_t, 1).
+        return Representation(
+            bind(representation.encode, 0),
+            bind(representation.decode, 1),
+            bind(representation.decode_tasks, 1),
+        )
+
+    def route(f, rep, params, bal_state, batch) -> _routes.RouteOut:
+        aux_ = has_aux or has_model_state
         if resolved == "loss":
-            return _routes.loss_route(loss_fn, balancer, params, bal_state, batch, has_aux=has_aux)
+            return _routes.loss_route(f, balancer, params, bal_state, batch, has_aux=aux_)
         if resolved == "gramian":
             return _routes.gramian_route(
-                loss_fn,
+                f,
                 balancer,
                 params,
                 bal_state,
                 batch,
-                has_aux=has_aux,
+                has_aux=aux_,
                 chunk_size=chunk_size,
-                representation=representation,
+                representation=rep,
             )
         if resolved == "jacobian":
             return _routes.jacobian_route(
-                loss_fn, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
+                f, balancer, params, bal_state, batch, has_aux=aux_, chunk_size=chunk_size
             )
         return _routes.representation_route(
-            loss_fn, balancer, representation, params, bal_state, batch, has_aux=has_aux
+            f, balancer, rep, params, bal_state, batch, has_aux=aux_
         )
 
     def step(state: TrainState, batch) -> tuple[TrainState, dict]:
+        if not isinstance(state, TrainState):
+            state = TrainState(*state)
         _checks.check_batch(batch)
-        r = route(state.params, state.balancer_state, batch)
+        _stateful.check_float_params(state.params)
+        if has_model_state and state.model_state is None:
+            raise ValueError(
+                "the step was built with has_model_state=True but TrainState.model_state is "
+                "None: build the state with train_step.init(params, model_state=...)"
+            )
+        k_t = _stateful.step_key(state.key, state.step) if takes_key or rep_takes_key else None
+        f = _stateful.bind_loss(
+            loss_fn,
+            key=k_t if takes_key else None,
+            model_state=state.model_state,
+            has_aux=has_aux,
+            has_model_state=has_model_state,
+        )
+        r = route(f, bind_rep(k_t), state.params, state.balancer_state, batch)
+        aux, model_state = r.aux if has_model_state else (r.aux, state.model_state)
         updates, opt_state = optimizer.update(r.grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         task_finite = jnp.isfinite(r.losses) & r.task_finite
         finite = (
             jnp.all(task_finite) & _nonfinite.tree_finite(r.grads) & _nonfinite.tree_finite(updates)
         )
+        if has_model_state:
+            finite = finite & _nonfinite.tree_finite(model_state)
         skipped = jnp.zeros((), jnp.int32) if state.skipped is None else state.skipped
-        new = (params, r.balancer_state, opt_state)
+        new = (params, r.balancer_state, opt_state, model_state)
         if on_nonfinite != "ignore":
-            old = (state.params, state.balancer_state, state.opt_state)
+            old = (state.params, state.balancer_state, state.opt_state, state.model_state)
             new = _nonfinite.select(finite, new, old)
             skipped = skipped + (~finite).astype(jnp.int32)
         metrics = {
             "losses": r.losses,
-            "aux": r.aux,
+            "aux": aux,
             "weights": r.weights,
             "finite": finite,
             "task_finite": task_finite,
             "skipped": skipped,
         }
-        return TrainState(*new, state.step + 1, skipped), metrics
+        params, bal_state, opt_state, model_state = new
+        new_state = TrainState(
+            params, bal_state, opt_state, state.step + 1, skipped, state.key, model_state
+        )
+        return new_state, metrics
 
-    diagnose = _nonfinite.make_diagnose(loss_fn, has_aux)
+    diagnose_fn = _nonfinite.make_diagnose(loss_fn, has_aux, takes_key, has_model_state)
+
+    def diagnose(state: TrainState, batch):
+        k_t = _stateful.step_key(state.key, state.step - 1) if takes_key else None
+        return diagnose_fn(state.params, batch, k_t, state.model_state)
+
     built = lambda fn, init_fn, check=None: TrainStep(
         init_fn, fn, resolved, on_nonfinite, check, diagnose
     )
@@ -342,7 +442,8 @@ def make_train_step(
     donate_argnums = (0,) if donate else ()
     if mesh is None:
         options = _compiler_options(resolved, jax.default_backend())
-        return built(jax.jit(step, donate_argnums=donate_argnums, compiler_options=options), init)
+        jitted = jax.jit(step, donate_argnums=donate_argnums, compiler_options=options)
+        return built(_stateful.NestableJit(step, jitted), init)
     if data_axis not in mesh.axis_names:
         raise ValueError(f"data_axis {data_axis!r} is not an axis of the mesh {mesh.axis_names}")
     replicated = NamedSharding(mesh, P())
@@ -356,10 +457,10 @@ def make_train_step(
     )
     num_devices = mesh.shape[data_axis]
 
-    def init_replicated(params) -> TrainState:
-        return put_replicated(init(params), replicated)
+    def init_replicated(params, *, key=None, model_state=None) -> TrainState:
+        return put_replicated(init(params, key=key, model_state=model_state), replicated)
 
     def check(batch) -> None:
         _checks.check_divisible(batch, num_devices, data_axis)
 
-    return built(jitted, init_replicated, check)
+    return built(_stateful.NestableJit(step, jitted), init_replicated, check)
