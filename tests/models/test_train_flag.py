@@ -132,3 +132,50 @@ def test_data_parallel_training_forward_matches_one_device():
         jax.tree_util.tree_map(
             lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), st4, st1
         )
+
+
+@pytest.mark.parametrize(
+    "name, route", [("mmoe", "loss"), ("mmoe", "gramian"), ("ple", "loss"), ("ple", "gramian")]
+)
+def test_trains_with_dropout_and_batch_norm_through_make_train_step(name, route):
+    import optax
+
+    model = _build(name)
+    x = jax.random.normal(jax.random.key(1), (B, D))
+    y = jax.random.normal(jax.random.key(2), (K, B, 2))
+    v = model.init(jax.random.key(0), x)
+
+    def loss_fn(params, batch, *, key, model_state):
+        out, new_state = model.apply(
+            {"params": params, **model_state}, batch["x"], train=True,
+            rngs={"dropout": key}, mutable=["batch_stats"],
+        )  # fmt: skip
+        return jnp.mean((out - batch["y"]) ** 2, axis=(1, 2)), new_state
+
+    if route == "loss":
+        balancer = mtl.balancers.equal_weighting(num_tasks=K)
+    else:
+        balancer = mtl.balancers.mgda(num_tasks=K, shared=model.shared_mask(v["params"]))
+    step = mtl.training.make_train_step(
+        loss_fn, balancer, optax.adam(1e-2), mode=route, has_model_state=True
+    )
+    state = step.init(v["params"], key=3, model_state={"batch_stats": v["batch_stats"]})
+    batch = {"x": x, "y": y}
+    for t in range(2):
+        # The step runs one training-mode forward pass with the step's key fold_in(key, t).
+        k_t = jax.random.fold_in(jax.random.key(3), t)
+        losses, expected = loss_fn(state.params, batch, key=k_t, model_state=state.model_state)
+        new, metrics = step(state, batch)
+        np.testing.assert_allclose(metrics["losses"], losses, rtol=1e-5)
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+            new.model_state, expected,
+        )  # fmt: skip
+        state = new
+    # Dropout was on (training losses differ from the deterministic evaluation's) and
+    # every running statistic moved.
+    ev = model.apply({"params": state.params, **state.model_state}, x)
+    assert not np.allclose(jnp.mean((ev - y) ** 2, axis=(1, 2)), metrics["losses"])
+    for a, b in zip(jax.tree_util.tree_leaves(v["batch_stats"]),
+                    jax.tree_util.tree_leaves(state.model_state)):  # fmt: skip
+        assert np.all(np.asarray(a) != np.asarray(b))
