@@ -51,7 +51,9 @@ class LTB(nn.Module):
         the last layer has ``K`` nodes.
 
     ``__call__(x, *, temperature=1.0, train=False)`` returns ``[K, B, ...]``;
-    ``parents()`` the argmax parent of every node of layers ``1..L-1``.
+    ``parents()`` the argmax parent of every node of layers ``1..L-1``. The
+    branch weights :math:`s^j` used by a call are sown as
+    ``intermediates["branch_weights_{j}"]`` (``mutable=["intermediates"]``).
 
     References:
       Guo et al., ICML 2020, https://arxiv.org/abs/2006.01895.
@@ -123,6 +125,7 @@ class LTB(nn.Module):
                 s = jax.nn.softmax((theta + g) / temperature, axis=-1)
             else:
                 s = jax.nn.one_hot(jnp.argmax(theta, axis=-1), theta.shape[-1], dtype=h.dtype)
+            self.sow("intermediates", f"branch_weights_{j}", s)
             h = self.nodes[j](jnp.einsum("ip,pb...->ib...", s, h), train=train)
         return self.heads(h, train=train)
 

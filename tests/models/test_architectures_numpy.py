@@ -295,3 +295,44 @@ def test_mtan_on_images_matches_the_paper(train):
     else:
         fwd = lambda v: model.apply(v, x)
     np.testing.assert_allclose(jax.jit(fwd)(variables), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_ltb_gumbel_softmax_matches_the_paper():
+    # Guo, Lee & Ulbricht (ICML 2020): child i of layer j reads sum_p s_ip h_p^{j-1} with
+    # s_i = softmax((theta_i + G) / tau), G i.i.d. Gumbel(0, 1). As tau -> 0 the sample is
+    # one-hot at argmax_p(theta_ip + G_p), which is parent p with probability
+    # softmax(theta_i)_p (the Gumbel-max property).
+    model, variables, x, p = _np("ltb")
+    rng = np.random.default_rng(0)
+    for j in (1, 2):
+        p[f"theta_{j}"] = rng.normal(0, 1, p[f"theta_{j}"].shape)
+    v = {"params": jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)}
+
+    @jax.jit
+    def sample(key, tau):
+        out, st = model.apply(
+            v, x.astype(np.float32), temperature=tau, train=True, rngs={"gumbel": key},
+            mutable=["intermediates"],
+        )  # fmt: skip
+        s = st["intermediates"]
+        return out, s["branch_weights_1"][0], s["branch_weights_2"][0]
+
+    # The forward pass, from the sampled weights, in NumPy.
+    out, s1, s2 = sample(jax.random.key(0), 0.7)
+    node = lambda j, i, h: np.tanh(
+        h @ _stack(p[f"nodes_{j}"])["Dense_0"]["kernel"][i]
+        + _stack(p[f"nodes_{j}"])["Dense_0"]["bias"][i]
+    )
+    h = [node(0, i, x) for i in range(K)]
+    for j, s in ((1, np.asarray(s1, np.float64)), (2, np.asarray(s2, np.float64))):
+        np.testing.assert_allclose(s.sum(-1), 1.0, rtol=1e-6)
+        h = [node(j, i, sum(s[i, q] * h[q] for q in range(K))) for i in range(K)]
+    hd = _stack(p["heads"])
+    ref = np.stack([h[k] @ hd["kernel"][k] + hd["bias"][k] for k in range(K)])
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-4, atol=1e-5)
+    # Parent frequencies at a tiny temperature: softmax(theta) per child.
+    n = 4000
+    _, s1, _ = jax.vmap(lambda k: sample(k, 1e-3))(jax.random.split(jax.random.key(1), n))
+    freq = np.mean(np.asarray(s1) > 0.5, axis=0)  # [K, K]
+    np.testing.assert_allclose(freq.sum(-1), 1.0)
+    np.testing.assert_allclose(freq, softmax(p["theta_1"]), atol=0.035)

@@ -90,12 +90,19 @@ def test_every_copy_draws_its_own_mask_and_keeps_its_own_statistics():
         @nn.compact
         def __call__(self, x, train: bool = False):
             x = nn.BatchNorm(use_running_average=not train, use_scale=False, use_bias=False)(x)
+            self.sow("intermediates", "normalised", x)
             return nn.Dropout(0.5, deterministic=not train)(x)
 
     s = M._stacking.Stacked(Drop(), 3, in_axis=0)
     x = jax.random.normal(jax.random.key(0), (3, 64, 4)) + jnp.arange(3.0)[:, None, None]
     v = s.init(jax.random.key(0), x)
-    y, st = s.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"])
+    y, st = s.apply(
+        v, x, train=True, rngs={"dropout": jax.random.key(1)},
+        mutable=["batch_stats", "intermediates"],
+    )  # fmt: skip
+    # Any mutable collection is stacked per copy, not only batch_stats.
+    (sown,) = st["intermediates"]["copies"]["module"]["normalised"]
+    assert sown.shape == (3, 64, 4)
     kept = np.asarray(y) != 0
     assert not np.array_equal(kept[0], kept[1]) and not np.array_equal(kept[1], kept[2])
     # Copy i normalises x[i] with x[i]'s own statistics (momentum 0.99 from zero).
