@@ -32,6 +32,19 @@ gradient and every other leaf the plain sum ``∇ Σ_k L_k``. A non-finite loss 
 gradient is skipped, raised or ignored (``on_nonfinite=``), and
 ``metrics["weights"]`` always holds the ``[K]`` weights applied.
 
+**Keys and model state.** :class:`TrainState` carries the run's PRNG key and
+the model's mutable collections. Step ``t`` hands a loss that takes a ``key``
+keyword ``fold_in(wrap_key_data(state.key), t)`` (fresh noise every step, distinct
+per seed, replayed exactly after a resume); with ``has_model_state=True`` the loss
+also gets ``model_state=`` and returns the updated collections, which the step
+stores once per step from its one forward pass.
+
+**Nesting.** The built step (jitted or not) runs inside the caller's own
+``jax.jit``, ``lax.scan``, ``jax.vmap`` and under a mesh. Called at top level,
+the jitted step is compiled with the platform's compiler options (on CPU, the
+memory-optimised scheduler for the per-task routes); nested, it is traced into
+the caller's program, which the caller compiles with its own options.
+
 With ``mesh=``, the step is compiled with the batch sharded along ``data_axis``
 and the state replicated; XLA then reduces across devices, so the balancer
 sees the global-batch per-task gradients and the result equals the
@@ -131,17 +144,27 @@ class Representation(NamedTuple):
 
 
 class TrainStep(NamedTuple):
-    """A built step: ``state = init(params)``, then ``state, metrics = step(state, batch)``.
+    """A built step: ``state = init(params, key=seed)``, then ``step(state, batch)``.
 
     Calling the ``TrainStep`` itself (``train_step(state, batch)``) runs ``step``
     plus the host-side checks: the batch size against the mesh, and the
     ``"raise"`` non-finite policy. Calling the ``step`` field directly (e.g. to
     ``.lower(...).compile()`` it) skips those host checks.
 
+    Both the ``TrainStep`` and its ``step`` run inside a caller's ``jax.jit``,
+    ``lax.scan`` and ``jax.vmap`` (e.g. ``lax.scan(train_step.step, state,
+    batches)``; over seeds, ``vmap`` over ``init(params, key=k)``), except that
+    the ``"raise"`` policy needs a host read and raises a ``ValueError`` there.
+
     Attributes:
-      init: ``params -> TrainState`` (replicated over the mesh when one is given).
+      init: ``(params, *, key=None, model_state=None) -> TrainState`` (replicated
+        over the mesh when one is given). ``key``: an int seed, a PRNG key
+        (``jax.random.key(s)``) or its raw data; ``None`` is seed 0.
+        ``model_state``: the model's mutable collections (required with
+        ``has_model_state=True``, refused without).
       step: ``(TrainState, batch) -> (TrainState, metrics)``, jitted unless
-        ``jit=False``. ``metrics`` holds ``"losses"`` ``[K]``, ``"aux"``,
+        ``jit=False`` (the jitted step's ``lower``/``trace`` are the top-level
+        program's). ``metrics`` holds ``"losses"`` ``[K]``, ``"aux"``,
         ``"weights"`` (the ``[K]`` task weights applied this step), ``"finite"``
         (``[]`` bool: losses, per-task gradients the route formed, the balanced
         gradient and the update are all finite), ``"task_finite"`` (``[K]`` bool,
@@ -152,14 +175,15 @@ class TrainStep(NamedTuple):
       on_nonfinite: the non-finite policy, ``"skip"``, ``"raise"`` or ``"ignore"``.
       check_batch: host-side check of a batch before the step runs (batch size
         divisible by the mesh's data axis), or ``None``.
-      diagnose: ``(params, batch) -> [K]`` bool, per-task gradient finiteness,
-        used by the ``"raise"`` policy to name the task(s) when the route formed
-        no per-task gradient (compiled on first use). ``train_step._replace(
-        on_nonfinite="raise")`` turns a ``"skip"`` step into a raising one without
-        recompiling.
+      diagnose: ``(state, batch) -> [K]`` bool, per-task gradient finiteness at
+        the state a flagged step returned (its params and model state, the key of
+        step ``state.step - 1``), used by the ``"raise"`` policy to name the
+        task(s) when the route formed no per-task gradient (compiled on first
+        use). ``train_step._replace(on_nonfinite="raise")`` turns a ``"skip"``
+        step into a raising one without recompiling.
     """
 
-    init: Callable[[PyTree], TrainState]
+    init: Callable[..., TrainState]
     step: Callable[[TrainState, Any], tuple[TrainState, dict]]
     mode: str
     on_nonfinite: str = "skip"
@@ -245,8 +269,42 @@ def make_train_step(
     balanced gradient and every other leaf the plain sum ``∇ Σ_k L_k``; for a
     loss-only balancer the three routes compute the same update.
 
+    **Per-step key.** If ``loss_fn`` takes a keyword parameter ``key`` (or
+    ``**kwargs``; read once with :func:`inspect.signature`, or set by
+    ``loss_takes_key``), step ``t`` calls it with
+    ``key=jax.random.fold_in(jax.random.wrap_key_data(state.key), t)``, a typed
+    key: split or fold it for each use (dropout, stochastic depth, Gumbel noise).
+    ``state.key`` itself never changes, so the keys depend only on the seed and
+    the step index: a run resumed from a checkpoint replays them exactly, and
+    ``vmap`` over ``init(params, key=k_i)`` gives each seed its own noise. A loss
+    without ``key`` is called as ``loss_fn(params, batch)``. Representation
+    functions that take ``key`` get ``fold_in(k_t, 0)`` (``encode``) and
+    ``fold_in(k_t, 1)`` (``decode``, ``decode_tasks``).
+
+    **Model state.** With ``has_model_state=True`` the step calls
+    ``loss_fn(params, batch, model_state=state.model_state[, key=k_t])``, which
+    returns ``(losses, new_model_state)`` (``(losses, aux, new_model_state)``
+    with ``has_aux``), e.g. Flax's ``apply(..., mutable=["batch_stats"])``. The
+    step stores the new model state from its one primal forward pass: the
+    per-task routes (``"gramian"``, ``"jacobian"``) take their ``K`` backward
+    passes through that pass's VJP, so the statistics are updated once per step,
+    from the batch at the pre-step parameters. A skipped step keeps the old
+    model state (a non-finite new model state also counts as non-finite);
+    under ``mesh=`` it is replicated like the parameters. Not combined with
+    ``representation=`` yet.
+
+    **Nesting and memory.** The returned step runs inside the caller's
+    ``jit``/``scan``/``vmap`` in every route. Compiler options can only be set on
+    a top-level ``jit``, so a nested step is compiled with the caller's: on CPU
+    the per-task routes then lose the memory-optimised scheduler, and their XLA
+    temporary buffers grow with ``K`` again (see ``docs/modes.md`` for the
+    measured figures); pass ``compiler_options={"xla_cpu_scheduler_type":
+    "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}`` to your own ``jax.jit`` to get it
+    back. Other platforms pass no options, so nothing is lost there.
+
     Args:
-      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), one array.
+      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), one array;
+        optionally with keywords ``key`` and ``model_state`` (see above).
       balancer: a balancer from :mod:`mtl_jax.balancers`.
       optimizer: the optax optimiser applied to the balanced update (e.g. Adam).
       has_aux: whether ``loss_fn`` (and ``representation.decode``) return aux.
@@ -263,12 +321,17 @@ def make_train_step(
         unsplit. Same result either way (up to float rounding) when
         ``decode_tasks`` keeps its contract.
       chunk_size: tasks per chunk of per-task VJPs in the ``"gramian"`` and
-        ``"jacobian"`` routes (bounds the memory of the per-task backward passes
-        to one chunk's; ``None``: all ``K`` tasks at once).
+        ``"jacobian"`` routes; the chunks run one after another, so one chunk's
+        backward intermediates are live at a time. ``None``: in the ``"gramian"``
+        route one task at a time (chunks of 1: on W1 the fastest and the
+        smallest, its temporary memory flat in ``K`` on CPU); in the
+        ``"jacobian"`` route all ``K`` tasks at once (one ``vmap``).
       mesh: if given, a data-parallel step over ``mesh`` (batch sharded along
         ``data_axis``, state replicated); ``Explicit`` and ``Auto`` axes both work.
       data_axis: mesh axis name the batch's leading axis is sharded over.
-      jit: whether to ``jax.jit`` the step (un-jitted is handy for debugging).
+      jit: whether to ``jax.jit`` the step. Both nest in a caller's ``jit``; the
+        un-jitted step is the pure function to compose by hand (or to debug),
+        and at top level it runs op by op without the compiler options.
       donate: donate the input state's buffers to the jitted step.
       on_nonfinite: what a non-finite loss, gradient or update does:
         ``"skip"`` (default; the step leaves params, balancer and optimiser states
@@ -277,7 +340,13 @@ def make_train_step(
         and task(s), from a host read of a scalar flag each step) or
         ``"ignore"``. "skip" is the default because it costs no host round-trip
         and a long run survives an occasional bad batch; watch
-        ``metrics["skipped"]``.
+        ``metrics["skipped"]``. ``"raise"`` needs the host read, so inside your
+        own ``jit``/``scan`` use ``"skip"`` and read ``metrics["finite"]``.
+      has_model_state: whether ``loss_fn`` takes ``model_state=`` and returns
+        the new model state (see above).
+      loss_takes_key: whether to pass ``key=`` to ``loss_fn``; ``None`` reads it
+        from ``loss_fn``'s signature (set it for a callable whose signature
+        cannot be read).
 
     Returns:
       A :class:`TrainStep`; see its ``step`` attribute for the metrics.
@@ -286,7 +355,10 @@ def make_train_step(
       TypeError: ``balancer`` is not a balancer (e.g. an optax optimiser), or
         ``optimizer`` is not an optax transform.
       ValueError: an unknown ``mode`` or ``on_nonfinite``, a ``mode`` the balancer's
-        kind does not allow, a ``chunk_size`` that is not a positive int; at trace time, losses
+        kind does not allow, a ``chunk_size`` that is not a positive int,
+        ``has_model_state`` with ``representation``; from ``init``, a params leaf
+        that is not floating point (named), a missing or unexpected
+        ``model_state``, an unusable ``key``; at trace time, losses
         not of shape ``[K]`` with ``K ≥ 1``, ``K`` differing from the balancer's
         ``num_tasks``, an empty batch, or a ``decode`` that ignores ``z``; at
         call time, a batch not divisible by the mesh's data axis.
