@@ -468,7 +468,19 @@ def make_train_step(
             has_aux=has_aux,
             has_model_state=has_model_state,
         )
-        r = route(f, bind_rep(k_t), state.params, state.balancer_state, batch)
+        try:
+            r = route(f, bind_rep(k_t), state.params, state.balancer_state, batch)
+        except Exception as err:
+            if type(err).__name__ == "TraceContextError":  # flax.errors, from an NNX module
+                raise ValueError(
+                    "loss_fn mutates a Flax NNX module (its parameters, BatchNorm statistics or "
+                    "Rngs) created outside the training step, which NNX refuses inside a "
+                    f"transformation ({err}). Build the loss with "
+                    "task = mtl_jax.training.nnx_loss(lambda model, batch: losses, model), "
+                    "make_train_step(task.loss_fn, ..., has_model_state=True) and "
+                    "init(task.params, key=seed, model_state=task.model_state)"
+                ) from err
+            raise
         aux, model_state = r.aux if has_model_state else (r.aux, state.model_state)
         updates, opt_state = optimizer.update(r.grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
