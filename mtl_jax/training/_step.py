@@ -297,8 +297,9 @@ def make_train_step(
     ``jit``/``scan``/``vmap`` in every route. Compiler options can only be set on
     a top-level ``jit``, so a nested step is compiled with the caller's: on CPU
     the per-task routes then lose the memory-optimised scheduler, and their XLA
-    temporary buffers grow with ``K`` again (see ``docs/modes.md`` for the
-    measured figures); pass ``compiler_options={"xla_cpu_scheduler_type":
+    temporary buffers grow with ``K`` again (W1, MGDA, Gramian route: 87.5 MB
+    at top level against 208.8 MB nested at K = 10, 90.3 against 587.6 MB at
+    K = 40); pass ``compiler_options={"xla_cpu_scheduler_type":
     "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}`` to your own ``jax.jit`` to get it
     back. Other platforms pass no options, so nothing is lost there.
 
