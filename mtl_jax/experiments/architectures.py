@@ -139,15 +139,17 @@ def compare(
         model = build(arch, k, c)
         is_ltb = isinstance(model, models.LTB)
 
-        def logits(p, batch, model=model, is_ltb=is_ltb):
-            if is_ltb:
-                s = batch["step"][0]
-                rngs = {"gumbel": jax.random.fold_in(jax.random.key(0), s)}
-                return model.apply(p, batch["x"], train=True, temperature=schedule(s), rngs=rngs)
+        def logits(p, batch, key, model=model, is_ltb=is_ltb):
+            if is_ltb:  # Gumbel noise from the step's key: fresh every step, distinct per seed
+                temperature = schedule(batch["step"][0])
+                rngs = {"gumbel": key}
+                return model.apply(p, batch["x"], train=True, temperature=temperature, rngs=rngs)
             return model.apply(p, batch["x"])
 
-        def loss_fn(p, batch, logits=logits):
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits(p, batch), batch["y"].T)
+        def loss_fn(p, batch, *, key, logits=logits):
+            ce = optax.softmax_cross_entropy_with_integer_labels(
+                logits(p, batch, key), batch["y"].T
+            )
             return jnp.mean(ce, axis=1)
 
         predict = jax.jit(lambda p, x, model=model: jnp.argmax(model.apply(p, x), axis=-1))
@@ -163,7 +165,7 @@ def compare(
             for s in seeds:
                 ds = sets[s]
                 params = model.init(jax.random.key(s), x0)
-                state = step.init(params)
+                state = step.init(params, key=s)
                 rng = np.random.default_rng(s)
                 idx = rng.integers(0, len(ds.y_train), (num_steps, BATCH))
                 x_tr, y_tr = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
