@@ -32,12 +32,13 @@ API conventions (every public factory and function follows them):
 
 from mtl_jax import adaptation as adaptation
 from mtl_jax import balancers as balancers
-from mtl_jax import data as data
 from mtl_jax import models as models
 from mtl_jax import training as training
 from mtl_jax import transfer as transfer
 from mtl_jax import weighting as weighting
 from mtl_jax._jacobian import value_and_jacobian as value_and_jacobian
+from mtl_jax._presence import TaskLosses as TaskLosses
+from mtl_jax._presence import masked_task_losses as masked_task_losses
 from mtl_jax._task_tree import combine as combine
 from mtl_jax._task_tree import gram as gram
 from mtl_jax._task_tree import num_tasks as num_tasks
@@ -46,12 +47,25 @@ from mtl_jax._task_tree import task_norms as task_norms
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # ``mtl_jax.data`` (TFDS builders, the Grain pipeline) loads on first use, so that
+    # ``import mtl_jax`` pulls in no dataset machinery.
+    if name == "data":
+        import importlib
+
+        return importlib.import_module("mtl_jax.data")
+    raise AttributeError(f"module 'mtl_jax' has no attribute {name!r}")
+
+
 __all__ = [
+    "TaskLosses",
     "adaptation",
     "balancers",
     "combine",
     "data",
     "gram",
+    "masked_task_losses",
     "models",
     "num_tasks",
     "sum_tasks",

@@ -214,22 +214,37 @@ def test_train_step_carries_batch_stats_and_follows_schedule(key):
     ts = models.make_dsmt_train_step(
         model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=1, phase_steps=1
     )
-    state = ts.init(v)
+    state = ts.init(v, key=7)
+    assert isinstance(state, mtl.training.TrainState)
     seen = []
     for i in range(3):
-        old_params = state[0].params
-        state, metrics = ts.step(state, dict(b, key=jax.random.key(i)))
+        old_params = state.params
+        state, metrics = ts.step(state, b)
         seen.append(np.asarray(metrics["losses"]))
         if i == 2:  # main phase: the auxiliary output layer gets no update (SGD)
             np.testing.assert_array_equal(
-                state[0].params["aux_out"]["kernel"], old_params["aux_out"]["kernel"]
+                state.params["aux_out"]["kernel"], old_params["aux_out"]["kernel"]
             )
-    assert int(state[0].step) == 3
+    assert int(state.step) == 3
     # Burn-in (step 0), auxiliary phase (step 1), main phase (step 2).
     assert seen[0][0] == 0 and seen[1][0] == 0 and (seen[1][1:] > 0).all()
     assert seen[2][0] > 0 and (seen[2][1:] == 0).all()
     mean0 = v["batch_stats"]["streams"]["BatchNorm_0"]["mean"]
-    assert not np.allclose(state[1]["streams"]["BatchNorm_0"]["mean"], mean0)
+    stats = state.model_state["batch_stats"]
+    assert not np.allclose(stats["streams"]["BatchNorm_0"]["mean"], mean0)
+
+    # One NaN in a batch: the step is skipped and the statistics stay finite and
+    # unchanged, so evaluation still gives finite logits.
+    bad = dict(b, windows=b["windows"].at[5, 0, 10].set(jnp.nan))
+    new, metrics = ts.step(state, bad)
+    assert not bool(metrics["finite"]) and int(new.skipped) == 1
+    for x, y in zip(jax.tree.leaves(new.model_state), jax.tree.leaves(state.model_state)):
+        np.testing.assert_array_equal(x, y)
+    variables = {"params": new.params, **new.model_state}
+    logit, _ = jax.jit(model.apply, static_argnames="train")(
+        variables, b["windows"], b["missing"], train=False
+    )
+    assert np.isfinite(np.asarray(logit)).all()
 
 
 def test_feature_bank_matches_numpy(rng):
