@@ -175,8 +175,10 @@ def _run(exp: _registry.Experiment, options: dict) -> int:
     print()
     print(result.format_table())
     if result.claim:
-        held = {True: "HELD", False: "NOT HELD", None: "not evaluated"}[result.claim_held]
+        held = {True: "HELD", False: "NOT HELD", None: "not tested"}[result.claim_held]
         print(f"\nclaim: {result.claim}\n  -> {held} on seeds {result.seeds}")
+        if result.claim_held is None and result.claim_test.get("reason"):
+            print(f"     ({result.claim_test['reason']})")
     for f in [*result.files, path]:
         print(f"wrote {f}")
     print(f"done in {wall:.1f} s")

@@ -121,9 +121,13 @@ class ExperimentResult:
     metric: str = ""
     #: For each method or variant, the headline metric's value on each seed.
     per_seed: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-    #: The paper's claim this run checks, and whether it held on this run.
+    #: The paper's claim this run checks, and whether it held on this run (``None``: this
+    #: run does not test it, e.g. a fast form too small for a verdict).
     claim: str = ""
     claim_held: bool | None = None
+    #: How the verdict was reached (JSON-serialisable): the statistic, its level and
+    #: values; or, when ``claim_held`` is ``None``, a ``"reason"`` the claim is not tested.
+    claim_test: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def format_table(self) -> str:
         cells = [[_fmt(c) for c in row] for row in self.rows]
@@ -146,7 +150,8 @@ def write_results(
 
     For each method or variant: the headline metric's mean, standard deviation
     (``ddof=1``; 0 for one seed) and per-seed values; plus the experiment's name,
-    form (``"fast"``/``"full"``), seeds, claim and wall time.
+    form (``"fast"``/``"full"``), seeds, claim, verdict (``"held"``, ``"not held"``
+    or ``"not tested"``) with how it was reached (``claim_test``), and wall time.
     """
     import json
 
@@ -168,6 +173,8 @@ def write_results(
         "methods": methods,
         "claim": result.claim,
         "claim_held": result.claim_held,
+        "verdict": {True: "held", False: "not held", None: "not tested"}[result.claim_held],
+        "claim_test": result.claim_test,
         "wall_time_s": float(wall_time_s),
         "files": [f.name for f in result.files],
     }

@@ -152,7 +152,10 @@ class DSelectK(nn.Module):
         gate_in = self._gate_in(self.encode(x, train=train), x)
         logits, _ = self._selectors(gate_in)
         r = self._single(logits)
-        h = -jnp.sum(jax.scipy.special.xlogy(r, r), axis=-1)  # [K, B, k]
+        # -r log r with 0 log 0 = 0 and a zero (not NaN) gradient where a selector has
+        # saturated (the smooth-step makes r exactly 0 there; xlogy's gradient is NaN).
+        pos = r > 0
+        h = -jnp.sum(jnp.where(pos, r * jnp.log(jnp.where(pos, r, 1.0)), 0.0), axis=-1)
         return jnp.mean(jnp.sum(h, axis=-1), axis=-1)
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

@@ -291,26 +291,76 @@ def dsmt_losses(
     whatever its label entry holds (distant supervision: the auxiliary targets
     exist for every window).
 
+    **Contract.** Every ``label_mask`` entry is 0 or 1 and every label of a
+    labelled window (:math:`m_i = 1`) is 0 or 1. With concrete inputs a
+    violation raises ``ValueError`` naming the argument and the bad value. Under
+    a trace (inside ``jit``, ``grad``, ``vmap``, ``scan``) values cannot be
+    inspected, so a violation makes :math:`L_\text{main}` NaN instead: the
+    training step's non-finite policy (skip, raise) then sees it, and a bad
+    batch never yields a plausible-looking loss.
+
     Schwab et al., "Not to Cry Wolf", ICML 2018, https://arxiv.org/abs/1802.05027.
 
     Args:
       logit: ``[B]`` main-output logits.
       aux: ``[B, K]`` auxiliary predictions.
-      labels: ``[B]`` binary labels (any value where ``label_mask`` is 0).
-      label_mask: ``[B]`` 1 for labelled windows, 0 otherwise.
+      labels: ``[B]`` binary labels (any value, NaN included, where ``label_mask`` is 0).
+      label_mask: ``[B]`` 1 for labelled windows, 0 otherwise (bool or numeric).
       aux_targets: ``[B, K]`` standardised auxiliary targets.
 
     Returns:
       ``[K + 1]`` losses.
+
+    Raises:
+      ValueError: mismatched shapes, or (concrete inputs) a ``label_mask`` entry
+        other than 0/1 or a labelled window's label other than 0/1.
     """
     if aux.shape != aux_targets.shape:
         raise ValueError(f"aux {aux.shape} and aux_targets {aux_targets.shape} differ in shape")
+    batch = (jnp.shape(logit)[0],) if jnp.ndim(logit) == 1 else None
+    for name, value in (("labels", labels), ("label_mask", label_mask)):
+        if batch is None or jnp.shape(value) != batch:
+            raise ValueError(
+                f"logit must be [B] and {name} the same shape; got logit {jnp.shape(logit)}, "
+                f"{name} {jnp.shape(value)}"
+            )
+    _check_labels_if_concrete(labels, label_mask)
     m = jnp.asarray(label_mask, logit.dtype)
-    y = jnp.where(m > 0, jnp.asarray(labels, logit.dtype), 0.0)
+    raw_y = jnp.asarray(labels, logit.dtype)
+    # Traced inputs: a value outside the contract turns the main loss into NaN.
+    mask_ok = (m == 0) | (m == 1)
+    label_ok = (m != 1) | (raw_y == 0) | (raw_y == 1)
+    valid = jnp.all(mask_ok & label_ok)
+    y = jnp.where((m > 0) & label_ok, raw_y, 0.0)  # no NaN label reaches the gradient
     bce = optax.sigmoid_binary_cross_entropy(logit, y)
     main = jnp.sum(jnp.where(m > 0, bce, 0.0)) / jnp.maximum(jnp.sum(m), 1.0)
+    main = jnp.where(valid, main, jnp.nan)
     mse = jnp.mean((aux - aux_targets) ** 2, axis=0)
     return jnp.concatenate([main[None], mse])
+
+
+def _check_labels_if_concrete(labels, label_mask) -> None:
+    """Raises ``ValueError`` for a mask entry or a labelled window's label outside {0, 1}."""
+    if isinstance(labels, jax.core.Tracer) or isinstance(label_mask, jax.core.Tracer):
+        return
+    import numpy as np
+
+    m = np.asarray(label_mask)
+    m = m.astype(np.float64) if m.dtype == bool else m
+    bad = ~np.isin(m, (0, 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"label_mask must hold 0 (unlabelled) or 1 (labelled); got {m[i].item()!r} at index {i}"
+        )
+    y = np.asarray(labels)
+    bad = (m == 1) & ~np.isin(y, (0, 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            "labels of labelled windows (label_mask 1) must be 0 or 1; "
+            f"got {y[i].item()!r} at index {i}"
+        )
 
 
 class DSMTTrainStep(NamedTuple):

@@ -121,6 +121,93 @@ def test_unlabelled_window_gives_no_main_gradient(key):
     np.testing.assert_allclose(jax.jit(main_loss)(v["params"], b)[0], jnp.mean(bce[m]), rtol=1e-5)
 
 
+def _np_losses(logit, aux, labels, mask, aux_targets):
+    """dsmt_losses in NumPy float64: mean BCE over the labelled windows, per-task MSE."""
+    z, y, m = (np.asarray(a, np.float64) for a in (logit, labels, mask))
+    lab = m == 1
+    bce = np.logaddexp(0.0, z[lab]) - y[lab] * z[lab]  # -y log s(z) - (1-y) log(1-s(z))
+    mse = np.mean((np.asarray(aux, np.float64) - np.asarray(aux_targets, np.float64)) ** 2, 0)
+    return np.concatenate([[bce.mean() if lab.any() else 0.0], mse])
+
+
+def _call(kw):
+    """dsmt_losses on a dict of its inputs."""
+    kw = dict(kw)
+    return models.dsmt_losses(kw.pop("logit"), kw.pop("aux"), **kw)
+
+
+def _loss_inputs():
+    r = np.random.default_rng(0)
+    return {
+        "logit": r.normal(size=6).astype(np.float32),
+        "aux": r.normal(size=(6, 2)).astype(np.float32),
+        "labels": np.array([1, 0, 1, -1, np.nan, 0], np.float32),
+        "label_mask": np.array([1, 1, 1, 0, 0, 1], np.float32),
+        "aux_targets": r.normal(size=(6, 2)).astype(np.float32),
+    }
+
+
+BAD_LOSS_INPUTS = {
+    "mask 2": ("label_mask", 0, 2.0, r"label_mask must hold 0 .* or 1 .*; got 2\.0 at index 0"),
+    "mask 0.5": ("label_mask", 3, 0.5, r"label_mask must hold .*; got 0\.5 at index 3"),
+    "mask -1": ("label_mask", 4, -1.0, r"label_mask .*; got -1\.0 at index 4"),
+    "label 3": ("labels", 2, 3.0, r"labels of labelled windows .* 0 or 1; got 3\.0 at index 2"),
+    "label 0.5": ("labels", 0, 0.5, r"labels of labelled windows .*; got 0\.5 at index 0"),
+    "label nan": ("labels", 1, np.nan, r"labels of labelled windows .*; got nan at index 1"),
+}
+
+
+def test_dsmt_losses_matches_numpy_and_accepts_bool_masks():
+    x = _loss_inputs()
+    want = _np_losses(x["logit"], x["aux"], x["labels"], x["label_mask"], x["aux_targets"])
+    np.testing.assert_allclose(_call(x), want, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(_call)(x), want, rtol=1e-5)
+    np.testing.assert_allclose(_call(dict(x, label_mask=x["label_mask"] > 0)), want, rtol=1e-5)
+    # No labelled window: the main loss is 0 (not NaN), whatever the labels hold.
+    none = dict(x, label_mask=np.zeros(6, np.float32), labels=np.full(6, 7.0, np.float32))
+    assert float(_call(none)[0]) == 0.0
+
+
+@pytest.mark.parametrize("case", list(BAD_LOSS_INPUTS))
+def test_dsmt_losses_rejects_labels_and_masks_outside_the_contract(case):
+    """Concrete inputs: a ValueError naming the argument and value. Traced: a NaN main loss."""
+    arg, i, value, message = BAD_LOSS_INPUTS[case]
+    x = _loss_inputs()
+    x[arg] = x[arg].copy()
+    x[arg][i] = value
+    with pytest.raises(ValueError, match=message):
+        _call(x)
+    # Under jit the values are not visible: the main loss is NaN, never a plausible number,
+    # while the auxiliary losses are untouched; its gradient stays finite.
+    got = np.asarray(jax.jit(_call)(x))
+    assert np.isnan(got[0]) and np.isfinite(got[1:]).all()
+    grad = jax.jit(jax.grad(lambda z, kw: _call(dict(kw, logit=z))[0]))(x["logit"], x)
+    assert np.isfinite(np.asarray(grad)).all()
+    # And vmapped over a batch of problems, only the bad one is NaN.
+    good = _loss_inputs()
+    stacked = jax.tree.map(lambda a, b: np.stack([a, b]), good, x)
+    both = np.asarray(jax.vmap(_call)(stacked))
+    assert np.isfinite(both[0]).all() and np.isnan(both[1, 0])
+
+
+def test_bad_labels_inside_the_dsmt_step_are_skipped_not_trained_on(key):
+    """The NaN main loss of a bad traced batch is what the step's non-finite policy sees."""
+    model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
+    b = _batch(key, k=2)
+    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
+    ts = models.make_dsmt_train_step(
+        model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=0, phase_steps=1
+    )
+    b.pop("key")
+    state = ts.init(v, key=0)
+    bad = dict(b, labels=b["labels"].at[0].set(3.0))  # window 0 is labelled
+    new, metrics = ts.step(state, bad)
+    assert not np.isfinite(np.asarray(metrics["losses"])[0])
+    assert int(new.skipped) == 1
+    jax.tree.map(np.testing.assert_array_equal, new.params, state.params)
+    jax.tree.map(np.testing.assert_array_equal, new.model_state, state.model_state)
+
+
 def test_train_step_carries_batch_stats_and_follows_schedule(key):
     model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
     b = _batch(key, k=2)
