@@ -173,6 +173,13 @@ def test_weighting_functions_match_closed_forms_over_present_tasks(rng):
         }
     for name, ref in (("gls", gls), ("dwa", dwa), ("stch", stch)):
         np.testing.assert_allclose(np.asarray(got[name])[S], ref, rtol=1e-12, err_msg=name)
+    s = rng.normal(size=k)
+    with jax.enable_x64(True):
+        obj = float(wt.uncertainty_objective(s, losses, presence=p))
+        none = float(wt.uncertainty_objective(s, losses, presence=jnp.zeros(k, bool)))
+    ref = np.sum(0.5 * np.exp(-s[S]) * losses[S] + 0.5 * s[S])
+    np.testing.assert_allclose(obj, ref, rtol=1e-12)
+    assert none == 0.0
 
 
 @pytest.mark.parametrize("distribution", ["normal", "uniform", "dirichlet"])
