@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax.typing import ArrayLike
 
+from mtl_jax._lbfgs import minimize
 from mtl_jax.adaptation._bbse import _check_labels
 
 __all__ = ["BCTSParams", "apply_bcts", "bcts_calibrate", "mlls", "mlls_log_likelihood"]
@@ -83,16 +83,7 @@ def _bcts(z, y, num_iters):
         return -jnp.mean(jnp.sum(onehot * logp, axis=-1))
 
     params = {"log_t": jnp.zeros((), z.dtype), "bias": jnp.zeros(z.shape[-1], z.dtype)}
-    solver = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(nll)
-
-    def body(_, carry):
-        p, state = carry
-        value, grad = value_and_grad(p, state=state)
-        upd, state = solver.update(grad, state, p, value=value, grad=grad, value_fn=nll)
-        return optax.apply_updates(p, upd), state
-
-    params, _ = jax.lax.fori_loop(0, num_iters, body, (params, solver.init(params)))
+    params = minimize(nll, params, num_iters=num_iters)
     return BCTSParams(jnp.exp(params["log_t"]), params["bias"])
 
 

@@ -19,6 +19,7 @@ import optax
 from jax.typing import ArrayLike
 
 from mtl_jax._deprecation import renamed_kwargs
+from mtl_jax._lbfgs import minimize
 from mtl_jax.adaptation._reform import (
     LinearModel,
     linear_model_predict,
@@ -90,16 +91,7 @@ def _refit(x, y, w_prior, b0, lam, learn_scale, num_iters):
         r = p["w"] - d * w_prior
         return _ce(LinearModel(p["w"], p["b"]), x, y) + lam * jnp.sum(r * r)
 
-    solver = optax.lbfgs()
-    vg = optax.value_and_grad_from_state(objective)
-
-    def body(_, carry):
-        p, s = carry
-        v, g = vg(p, state=s)
-        u, s = solver.update(g, s, p, value=v, grad=g, value_fn=objective)
-        return optax.apply_updates(p, u), s
-
-    p, _ = jax.lax.fori_loop(0, num_iters, body, (init, solver.init(init)))
+    p = minimize(objective, init, num_iters=num_iters)
     d = p["d"] if learn_scale else jnp.ones((), x.dtype)
     return LinearModel(p["w"], p["b"]), d
 

@@ -33,9 +33,9 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from mtl_jax import adaptation as ad
+from mtl_jax._lbfgs import minimize
 from mtl_jax.data import train_test_split
 from mtl_jax.experiments import _data
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
@@ -69,17 +69,7 @@ def _train_softmax(x, y, class_weights, num_iters=150):
         ce = ad.importance_weighted_cross_entropy(logits, y, class_weights)
         return ce + 1e-3 * jnp.sum(p["w"] * p["w"])
 
-    solver = optax.lbfgs()
-    vg = optax.value_and_grad_from_state(objective)
-
-    def body(_, carry):
-        p, s = carry
-        v, g = vg(p, state=s)
-        u, s = solver.update(g, s, p, value=v, grad=g, value_fn=objective)
-        return optax.apply_updates(p, u), s
-
-    p, _ = jax.lax.fori_loop(0, num_iters, body, (init, solver.init(init)))
-    return p
+    return minimize(objective, init, num_iters=num_iters)
 
 
 def _logits(p, x):
