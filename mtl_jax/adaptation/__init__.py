@@ -46,7 +46,6 @@ from mtl_jax.adaptation._reform_learning import learn_metric as learn_metric
 from mtl_jax.adaptation._reform_learning import reform_refit as reform_refit
 from mtl_jax.adaptation._rlls import rlls as rlls
 from mtl_jax.adaptation._rlls import rlls_objective as rlls_objective
-from mtl_jax.adaptation._shifted_digits import shift_digits as shift_digits
 from mtl_jax.adaptation._shifts import dirichlet_shift as dirichlet_shift
 from mtl_jax.adaptation._shifts import (
     sample_with_label_distribution as sample_with_label_distribution,
@@ -61,7 +60,6 @@ __all__ = [
     "mahalanobis_cost",
     "reform_refit",
     "semantic_transport",
-    "shift_digits",
     "transform_model",
     "DANNStep",
     "MSTNState",

@@ -8,6 +8,9 @@ from mtl_jax.data._builders import ShiftedDigits as ShiftedDigits
 from mtl_jax.data._digits import Digits as Digits
 from mtl_jax.data._digits import load_digits as load_digits
 from mtl_jax.data._digits import train_test_split as train_test_split
+from mtl_jax.data._domain_shift import DIGIT_DOMAINS as DIGIT_DOMAINS
+from mtl_jax.data._domain_shift import sample_digit_shift as sample_digit_shift
+from mtl_jax.data._domain_shift import shift_digits as shift_digits
 from mtl_jax.data._icu_alarms import ALARM_TYPES as ALARM_TYPES
 from mtl_jax.data._icu_alarms import ICU_STREAMS as ICU_STREAMS
 from mtl_jax.data._icu_alarms import ICUAlarms as ICUAlarms
@@ -46,6 +49,7 @@ __all__ = [
     "ALARM_TYPES",
     "AuxiliaryTargets",
     "CELEB_A_ATTRIBUTES",
+    "DIGIT_DOMAINS",
     "Digits",
     "DigitsAttributes",
     "FeatureRelevance",
@@ -80,7 +84,9 @@ __all__ = [
     "nyuv2_source",
     "prepare",
     "restore_iterator",
+    "sample_digit_shift",
     "select_relevant_features",
+    "shift_digits",
     "time_series_features",
     "toy_regression",
     "train_test_split",

@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from mtl_jax.data._digits import Digits, load_digits, train_test_split
+from mtl_jax.data._domain_shift import DIGIT_DOMAINS, shift_digits
 from mtl_jax.data._multi_digits import ATTRIBUTES, attribute_labels, multi_digits
 from mtl_jax.data._toy_regression import toy_regression
 
@@ -241,24 +242,6 @@ class DigitsAttributes(_Offline):
             yield i, {"image": image, "label": label, "attributes": dict(zip(ATTRIBUTES, attrs[i]))}
 
 
-def shift_domain(images: np.ndarray, domain: str, *, seed: int) -> np.ndarray:
-    """Applies one of the ``shifted_digits`` domain shifts to ``[N, 8, 8, 1]`` images."""
-    if domain == "clean":
-        return images
-    if domain == "rotated":  # 30 degrees, bilinear, within the 8×8 frame
-        from scipy.ndimage import rotate
-
-        out = rotate(images, 30.0, axes=(1, 2), reshape=False, order=1)
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
-    if domain == "noisy":
-        rng = np.random.default_rng(seed)
-        out = images + rng.normal(0.0, 0.3, images.shape)
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
-    if domain == "inverted":
-        return (1.0 - images).astype(np.float32)
-    raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
-
-
 class ShiftedDigits(_Offline):
     """Real digits in four domains: clean, rotated 30°, Gaussian noise (σ 0.3), inverted.
 
@@ -280,7 +263,7 @@ class ShiftedDigits(_Offline):
     def _generate_examples(self, data: Digits):
         n = len(data.labels)
         for d, domain in enumerate(DOMAINS):
-            images = shift_domain(data.images, domain, seed=GENERATION_SEED + n)
+            images = shift_digits(data.images, **DIGIT_DOMAINS[domain], seed=GENERATION_SEED + n)
             for i in range(n):
                 yield d * n + i, {"image": images[i], "label": data.labels[i], "domain": d}
 

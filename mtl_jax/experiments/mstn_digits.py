@@ -3,7 +3,7 @@
 Xie et al., "Learning Semantic Representations for Unsupervised Domain
 Adaptation" (MSTN), ICML 2018, https://proceedings.mlr.press/v80/xie18c.html, at
 the scale of scikit-learn's 8×8 digits: labelled source = clean digits;
-unlabelled target = a disjoint split transformed by :func:`shift_digits`
+unlabelled target = a disjoint split transformed by :func:`mtl_jax.data.shift_digits`
 (rotation, noise, inversion). The same small MLP (features 64-d) and
 discriminator are trained with the paper's losses and ``λ_p`` schedule; the table
 reports target test accuracy, mean and standard deviation over seeds.
@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from mtl_jax import adaptation as ad
-from mtl_jax.data import train_test_split
+from mtl_jax.data import shift_digits, train_test_split
 from mtl_jax.experiments import _data
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
@@ -129,8 +129,8 @@ def _seed_data(digits, s: int, steps: int, domains):
         noise_seed = int(rng.integers(2**31))
         kw = DOMAINS[d]
         shifted[d] = (
-            ad.shift_digits(tgt_train.images, seed=noise_seed, **kw),
-            ad.shift_digits(tgt_test.images, seed=noise_seed + 1, **kw),
+            shift_digits(tgt_train.images, seed=noise_seed, noise_dtype=np.float32, **kw),
+            shift_digits(tgt_test.images, seed=noise_seed + 1, noise_dtype=np.float32, **kw),
         )
     return src, tgt_test.labels, idx_s, idx_t, shifted
 

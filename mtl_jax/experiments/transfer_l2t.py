@@ -29,10 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax import transfer
+from mtl_jax.data import sample_digit_shift, shift_digits
 from mtl_jax.experiments import _data
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
-__all__ = ["make_pair", "run", "shift_domain"]
+__all__ = ["make_pair", "run"]
 
 NUM_CLASSES = 3
 BASES = {
@@ -40,21 +41,6 @@ BASES = {
     "TCA": lambda xs, xt, k: transfer.tca_map(xs, xt, k, mu=1.0),
     "SA": lambda xs, xt, k: transfer.subspace_alignment_map(xs, xt, k),
 }
-
-
-def shift_domain(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random domain shift applied to all ``[N, 8, 8]`` images of a target domain.
-
-    A one-pixel translation (probability 0.3), a blur (0.5), a contrast change and
-    additive Gaussian noise of a random level.
-    """
-    x = images
-    if rng.random() < 0.3:
-        x = np.roll(x, tuple(rng.integers(-1, 2, size=2)), axis=(1, 2))
-    if rng.random() < 0.5:
-        x = (x + np.roll(x, 1, 1) + np.roll(x, 1, 2)) / 3.0
-    x = x * rng.uniform(0.6, 1.1) + rng.normal(0.0, rng.uniform(0.0, 0.3), size=x.shape)
-    return x.astype(np.float32)
 
 
 def make_pair(data, rng: np.random.Generator, *, n_source=40, n_labelled=1, n_test=40):
@@ -73,7 +59,7 @@ def make_pair(data, rng: np.random.Generator, *, n_source=40, n_labelled=1, n_te
         parts["L"].append(np.full(n_labelled, new))
         parts["T"].append(np.full(n_test, new))
     tgt_idx = np.concatenate(parts["l"] + parts["t"])
-    shifted = shift_domain(images[tgt_idx], shift_rng)
+    shifted = shift_digits(images[tgt_idx], **sample_digit_shift(shift_rng), seed=shift_rng)
     n_l = NUM_CLASSES * n_labelled
     flat = lambda z: z.reshape(len(z), -1).astype(np.float32)
     ys, yl, yu = (np.concatenate(parts[k]).astype(np.int32) for k in "SLT")
