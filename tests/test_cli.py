@@ -136,6 +136,12 @@ def test_register_needs_a_claim_seeds_and_known_parameters():
         _registry.register("zz-x", help="x", claim="c", num_seeds=(0, 2))(fn)
     with pytest.raises(ValueError, match=r"unknown \['steps'\]"):
         _registry.register("zz-x", help="x", claim="c", num_seeds=(1, 2))(odd)
+    with pytest.raises(ValueError, match=r"reads data .* must take \('data_dir', 'quiet'\)"):
+        _registry.register("zz-x", help="x", claim="c", num_seeds=(1, 2))(fn)
+    with pytest.raises(ValueError, match="takes data_dir but is declared reads_data=False"):
+        _registry.register("zz-x", help="x", claim="c", num_seeds=(1, 2), reads_data=False)(
+            lambda *, fast, out_dir, seed, data_dir=None, quiet=False: None
+        )
     with pytest.raises(TypeError):
         _registry.register("zz-x", help="x")(fn)  # claim and num_seeds are required
     assert "zz-x" not in _registry._REGISTRY
@@ -166,10 +172,9 @@ def dummy_experiments():
         calls.append({"resume": resume})
         return plain(fast=fast, out_dir=out_dir, seed=seed)
 
-    _registry.register("zz-plain", help="plain", claim="a is a", num_seeds=(2, 2))(plain)
-    _registry.register("zz-resumable", help="resumable", claim="a is a", num_seeds=(2, 2))(
-        resumable
-    )
+    decl = {"claim": "a is a", "num_seeds": (2, 2), "reads_data": False}
+    _registry.register("zz-plain", help="plain", **decl)(plain)
+    _registry.register("zz-resumable", help="resumable", **decl)(resumable)
     yield calls
     for name in ("zz-plain", "zz-resumable"):
         _registry._REGISTRY.pop(name)
@@ -211,11 +216,7 @@ def test_progress_bar_only_on_a_terminal_and_not_when_quiet(monkeypatch):
     assert "train:" in tty.getvalue() and "/3" in tty.getvalue()
     quiet = _TTY()
     monkeypatch.setattr(sys, "stderr", quiet)
-    _registry.set_quiet(True)
-    try:
-        assert list(_registry.progress(range(3), "train")) == [0, 1, 2]
-    finally:
-        _registry.set_quiet(False)
+    assert list(_registry.progress(range(3), "train", quiet=True)) == [0, 1, 2]
     assert quiet.getvalue() == ""
 
 

@@ -16,7 +16,6 @@ from mtl_jax.data._icu_alarms import ICU_STREAMS as ICU_STREAMS
 from mtl_jax.data._icu_alarms import ICUAlarms as ICUAlarms
 from mtl_jax.data._icu_alarms import icu_alarms as icu_alarms
 from mtl_jax.data._icu_builder import ICUAlarmsBuilder as ICUAlarmsBuilder
-from mtl_jax.data._icu_builder import load_icu_alarms as load_icu_alarms
 from mtl_jax.data._multi_digits import MultiTaskDigits as MultiTaskDigits
 from mtl_jax.data._multi_digits import attribute_labels as attribute_labels
 from mtl_jax.data._multi_digits import digits_attributes as digits_attributes
@@ -36,6 +35,7 @@ from mtl_jax.data._tfds import default_data_dir as default_data_dir
 from mtl_jax.data._tfds import get_builder as get_builder
 from mtl_jax.data._tfds import list_builders as list_builders
 from mtl_jax.data._tfds import load as load
+from mtl_jax.data._tfds import load_icu_alarms as load_icu_alarms
 from mtl_jax.data._tfds import prepare as prepare
 from mtl_jax.data._toy_regression import ToyRegression as ToyRegression
 from mtl_jax.data._toy_regression import toy_regression as toy_regression

@@ -10,7 +10,6 @@ Critical Care", ICML 2018, https://arxiv.org/abs/1802.05027.
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
 import numpy as np
@@ -19,7 +18,7 @@ import tensorflow_datasets as tfds
 from mtl_jax.data._builders import _Offline
 from mtl_jax.data._icu_alarms import ALARM_TYPES, ICU_STREAMS, icu_alarms
 
-__all__ = ["ICUAlarmsBuilder", "load_icu_alarms"]
+__all__ = ["ICUAlarmsBuilder"]
 
 
 class ICUAlarmsBuilder(_Offline):
@@ -95,38 +94,3 @@ class ICUAlarmsBuilder(_Offline):
                     "alarm_type": int(d.alarm_type[i]),
                 },
             )
-
-
-def load_icu_alarms(
-    split: str, *, data_dir: str | os.PathLike | None = None, **params: int
-) -> dict[str, np.ndarray]:
-    """One split of the ``icu_alarms`` builder as NumPy arrays, prepared on first use.
-
-    :func:`mtl_jax.data.load` for ``icu_alarms``: prepares the config ``params``
-    (see :class:`ICUAlarmsBuilder`) into ``data_dir`` unless it is there (under
-    the cache's lock, with a progress bar), then reads the split back through
-    ``tfds.data_source`` (no TensorFlow) in generation order, so
-    ``load_icu_alarms("train", seed=3, num_train=n, ...)["windows"]`` equals
-    ``icu_alarms(3, num_windows=n + num_test, ...).windows[:n]``.
-
-    Schwab et al., "Not to Cry Wolf", ICML 2018, https://arxiv.org/abs/1802.05027.
-
-    Args:
-      split: ``"train"`` or ``"test"``.
-      data_dir: the TFDS cache directory; ``None`` for
-        :func:`mtl_jax.data.default_data_dir`.
-      **params: generator arguments (``num_train``, ``num_test``, ``num_samples``,
-        ``sampling_rate``, ``seed``); unnamed ones keep their defaults.
-
-    Returns:
-      ``{"windows": [N, 3, T] float32, "missing": [N, 3] float32, "label": [N]
-      int64, "alarm_type": [N] int64}``.
-
-    Raises:
-      ValueError: an unknown split or generator argument.
-    """
-    from mtl_jax.data._tfds import load
-
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return load("icu_alarms", split=split, data_dir=data_dir, config=params)

@@ -1,7 +1,7 @@
 """Finding, preparing and reading mtl_jax's offline TFDS builders without TensorFlow.
 
-A builder is prepared on first use into a cache directory (``mtl-jax ... --data-dir``,
-else ``$MTL_JAX_DATA_DIR``, else ``~/.cache/mtl_jax/tensorflow_datasets``) as
+A builder is prepared on first use into a cache directory (the ``data_dir``
+argument, else ``$MTL_JAX_DATA_DIR``, else ``~/.cache/mtl_jax/tensorflow_datasets``) as
 ``array_record`` files, and read back through ``tfds.data_source``: random
 access, no TensorFlow. Preparation holds a lock file in the cache directory, so
 that several processes (pytest-xdist workers, data-parallel hosts sharing a
@@ -55,33 +55,15 @@ def list_builders() -> list[str]:
     return list(BUILDERS)
 
 
-_DATA_DIR: pathlib.Path | None = None  # the CLI's --data-dir, while a command runs
-_QUIET = False  # the CLI's --quiet
-
-
-def set_data_dir(data_dir: str | os.PathLike | None) -> None:
-    """Makes ``data_dir`` the cache directory (the CLI's ``--data-dir``); ``None`` unsets it."""
-    global _DATA_DIR
-    _DATA_DIR = None if data_dir is None else pathlib.Path(data_dir).expanduser()
-
-
-def set_quiet(quiet: bool) -> None:
-    """Turns the preparation progress bar of :func:`load` off (``--quiet``) or back on."""
-    global _QUIET
-    _QUIET = bool(quiet)
-
-
 def default_data_dir() -> pathlib.Path:
-    """The cache directory builders prepare into.
+    """The cache directory builders prepare into when no ``data_dir`` is passed.
 
-    The CLI's ``--data-dir`` while a command runs, else ``$MTL_JAX_DATA_DIR`` when
-    set, else ``~/.cache/mtl_jax/tensorflow_datasets``.
+    ``$MTL_JAX_DATA_DIR`` when set, else ``~/.cache/mtl_jax/tensorflow_datasets``
+    (``mtl-jax ... --data-dir DIR`` passes ``DIR`` down as ``data_dir`` instead).
 
     Returns:
       The directory (not created).
     """
-    if _DATA_DIR is not None:
-        return _DATA_DIR
     env = os.environ.get("MTL_JAX_DATA_DIR")
     if env:
         return pathlib.Path(env).expanduser()
@@ -176,7 +158,7 @@ def prepare(
     *,
     data_dir: str | os.PathLike | None = None,
     config: Mapping[str, int] | str | None = None,
-    quiet: bool | None = None,
+    quiet: bool = False,
 ) -> tfds.core.DatasetBuilder:
     """Generates builder ``name`` into ``data_dir`` unless it is already there.
 
@@ -188,8 +170,8 @@ def prepare(
       name: an offline builder's name (see :func:`get_builder`).
       data_dir: the cache directory; ``None`` for :func:`default_data_dir`.
       config: the generator's arguments (see :func:`get_builder`).
-      quiet: hide the progress bar; ``None`` follows ``mtl-jax ... --quiet``. The
-        bar shows only when stderr is a terminal.
+      quiet: hide the progress bar (``mtl-jax ... --quiet``). The bar shows only
+        when stderr is a terminal.
 
     Returns:
       The prepared builder (``builder.info`` gives its splits and sizes).
@@ -205,7 +187,7 @@ def prepare(
         with _prepare_lock(root, name):
             builder = get_builder(name, data_dir=data_dir, config=config)  # re-read under the lock
             if not builder.is_prepared():
-                with _progress_bar(builder, _QUIET if quiet is None else quiet):
+                with _progress_bar(builder, quiet):
                     builder.download_and_prepare(file_format="array_record")
     finally:
         absl_logger.setLevel(level)
@@ -226,6 +208,7 @@ def load(
     split: str,
     data_dir: str | os.PathLike | None = None,
     config: Mapping[str, int] | str | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """One split of an offline builder as NumPy arrays, prepared into the cache on first use.
 
@@ -241,6 +224,7 @@ def load(
       data_dir: the cache directory; ``None`` for :func:`default_data_dir`.
       config: the generator's arguments for builders that take them (see
         :func:`get_builder`); ``None`` for the defaults.
+      quiet: hide the preparation progress bar.
 
     Returns:
       A dict of feature name to ``[N, ...]`` array (a nested dict for nested
@@ -249,7 +233,7 @@ def load(
     Raises:
       ValueError: an unknown ``name``, ``split`` or ``config``.
     """
-    source = data_source(name, split=split, data_dir=data_dir, config=config)
+    source = data_source(name, split=split, data_dir=data_dir, config=config, quiet=quiet)
     return _stack(source.__getitems__(range(len(source))))
 
 
@@ -259,6 +243,7 @@ def data_source(
     split: str,
     data_dir: str | os.PathLike | None = None,
     config: Mapping[str, int] | str | None = None,
+    quiet: bool = False,
 ) -> tfds.data_sources.ArrayRecordDataSource:
     """A random-access source over one split, prepared on first use.
 
@@ -270,6 +255,7 @@ def data_source(
       split: a split name (``"train"``, ``"test"``, or a builder-specific one).
       data_dir: the cache directory; ``None`` for :func:`default_data_dir`.
       config: the generator's arguments (see :func:`get_builder`).
+      quiet: hide the preparation progress bar.
 
     Returns:
       The split's ``ArrayRecordDataSource``.
@@ -277,8 +263,46 @@ def data_source(
     Raises:
       ValueError: ``split`` is not one of the builder's splits.
     """
-    builder = prepare(name, data_dir=data_dir, config=config)
+    builder = prepare(name, data_dir=data_dir, config=config, quiet=quiet)
     splits = sorted(builder.info.splits.keys())
     if split not in splits:
         raise ValueError(f"split must be one of {splits} for {name!r}, got {split!r}")
     return builder.as_data_source(split=split)
+
+
+def load_icu_alarms(
+    split: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+    **params: int,
+) -> dict[str, np.ndarray]:
+    """One split of the ``icu_alarms`` builder as NumPy arrays, prepared on first use.
+
+    :func:`mtl_jax.data.load` for ``icu_alarms``: prepares the config ``params``
+    (see :class:`ICUAlarmsBuilder`) into ``data_dir`` unless it is there (under
+    the cache's lock, with a progress bar), then reads the split back through
+    ``tfds.data_source`` (no TensorFlow) in generation order, so
+    ``load_icu_alarms("train", seed=3, num_train=n, ...)["windows"]`` equals
+    ``icu_alarms(3, num_windows=n + num_test, ...).windows[:n]``.
+
+    Schwab et al., "Not to Cry Wolf", ICML 2018, https://arxiv.org/abs/1802.05027.
+
+    Args:
+      split: ``"train"`` or ``"test"``.
+      data_dir: the TFDS cache directory; ``None`` for
+        :func:`mtl_jax.data.default_data_dir`.
+      quiet: hide the preparation progress bar.
+      **params: generator arguments (``num_train``, ``num_test``, ``num_samples``,
+        ``sampling_rate``, ``seed``); unnamed ones keep their defaults.
+
+    Returns:
+      ``{"windows": [N, 3, T] float32, "missing": [N, 3] float32, "label": [N]
+      int64, "alarm_type": [N] int64}``.
+
+    Raises:
+      ValueError: an unknown split or generator argument.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return load("icu_alarms", split=split, data_dir=data_dir, config=params, quiet=quiet)

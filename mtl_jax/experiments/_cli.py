@@ -19,9 +19,8 @@ import sys
 import textwrap
 import time
 
-from mtl_jax.data import _tfds
-from mtl_jax.data._cli import add_data_parser, run_data_command
 from mtl_jax.experiments import _registry
+from mtl_jax.experiments._data_cli import add_data_parser, run_data_command
 
 DEFAULT_EXPERIMENT = "toy-regression"
 DEFAULT_OUT = pathlib.Path("mtl_jax_runs")
@@ -150,26 +149,24 @@ def _unknown(name: str) -> int:
 
 
 def _run(exp: _registry.Experiment, options: dict) -> int:
-    """Runs ``exp`` with the parsed ``options`` (only those it takes; see ``exp.options``)."""
+    """Runs ``exp`` with the parsed ``options``, each passed down as the argument it names.
+
+    ``data_dir`` and ``quiet`` go to every experiment that takes them (all that
+    read data); ``resume`` and ``balancer`` when given. Nothing outside the call
+    is changed, so one run cannot leak its options into the next.
+    """
     name, fast, seed, out = exp.name, not options["full"], options["seed"], options["out"]
     kwargs = {}
-    for param in exp.parameters:  # resume, balancer, data_dir: passed when set
+    for param in exp.parameters:
         value = options.get(param)
-        if value not in (None, False):
+        if param in _registry.DATA_PARAMETERS or value not in (None, False):
             kwargs[param] = value
-    data_dir = options.get("data_dir")
     out_dir = out / name
     out_dir.mkdir(parents=True, exist_ok=True)
     form = "fast" if fast else "full"
     print(f"mtl-jax: running {name!r} ({form} form, --seed {seed}) -> {out_dir}")
-    _registry.set_quiet(options.get("quiet", False))
-    _tfds.set_data_dir(data_dir)  # where mtl_jax.data.load prepares the offline builders
     t0 = time.perf_counter()
-    try:
-        result = exp.fn(fast=fast, out_dir=out_dir, seed=seed, **kwargs)
-    finally:
-        _registry.set_quiet(False)
-        _tfds.set_data_dir(None)
+    result = exp.fn(fast=fast, out_dir=out_dir, seed=seed, **kwargs)
     wall = time.perf_counter() - t0
     path = _registry.write_results(result, out_dir, name=name, form=form, wall_time_s=wall)
     print()

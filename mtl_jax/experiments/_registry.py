@@ -18,42 +18,32 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_QUIET = False
 
-
-def set_quiet(quiet: bool) -> None:
-    """Turns :func:`progress` bars, and the data cache's preparation bar, off or back on.
-
-    ``mtl-jax run ... --quiet`` calls it; so does :func:`mtl_jax.data.load` honour it.
-    """
-    from mtl_jax.data import _tfds
-
-    global _QUIET
-    _QUIET = bool(quiet)
-    _tfds.set_quiet(quiet)
-
-
-def progress(iterable: Iterable[T], desc: str, *, total: int | None = None) -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], desc: str, *, total: int | None = None, quiet: bool = False
+) -> Iterator[T]:
     """Wraps ``iterable`` in a tqdm progress bar on stderr for long experiment loops.
 
-    The bar is shown only when stderr is a terminal and the CLI was not given
-    ``--quiet``; otherwise the items pass through untouched, so logs and tests
-    stay clean. Experiments use it for their outer training loops::
+    The bar is shown only when stderr is a terminal and ``quiet`` is false (the
+    CLI's ``--quiet``, which the experiment passes on); otherwise the items pass
+    through untouched, so logs and tests stay clean. Experiments use it for their
+    outer training loops::
 
-        for chunk in progress(range(num_chunks), "gradnorm seed 0"):
+        for chunk in progress(range(num_chunks), "gradnorm seed 0", quiet=quiet):
             ...
 
     Args:
       iterable: the items to iterate over.
       desc: the bar's label (e.g. the method and seed being trained).
       total: the number of items, if ``iterable`` has no ``len``.
+      quiet: never show the bar.
 
     Returns:
       An iterator over the same items.
     """
     from tqdm.auto import tqdm
 
-    disable = _QUIET or not sys.stderr.isatty()
+    disable = quiet or not sys.stderr.isatty()
     yield from tqdm(iterable, desc=desc, total=total, file=sys.stderr, disable=disable, leave=False)
 
 
@@ -89,7 +79,6 @@ __all__ = [
     "progress",
     "register",
     "seeds_from",
-    "set_quiet",
     "write_results",
 ]
 
@@ -192,8 +181,11 @@ def _fmt(value: Any) -> str:
 #: The keyword parameters every experiment function takes (``--full``, ``--seed``, ``--out``).
 REQUIRED_PARAMETERS = ("fast", "out_dir", "seed")
 #: The keyword parameters an experiment may take, each one a CLI option (``--resume``,
-#: ``--balancer``, ``--data-dir``); an experiment takes the option iff its function does.
-OPTIONAL_PARAMETERS = ("resume", "balancer", "data_dir")
+#: ``--balancer``, ``--data-dir``, ``--quiet``) that the CLI passes down as an argument.
+OPTIONAL_PARAMETERS = ("resume", "balancer", "data_dir", "quiet")
+#: The keyword parameters an experiment declared with ``reads_data=True`` must take: where
+#: its data cache is (``--data-dir``) and whether preparing it shows a bar (``--quiet``).
+DATA_PARAMETERS = ("data_dir", "quiet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +205,8 @@ class Experiment:
     claim: str
     #: How many seeds ``seeds_from(--seed, n)`` gives in the (fast, full) forms.
     num_seeds: tuple[int, int]
-    #: Whether it reads packaged data through the offline cache (then it takes ``--data-dir``).
+    #: Whether it reads packaged data through the offline cache (then its function takes
+    #: ``data_dir`` and ``quiet``, and the CLI offers ``--data-dir``).
     reads_data: bool = True
 
     @property
@@ -235,14 +228,13 @@ class Experiment:
     def options(self) -> tuple[str, ...]:
         """The ``mtl-jax run NAME`` options this experiment takes, as parameter names.
 
-        ``full``, ``seed``, ``out`` and ``quiet`` always; ``resume`` and ``balancer``
-        when the function takes them; ``data_dir`` when it takes it or reads data
-        through the offline cache.
+        ``full``, ``seed``, ``out`` and ``quiet`` always (``quiet`` has nothing to
+        hide in an experiment that does not take it); ``resume``, ``balancer`` and
+        ``data_dir`` when the function takes them, which for ``data_dir`` is exactly
+        when the experiment is declared ``reads_data`` (see :func:`register`).
         """
         opts = ["full", "seed", "out", "quiet"]
-        opts += [p for p in self.parameters if p != "data_dir"]
-        if self.reads_data or "data_dir" in self.parameters:
-            opts.append("data_dir")
+        opts += [p for p in self.parameters if p != "quiet"]
         return tuple(opts)
 
     @property
@@ -254,7 +246,7 @@ class Experiment:
 _REGISTRY: dict[str, Experiment] = {}
 
 
-def _check_declaration(name: str, fn: Callable, claim, num_seeds) -> None:
+def _check_declaration(name: str, fn: Callable, claim, num_seeds, reads_data: bool) -> None:
     import inspect
 
     if not isinstance(claim, str) or not claim.strip():
@@ -275,6 +267,14 @@ def _check_declaration(name: str, fn: Callable, claim, num_seeds) -> None:
             f"experiment {name!r}: the function must take {REQUIRED_PARAMETERS} and may take "
             f"{OPTIONAL_PARAMETERS}; missing {missing}, unknown {unknown}"
         )
+    data_params = [p for p in DATA_PARAMETERS if p in params]
+    if reads_data and len(data_params) != len(DATA_PARAMETERS):
+        raise ValueError(
+            f"experiment {name!r} reads data (reads_data=True), so its function must take "
+            f"{DATA_PARAMETERS} and pass them to its data loading; it takes {data_params}"
+        )
+    if not reads_data and "data_dir" in params:
+        raise ValueError(f"experiment {name!r} takes data_dir but is declared reads_data=False")
 
 
 def register(
@@ -287,27 +287,31 @@ def register(
 ) -> Callable:
     """Decorator registering ``fn`` as experiment ``name``: its one declaration.
 
-    The function takes ``fast``, ``out_dir`` and ``seed`` and, as it needs them,
-    ``resume``, ``balancer`` and ``data_dir``; ``mtl-jax run NAME`` then offers
-    exactly those options, and ``--help`` shows the claim and the seeds.
+    The function takes ``fast``, ``out_dir`` and ``seed``; ``data_dir`` and
+    ``quiet`` when it reads data through the offline cache (``reads_data``, the
+    default); and, as it needs them, ``resume``, ``balancer`` and ``quiet``.
+    ``mtl-jax run NAME`` then offers exactly those options and passes each one
+    down as that argument (no module state is set), and ``--help`` shows the
+    claim and the seeds.
 
     Args:
       name: the name ``mtl-jax run NAME`` takes.
       help: one line for ``mtl-jax list``.
       claim: the paper's claim the experiment checks (for ``run NAME --help``).
       num_seeds: ``(fast, full)`` numbers of seeds drawn with :func:`seeds_from`.
-      reads_data: whether it reads packaged data through the offline cache, so
-        that ``--data-dir`` applies.
+      reads_data: whether it reads packaged data through the offline cache
+        (then the function must take ``data_dir`` and ``quiet``).
 
     Raises:
       ValueError: an empty claim, a malformed ``num_seeds``, or a function whose
-        keyword parameters are not the ones above.
+        keyword parameters are not the ones above (or lack ``data_dir``/``quiet``
+        under ``reads_data``).
     """
 
     def deco(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"experiment {name!r} is registered twice")
-        _check_declaration(name, fn, claim, num_seeds)
+        _check_declaration(name, fn, claim, num_seeds, bool(reads_data))
         _REGISTRY[name] = Experiment(name, help, fn, claim, num_seeds, bool(reads_data))
         return fn
 

@@ -30,6 +30,7 @@ The floors were set from the fast form's numbers with a margin (see
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 from collections.abc import Sequence
@@ -120,9 +121,11 @@ def _balancer(name: str, k: int, mask) -> balancers.Balancer:
     raise ValueError(f"unknown balancer {name!r}; choose from {BALANCERS}")
 
 
-def _dataset(name: str, seed: int) -> data.MultiTaskDigits:
+def _dataset(name: str, seed: int, data_dir, quiet: bool) -> data.MultiTaskDigits:
     if name in DATASETS:  # through the builders' cache (= data.multi_digits(...) etc.)
-        return _data.multitask_digits(name, seed=seed, num_train=4000, num_test=1000)
+        return _data.multitask_digits(
+            name, seed=seed, num_train=4000, num_test=1000, data_dir=data_dir, quiet=quiet
+        )
     raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
 
 
@@ -163,6 +166,8 @@ def compare(
     seeds: Sequence[int] = (0, 1, 2),
     num_steps: int = 300,
     learning_rate: float = 3e-3,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
 ) -> list[dict]:
     """Trains every architecture with every balancer on ``dataset`` for each seed.
 
@@ -173,6 +178,8 @@ def compare(
       seeds: one run per seed (data split, pairing, initialisation, batches).
       num_steps: Adam steps of batch 64.
       learning_rate: Adam's step size.
+      data_dir: the data cache (``None``: :func:`mtl_jax.data.default_data_dir`).
+      quiet: hide the data preparation's progress bar.
 
     Returns:
       One dict per (architecture, balancer): ``accuracy`` ``[seeds, K]`` test
@@ -181,7 +188,7 @@ def compare(
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    sets = {s: _dataset(dataset, s) for s in seeds}
+    sets = {s: _dataset(dataset, s, data_dir, quiet) for s in seeds}
     first = sets[seeds[0]]
     k, c = len(first.task_names), first.num_classes[0]
     schedule = models.LTB.temperature_schedule(
@@ -247,7 +254,14 @@ def compare(
     claim=CLAIM,
     num_seeds=(FAST[1], FULL[1]),
 )
-def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
+def run(
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> ExperimentResult:
     num_steps, n_seeds = FAST if fast else FULL
     seeds = seeds_from(seed, n_seeds)
     rows = []
@@ -258,6 +272,8 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
             balancer_names=BALANCERS,
             seeds=seeds,
             num_steps=num_steps,
+            data_dir=data_dir,
+            quiet=quiet,
         )
     return _result(rows, seeds, num_steps, out_dir)
 

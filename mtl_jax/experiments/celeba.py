@@ -54,7 +54,7 @@ def _resize(record: dict) -> dict:
     return {"image": record["image"][rows][:, cols], "attributes": record["attributes"]}
 
 
-def _train_one(seed, *, balancer, data_dir, num_iters, batch_size, num_eval):
+def _train_one(seed, *, balancer, data_dir, quiet, num_iters, batch_size, num_eval):
     import jax
     import jax.numpy as jnp
     import optax
@@ -76,7 +76,7 @@ def _train_one(seed, *, balancer, data_dir, num_iters, batch_size, num_eval):
     loader = mtl.data.make_loader(train, batch_size=batch_size, seed=seed, operations=[_Resize()])
     state = step.init(params)
     it = iter(loader)
-    for _ in progress(range(num_iters), f"celeba {balancer} seed {seed}"):
+    for _ in progress(range(num_iters), f"celeba {balancer} seed {seed}", quiet=quiet):
         state, _ = step(state, next(it))
 
     test = mtl.data.multitask_view("celeb_a", split="test", data_dir=data_dir)
@@ -112,6 +112,7 @@ def run(
     seed: int,
     balancer: str = "equal_weighting",
     data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
 ) -> ExperimentResult:
     """Trains the W1 network on CelebA's 40 attributes with one balancer; mean test accuracy."""
     import matplotlib
@@ -128,6 +129,7 @@ def run(
             s,
             balancer=balancer,
             data_dir=data_dir,
+            quiet=quiet,
             num_iters=num_iters,
             batch_size=batch_size,
             num_eval=num_eval,

@@ -51,6 +51,7 @@ at 100 labels), which is why it records no verdict.
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import jax
@@ -163,7 +164,7 @@ def _train_fn(model: models.DSMTNet, *, num_steps: int, pool: int):
     return jax.jit(jax.vmap(one, in_axes=(0, shared, shared, shared, 0, 0, 0, shared, shared)))
 
 
-def _load(seed: int, *, pool: int, test: int, data_dir):
+def _load(seed: int, *, pool: int, test: int, data_dir, quiet: bool):
     """The unlabelled pool (``train``) and the test windows, through the ``icu_alarms`` builder.
 
     Read with :func:`mtl_jax.data.load_icu_alarms` (``tfds.data_source`` over the
@@ -172,7 +173,7 @@ def _load(seed: int, *, pool: int, test: int, data_dir):
     """
     params = {"num_train": pool, "num_test": test, "num_samples": T, "sampling_rate": FS}
     return [
-        data.load_icu_alarms(split, data_dir=data_dir, seed=seed, **params)
+        data.load_icu_alarms(split, data_dir=data_dir, quiet=quiet, seed=seed, **params)
         for split in ("train", "test")
     ]
 
@@ -207,7 +208,12 @@ def _compile_all(fns: dict, args: dict) -> dict:
     num_seeds=(FAST["num_seeds"], FULL["num_seeds"]),
 )
 def run(
-    *, fast: bool, out_dir: pathlib.Path, seed: int, data_dir: str | None = None
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
 ) -> ExperimentResult:
     """DSMT-Nets vs a supervised and a naive multi-task network at 12-100 labels."""
     import matplotlib
@@ -218,7 +224,7 @@ def run(
     cfg = FAST if fast else FULL
     seeds = seeds_from(seed, cfg["num_seeds"])
     budgets = cfg["budgets"]
-    train, test = _load(seed, pool=cfg["pool"], test=cfg["test"], data_dir=data_dir)
+    train, test = _load(seed, pool=cfg["pool"], test=cfg["test"], data_dir=data_dir, quiet=quiet)
     pool = len(train["label"])
     feats = np.asarray(data.time_series_features(train["windows"])).reshape(pool, -1)
     orders = {s: _labelled_order(train["label"], np.random.default_rng([s, 1])) for s in seeds}
@@ -242,7 +248,7 @@ def run(
     compiled = _compile_all(fns, args)
 
     per_seed: dict[str, list[float]] = {}
-    for name in progress(METHODS, "dsmt methods", total=len(METHODS)):
+    for name in progress(METHODS, "dsmt methods", total=len(METHODS), quiet=quiet):
         logits = np.asarray(compiled[name](*args[name]))
         for j, (_, n) in enumerate(inst):
             per_seed.setdefault(f"{name} n={n}", []).append(_auroc(logits[j], test["label"]))

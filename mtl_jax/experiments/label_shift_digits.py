@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import pathlib
 
 import jax
@@ -93,10 +94,9 @@ def _shifts(rng: np.random.Generator, trials: int) -> dict[str, list[np.ndarray]
     return out
 
 
-def _one_seed(s: int, trials: int, ns, acc_ns, log: bool):
+def _one_seed(s: int, trials: int, ns, acc_ns, log: bool, digits):
     """All cells for seed ``s``: ``{(shift, n, method): (mse, acc_before, acc_after)}``."""
     rng = np.random.default_rng(s)
-    digits = _data.digits()  # the digits builder, through the cache
     rest, pool = train_test_split(digits, 0.45, seed=int(rng.integers(2**31)))
     train, hold = train_test_split(rest, 0.4, seed=int(rng.integers(2**31)))
     flat = lambda d: jnp.asarray(d.images.reshape(len(d.labels), -1))
@@ -164,7 +164,14 @@ def _one_seed(s: int, trials: int, ns, acc_ns, log: bool):
     claim=CLAIM,
     num_seeds=NUM_SEEDS,
 )
-def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
+def run(
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> ExperimentResult:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,7 +181,8 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     seeds = seeds_from(seed, NUM_SEEDS[0] if fast else NUM_SEEDS[1])
     ns = (100, 400, 1600) if fast else (100, 200, 400, 800, 1600, 3200)
     acc_ns = (ACC_N,) if fast else (400, ACC_N, ns[-1])
-    per = [_one_seed(s, trials, ns, acc_ns, log=True) for s in seeds]
+    digits = _data.digits(data_dir=data_dir, quiet=quiet)  # the digits builder, through the cache
+    per = [_one_seed(s, trials, ns, acc_ns, log=True, digits=digits) for s in seeds]
     cell = lambda key, i: np.asarray([c[key][i] for c in per])  # per-seed values
 
     rows, mse_curves = [], {}

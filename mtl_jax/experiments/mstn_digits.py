@@ -23,6 +23,7 @@ compile.
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import flax.linen as nn
@@ -141,7 +142,14 @@ def _seed_data(digits, s: int, steps: int, domains):
     claim=CLAIM,
     num_seeds=NUM_SEEDS,
 )
-def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
+def run(
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> ExperimentResult:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +158,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     steps = 600 if fast else 3000
     seeds = seeds_from(seed, NUM_SEEDS[0] if fast else NUM_SEEDS[1])
     domains = CLAIM_DOMAINS if fast else tuple(DOMAINS)
-    digits = _data.digits()  # the digits builder, through the cache
+    digits = _data.digits(data_dir=data_dir, quiet=quiet)  # the digits builder, through the cache
     per = [_seed_data(digits, s, steps, domains) for s in seeds]
     stack = lambda xs: jnp.asarray(np.stack(xs))
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))

@@ -100,6 +100,7 @@ PTA + MTL (the authors' summary; the Omniglot and IMDB tables could not be read)
 from __future__ import annotations
 
 import functools
+import os
 import pathlib
 
 import flax.linen as nn
@@ -141,11 +142,14 @@ _STEPS, _BATCH = 20, 32
 _KEY_IMPL = "rbg"
 
 
-def load_digits_attributes(data_dir=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+def load_digits_attributes(
+    data_dir=None, *, quiet: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
     """All 1,797 digits of the TFDS ``digits_attributes`` builder (train and test pooled).
 
     Args:
       data_dir: the TFDS cache directory (``None``: :func:`mtl_jax.data.default_data_dir`).
+      quiet: hide the preparation's progress bar.
 
     Returns:
       ``(x [N, 64] float32, labels [N] int32, attributes [N, A] int32, names)``,
@@ -155,7 +159,7 @@ def load_digits_attributes(data_dir=None) -> tuple[np.ndarray, np.ndarray, np.nd
 
     recs = []
     for split in ("train", "test"):
-        src = data.data_source("digits_attributes", split=split, data_dir=data_dir)
+        src = data.data_source("digits_attributes", split=split, data_dir=data_dir, quiet=quiet)
         recs += [src[i] for i in range(len(src))]
     names = tuple(sorted(recs[0]["attributes"]))
     x = np.stack([np.asarray(r["image"], np.float32).reshape(-1) for r in recs])
@@ -297,11 +301,12 @@ def _prepare(x, labels, splits, seeds, *, k, n, c, variants, num_meta):
     return (lowered, args), (len(variants), len(labels), len(seeds), k)
 
 
-def _run_all(jobs: list) -> list[np.ndarray]:
+def _run_all(jobs: list, *, quiet: bool = False) -> list[np.ndarray]:
     """Lowers every job, compiles them two at a time (XLA releases the GIL), runs them.
 
     Args:
       jobs: ``_prepare`` keyword arguments, one dict per program.
+      quiet: hide the progress bar.
 
     Returns:
       Each job's test errors ``[V, L, S, K]``.
@@ -312,7 +317,9 @@ def _run_all(jobs: list) -> list[np.ndarray]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         compiled = list(pool.map(lambda p: p[0][0].compile(), prepared))
     out = []
-    for fn, ((_, args), shape) in progress(zip(compiled, prepared), "pta", total=len(jobs)):
+    for fn, ((_, args), shape) in progress(
+        zip(compiled, prepared), "pta", total=len(jobs), quiet=quiet
+    ):
         out.append(np.asarray(fn(*args)).reshape(shape))
     return out
 
@@ -338,11 +345,18 @@ def _paired(base, other):
 
 @register("pta", help="pseudo-task augmentation on small-data digits: single task and with MTL",
           claim=CLAIM, num_seeds=(5, 20))  # fmt: skip
-def run(*, fast: bool, out_dir: pathlib.Path, seed: int = 0) -> ExperimentResult:
+def run(
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> ExperimentResult:
     """Pseudo-task augmentation (Meyerson & Miikkulainen 2018) on digits: STL and MTL."""
     seeds = seeds_from(seed, 5 if fast else 20)
     num_meta = 20 if fast else 40  # 400 or 800 steps
-    x, labels, attrs, names = load_digits_attributes()
+    x, labels, attrs, names = load_digits_attributes(data_dir, quiet=quiet)
     splits = [
         small_data_split(labels, s, num_train=NUM_TRAIN_PER_CLASS, num_val=NUM_VAL_PER_CLASS)
         for s in seeds
@@ -370,7 +384,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int = 0) -> ExperimentResult
     jobs.append(("attr MTL+PTA-HGD D=4", dict(multi, n=4, variants=["HGD"])))
     if not fast:  # control: MTL with HGD's dropout and its hyperperturbation, one decoder
         jobs.append(("attr MTL+HGD D=1", dict(multi, n=1, variants=["HGD"])))
-    results = _run_all([job for _, job in jobs])
+    results = _run_all([job for _, job in jobs], quiet=quiet)
     for (name, job), err in zip(jobs, results):  # err [V, L, S, K]
         if name == "attr STL":  # [1, K attributes, S, 1] -> [S, K]
             record(name, err[0, :, :, 0].T)

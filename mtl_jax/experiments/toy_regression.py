@@ -34,6 +34,7 @@ runs UW's weights move *less* than GradNorm's and that remark is not reproduced.
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import shutil
 import time
@@ -112,7 +113,7 @@ def _task_matrices(ds: data.ToyRegression, seed: int) -> np.ndarray:
     return w
 
 
-def _train(name, step, compiled, state0, args, steps, ckpt_dir, resume):
+def _train(name, step, compiled, state0, args, steps, ckpt_dir, resume, quiet=False):
     """Trains one method on one seed; returns its test-loss and weight histories."""
     ckpt_cm = checkpointer(ckpt_dir, save_every=SAVE_EVERY, keep=2)
     hist, whist, times, start = [], [], [], 0
@@ -124,7 +125,7 @@ def _train(name, step, compiled, state0, args, steps, ckpt_dir, resume):
                 state, extra = restored
                 start = int(extra["step"])
                 hist, whist, times = list(extra["loss"]), list(extra["weights"]), list(extra["ms"])
-        for c in progress(range(start // CHUNK, steps // CHUNK), desc=name):
+        for c in progress(range(start // CHUNK, steps // CHUNK), desc=name, quiet=quiet):
             t0 = time.perf_counter()
             state, w, test = compiled(state, *args, jnp.int32(c * CHUNK))
             test = np.asarray(test)  # waits for the chunk
@@ -144,7 +145,15 @@ def _train(name, step, compiled, state0, args, steps, ckpt_dir, resume):
     claim=CLAIM,
     num_seeds=(FAST[1], FULL[1]),
 )
-def run(*, fast: bool, out_dir: pathlib.Path, seed: int, resume: bool = False) -> ExperimentResult:
+def run(
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int,
+    resume: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> ExperimentResult:
     """GradNorm's toy (Chen et al. 2018, sec. 4): EW, UW, GradNorm, MGDA and UPGrad, K=10."""
     steps, num_seeds = FAST if fast else FULL
     out_dir = pathlib.Path(out_dir)
@@ -167,7 +176,9 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int, resume: bool = False) -
     )
     per_seed = []  # per seed: (initial test losses, sigmas, params0, args)
     for s in seeds:
-        ds = _data.toy_regression(k, num_train=1, num_test=1000, seed=s)  # grad_norm_toy builder
+        ds = _data.toy_regression(  # the grad_norm_toy builder
+            k, num_train=1, num_test=1000, seed=s, data_dir=data_dir, quiet=quiet
+        )
         params0 = model.init(jax.random.key(s), jnp.zeros((1, in_dim)))
         test = (jnp.asarray(ds.x_test), jnp.asarray(ds.y_test))
         args = (
@@ -214,7 +225,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int, resume: bool = False) -
             if not resume:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
             hist, whist, t = _train(
-                f"{name} seed {s}", step, compiled, state0, args, steps, ckpt_dir, resume
+                f"{name} seed {s}", step, compiled, state0, args, steps, ckpt_dir, resume, quiet
             )
             if whist.shape[-1] == 0:  # a balancer that records no weights applies ones
                 whist = np.ones((hist.shape[0], k))

@@ -20,6 +20,7 @@ teacher, the split and the corruption follow the run's first seed. Every
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 
@@ -60,7 +61,14 @@ CLAIM = (
     claim=CLAIM,
     num_seeds=NUM_SEEDS,
 )
-def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
+def run(
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> ExperimentResult:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,13 +82,14 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     t0 = time.perf_counter()
 
     # teacher: the CNN trained on clean digits 0-4
-    (xs, ys), _ = digits_subset(list(range(5)), seed=seeds[0])
+    where = {"data_dir": data_dir, "quiet": quiet}
+    (xs, ys), _ = digits_subset(list(range(5)), seed=seeds[0], **where)
     model = DigitsCNN(5)
     teacher = jax.jit(
         lambda p: train_full_batch(model, p, optax.sgd(0.05, momentum=0.9), xs, ys, 300)
     )(model.init(jax.random.key(seeds[0]), xs[:1]))
 
-    (x, y), (x_test, y_test) = digits_subset(list(range(5, 10)), seed=seeds[0])
+    (x, y), (x_test, y_test) = digits_subset(list(range(5, 10)), seed=seeds[0], **where)
     x, x_test = corrupt(x, rng), corrupt(x_test, rng)
     feats = model.features(teacher, x)
     scores = np.asarray(transfer.difficulty_scores(feats, y, num_classes=5, l2=1e-2))

@@ -38,6 +38,7 @@ curriculum experiment.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 
@@ -80,9 +81,13 @@ class DigitsCNN(nn.Module):
         ]["fc"]["__call__"][0]
 
 
-def digits_subset(classes, *, seed: int = 0):
-    """Train/test digits restricted to ``classes``, labels remapped to ``0..len-1``."""
-    train, test = train_test_split(_data.digits(), 0.3, seed=seed)
+def digits_subset(classes, *, seed: int = 0, data_dir=None, quiet: bool = False):
+    """Train/test digits restricted to ``classes``, labels remapped to ``0..len-1``.
+
+    ``data_dir`` and ``quiet`` are passed to the digits builder's cache.
+    """
+    digits = _data.digits(data_dir=data_dir, quiet=quiet)
+    train, test = train_test_split(digits, 0.3, seed=seed)
     out = []
     for part in (train, test):
         keep = np.isin(part.labels, classes)
@@ -172,7 +177,14 @@ CLAIM = "Every -SP regulariser (L2-SP, L2-SP-Fisher, L1-SP, GL-SP) beats L2 fine
     claim=CLAIM,
     num_seeds=NUM_SEEDS,
 )
-def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
+def run(
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> ExperimentResult:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,7 +195,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     seeds = seeds_from(seed, n_seeds)
     t0 = time.perf_counter()
 
-    d = _data.digits()
+    d = _data.digits(data_dir=data_dir, quiet=quiet)
     rng = np.random.default_rng(seeds[0])
     perm = rng.permutation(len(d.labels))
     n_src = int(0.55 * len(perm))

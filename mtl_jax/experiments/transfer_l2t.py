@@ -21,6 +21,7 @@ the target-only classifier but not PCA/TCA on average (see the reproduction test
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 
@@ -86,7 +87,14 @@ CLAIM = "L2T beats every base algorithm (PCA, TCA, SA) on average over target pa
     claim=CLAIM,
     num_seeds=NUM_SEEDS,
 )
-def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
+def run(
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> ExperimentResult:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,7 +105,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     dim = 8
     seeds = seeds_from(seed, n_test)  # one per held-out test pair
     rng = np.random.default_rng([seed, 0])  # the split and the training pairs
-    d = _data.digits()  # the digits builder, through the cache
+    d = _data.digits(data_dir=data_dir, quiet=quiet)  # the digits builder, through the cache
     half = rng.random(len(d.labels)) < 0.5
     data = (d.images[..., 0], d.labels, half)
     t0 = time.perf_counter()

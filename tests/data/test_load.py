@@ -81,23 +81,36 @@ def test_concurrent_preparations_of_one_builder(tmp_path):
     assert not list((tmp_path / "cache").rglob("incomplete*"))
 
 
-def test_cli_data_dir_and_quiet_reach_the_cache(tmp_path, data_cache):
-    from mtl_jax.data import _tfds
+def _module_scalars() -> dict[tuple[str, str], str]:
+    """Every module-level scalar (bool, number, string, path, None) of the loaded mtl_jax."""
+    kinds = (bool, int, float, str, pathlib.PurePath, type(None))
+    return {
+        (name, attr): repr(value)
+        for name, module in list(sys.modules.items())
+        if name == "mtl_jax" or name.startswith("mtl_jax.")
+        for attr, value in vars(module).items()
+        if isinstance(value, kinds)
+    }
+
+
+def test_cli_passes_data_dir_and_quiet_down_and_sets_no_module_state(tmp_path, data_cache):
     from mtl_jax.experiments import _cli, _registry
 
     seen = []
 
-    def probe(*, fast, out_dir, seed):
-        """Records where the data cache points while it runs."""
-        seen.append((mtl.data.default_data_dir(), _tfds._QUIET))
+    def probe(*, fast, out_dir, seed, data_dir=None, quiet=False):
+        """Records the options it is given and where the data cache points."""
+        seen.append((data_dir, quiet, mtl.data.default_data_dir()))
         return _registry.ExperimentResult(title="probe", columns=["m"], rows=[["a"]])
 
-    _registry.register("zz-data-probe", help="probe")(probe)
+    _registry.register("zz-data-probe", help="probe", claim="c", num_seeds=(1, 1))(probe)
     try:
-        args = ["run", "zz-data-probe", "--out", str(tmp_path), "--quiet"]
-        assert _cli.main([*args, "--data-dir", str(tmp_path / "cache")]) == 0
-        assert _cli.main(args) == 0
+        _registry.available()  # import every experiment module before the snapshot
+        before = _module_scalars()
+        args = ["run", "zz-data-probe", "--out", str(tmp_path)]
+        assert _cli.main([*args, "--data-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+        assert _module_scalars() == before  # the first run left no module state behind
+        assert _cli.main(args) == 0  # so the second sees none of the first's options
     finally:
         _registry._REGISTRY.pop("zz-data-probe")
-    assert seen == [(tmp_path / "cache", True), (data_cache, True)]
-    assert mtl.data.default_data_dir() == data_cache and not _tfds._QUIET
+    assert seen == [(tmp_path / "cache", True, data_cache), (None, False, data_cache)]

@@ -1,4 +1,4 @@
-"""``mtl-jax data list|prepare NAME [--data-dir DIR]|info NAME [--data-dir DIR]``."""
+"""The ``mtl-jax data list|prepare NAME [--data-dir DIR]|info NAME [--data-dir DIR]`` commands."""
 
 from __future__ import annotations
 
