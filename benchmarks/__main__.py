@@ -36,10 +36,9 @@ from typing import Any
 
 import jax
 
-import mtl_jax as mtl
-from benchmarks import step_time, torch_workloads, workloads
+from benchmarks import runners, torch_workloads, workloads
 
-BASELINE = step_time.BASELINE
+BASELINE = runners.BASELINE
 PEERS_MD = pathlib.Path(__file__).with_name("PEERS.md")
 # PEERS.md's method labels -> mtl_jax balancer names.
 PEER_NAMES = {
@@ -64,7 +63,7 @@ PEER_NAMES = {
     "GradDrop": "graddrop",
     "FairGrad": "fairgrad",
 }
-PRECISIONS = {"f32": None, "bf16": "bfloat16"}
+PRECISIONS = runners.PRECISIONS
 
 
 @dataclasses.dataclass
@@ -113,8 +112,8 @@ def _peak_rss_mb(since_reset: bool) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-train_modes = step_time.train_modes
-modes_for = step_time.modes_for
+train_modes = runners.train_modes
+modes_for = runners.modes_for
 
 
 # ---------------------------------------------------------------------------- runners
@@ -124,19 +123,6 @@ modes_for = step_time.modes_for
 class _Runner:
     result: Result
     run: Callable[[], Any]
-
-
-def _precise(wl: workloads.Workload, precision: str) -> workloads.Workload:
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return wl
-    mp = lambda f: mtl.training.mixed_precision(f, compute_dtype=dtype)
-    rep = mtl.training.Representation(mp(wl.representation.encode), mp(wl.representation.decode))
-    return wl._replace(loss_fn=mp(wl.loss_fn), representation=rep)
-
-
-def _train_runner(wl, name, mode, precision, chunk_size):
-    return step_time._train_runner(_precise(wl, precision), name, mode, chunk_size)
 
 
 def _torchjd_w3_runner(agg: workloads.Aggregator, name: str, device: str):
@@ -160,10 +146,10 @@ def _torchjd_w3_runner(agg: workloads.Aggregator, name: str, device: str):
 # ---------------------------------------------------------------------------- timing
 
 
-def _time(runners: Sequence[_Runner], steps: int, min_sample_ms: float) -> None:
+def _time(timed: Sequence[_Runner], steps: int, min_sample_ms: float) -> None:
     """Warm-up (peak RSS measured here), then interleaved timed rounds; fills results."""
     warm = {}
-    for r in runners:
+    for r in timed:
         reset = _reset_peak_rss()
         t0 = time.perf_counter()
         try:
@@ -173,7 +159,7 @@ def _time(runners: Sequence[_Runner], steps: int, min_sample_ms: float) -> None:
             continue
         warm[id(r)] = 1e3 * (time.perf_counter() - t0)
         r.result.peak_rss_mb = _peak_rss_mb(reset)
-    live = [r for r in runners if id(r) in warm]
+    live = [r for r in timed if id(r) in warm]
     fastest = min(warm.values(), default=1.0)
     inner = max(1, math.ceil(min_sample_ms / max(fastest, 1e-3)))
     samples: dict[int, list[float]] = {id(r): [] for r in live}
@@ -238,7 +224,7 @@ def run_benchmark(
                 log(f"skipping {wname} K={k}: time budget spent")
                 continue
             wl = _config(wname, k, quick)
-            runners: list[_Runner] = []
+            timed: list[_Runner] = []
             for name in methods:
                 if budget_s is not None and time.perf_counter() - t_start > budget_s:
                     note = "skipped: time budget"
@@ -248,7 +234,7 @@ def run_benchmark(
                     jobs = [("aggregate", "f32")]
                 else:
                     try:
-                        probe = step_time.make_balancer(name, k, wl.shared)
+                        probe = runners.make_balancer(name, k, wl.shared)
                     except Exception as e:  # not implemented, or needs arguments
                         note = f"{type(e).__name__}: {e}"[:120]
                         results.append(Result(wname, k, name, "-", "f32", "mtl_jax", note=note))
@@ -265,15 +251,17 @@ def run_benchmark(
                     log(f"compiling {wname} K={k} {name} [{mode}, {prec}]")
                     try:
                         if wname == "w3":
-                            run, temp, mflop = step_time._aggregator_runner(wl, name)
+                            run, temp, mflop = runners.aggregator_runner(wl, name)
                         else:
-                            run, temp, mflop = _train_runner(wl, name, mode, prec, chunk_size)
+                            run, temp, mflop = runners.train_runner(
+                                wl, name, mode, chunk_size, prec
+                            )
                     except Exception as e:
                         res.note = f"{type(e).__name__}: {e}"[:120]
                         results.append(res)
                         continue
                     res.xla_temp_mb, res.xla_mflop = temp, mflop
-                    runners.append(_Runner(res, run))
+                    timed.append(_Runner(res, run))
                 if torchjd and (not modes or "torchjd" in modes):
                     res = Result(wname, k, name, "torchjd", "f32", "torchjd")
                     try:
@@ -286,17 +274,17 @@ def run_benchmark(
                         results.append(res)
                         run = None
                     if run is not None:
-                        runners.append(_Runner(res, run))
-            log(f"timing {wname} K={k}: {len(runners)} runs x {steps} rounds")
-            _time(runners, steps, min_sample_ms)
+                        timed.append(_Runner(res, run))
+            log(f"timing {wname} K={k}: {len(timed)} runs x {steps} rounds")
+            _time(timed, steps, min_sample_ms)
             base = [
                 r.result.median_ms
-                for r in runners
+                for r in timed
                 if r.result.method == BASELINE
                 and r.result.framework == "mtl_jax"
                 and r.result.precision == "f32"
             ]
-            for r in runners:
+            for r in timed:
                 r.result.ratio_ew = r.result.median_ms / base[0] if base else math.nan
                 results.append(r.result)
             if checkpoint is not None:
@@ -443,10 +431,10 @@ def plots(results: Sequence[Result], out_dir: pathlib.Path) -> list[str]:
 
 def _methods(spec: str) -> list[str]:
     if spec == "all":
-        return step_time.all_methods()
+        return runners.all_methods()
     if spec == "loss":
-        return list(step_time.LOSS_METHODS)
-    return [step_time.ALIASES.get(m, m) for m in step_time._csv_list(spec)]
+        return list(runners.LOSS_METHODS)
+    return [runners.ALIASES.get(m, m) for m in runners.csv_list(spec)]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -499,10 +487,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except ImportError:
         pass
     methods = _methods(a.methods or ("mgda" if a.quick else "all"))
-    wls = step_time._csv_list(a.workloads or ("w2,w3" if a.quick else "w1,w2,w3"))
-    ks = [int(k) for k in step_time._csv_list(a.num_tasks or ("3" if a.quick else "2,10,40"))]
+    wls = runners.csv_list(a.workloads or ("w2,w3" if a.quick else "w1,w2,w3"))
+    ks = [int(k) for k in runners.csv_list(a.num_tasks or ("3" if a.quick else "2,10,40"))]
     steps = min(a.steps, 2) if a.quick else a.steps
-    precisions = step_time._csv_list(a.precision or ("f32" if a.quick else "f32,bf16"))
+    precisions = runners.csv_list(a.precision or ("f32" if a.quick else "f32,bf16"))
     for prec in precisions:
         if prec not in PRECISIONS:
             raise SystemExit(f"--precision: unknown {prec!r} (f32, bf16)")
@@ -570,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             wls,
             ks,
             w2_tasks=a.w2_tasks,
-            modes=step_time._csv_list(a.modes),
+            modes=runners.csv_list(a.modes),
             precisions=precisions,
             low_precision_methods=low,
             steps=steps,

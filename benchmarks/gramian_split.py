@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 import mtl_jax as mtl
-from benchmarks import step_time, torch_workloads, workloads
+from benchmarks import runners, torch_workloads, workloads
 from mtl_jax import _task_tree
 
 
@@ -97,7 +97,7 @@ def check(wl: workloads.Workload, name: str, *, prototype: bool = True) -> tuple
 
     Returns ``(prototype, split route)`` (``nan`` for the prototype when skipped).
     """
-    balancer = step_time.make_balancer(name, wl.num_tasks, wl.shared)
+    balancer = runners.make_balancer(name, wl.num_tasks, wl.shared)
     if prototype:
         step, state = split_step(wl, balancer, optax.sgd(1.0))
         proto = step(state, wl.batch)[0]
@@ -150,7 +150,7 @@ def main(argv=None):
     def add(label, run_fn):
         runs[label] = run_fn
 
-    run, _, _ = step_time._train_runner(wl, "equal_weighting", "loss", None)
+    run, _, _ = runners.train_runner(wl, "equal_weighting", "loss")
     add("equal_weighting loss", run)
     for name in methods:
         e_proto, e_route = check(wl, name, prototype=not a.no_prototype)
@@ -158,11 +158,11 @@ def main(argv=None):
             f"{name}: max rel. gradient difference against the unsplit route: "
             f"prototype {e_proto:.1e}, split route {e_route:.1e}"
         )
-        balancer = step_time.make_balancer(name, wl.num_tasks, wl.shared)
+        balancer = runners.make_balancer(name, wl.num_tasks, wl.shared)
         for split in (True, False):
             step = _route_step(wl, balancer, optax.adam(1e-3), split=split)
             add(f"{name} gramian ({'split route' if split else 'unsplit'})", _runner(step, wl))
-        run, _, _ = step_time._train_runner(wl, name, "representation", None)
+        run, _, _ = runners.train_runner(wl, name, "representation")
         add(f"{name} representation", run)
         if a.no_prototype:
             continue

@@ -16,7 +16,7 @@ import numpy as np
 
 # torchjd 0.18 aggregators by mtl_jax balancer name (default hyperparameters, as in
 # PEERS.md's torchjd columns; CAGrad with c = 0.5, FairGrad with α = 1 as ours). The
-# one table used by every same-run comparison (the one command and step_time).
+# one table used by every same-run comparison (`python -m benchmarks` and its runners).
 # Equal weighting is Mean in training steps (W1/W2, as PEERS.md's torchjd column) and
 # Sum on W3, where our equal weighting is the plain sum over tasks; see aggregator().
 AGGREGATORS: dict[str, Callable[[Any, int], Any]] = {

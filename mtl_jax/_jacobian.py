@@ -70,7 +70,7 @@ def task_map(fn: Callable[[jax.Array], Any], k: int, dtype: Any, chunk_size: int
     a loop or a ``cond`` are not handed to its fast (YNNPACK) kernels and the W1
     Gramian step took ~50 s instead of ~1 s; and
     per-task VJPs of a convolutional net ran faster than one VJP vectorised over
-    the tasks (``benchmarks.step_time``, W1).
+    the tasks (W1 of the step-time benchmark, ``python -m benchmarks``).
 
     Args:
       fn: ``e[K] -> pytree``; linear in ``e`` (a VJP).

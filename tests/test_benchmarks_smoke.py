@@ -1,6 +1,5 @@
 """The benchmarks run end to end in their quick modes (seconds; no timing is asserted)."""
 
-import csv
 import pathlib
 import sys
 
@@ -9,30 +8,26 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_step_time_quick(tmp_path):
-    """``benchmarks.step_time`` (the library behind the command) still runs on its own;
-    ``--torchjd`` adds torchjd's aggregator, timed in the same run, next to ours."""
+def test_w3_with_torchjd_quick(tmp_path):
+    """``--workloads w3`` times the balancer alone; torchjd's aggregator of each method
+    runs on the same Jacobian in the same rounds, its ratio taken to our EW."""
     import importlib.util
 
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from benchmarks import step_time
+    from benchmarks import __main__ as bench
 
-    out_csv = tmp_path / "t.csv"
-    out_md = tmp_path / "t.md"
     has_torchjd = importlib.util.find_spec("torchjd") is not None
     args = ["--quick", "--methods", "mgda", "--workloads", "w3", "--num-tasks", "3", "--quiet"]
-    args += ["--out-csv", str(out_csv), "--out-md", str(out_md)]
-    rows = step_time.main([*args, "--torchjd"] if has_torchjd else args)
+    doc = bench.main([*args, "--out", str(tmp_path)] + ([] if has_torchjd else ["--no-torchjd"]))
+    rows = {(r["method"], r["mode"]): r for r in doc["results"]}
     expected = {("equal_weighting", "aggregate"), ("mgda", "aggregate")}
     if has_torchjd:
         expected |= {("equal_weighting", "torchjd"), ("mgda", "torchjd")}
-    assert {(r.method, r.mode) for r in rows} == expected
-    assert all(np.isfinite(r.median_ms) and r.median_ms > 0 for r in rows)
-    assert rows[0].ratio == 1.0
-    with open(out_csv) as f:
-        assert len(list(csv.DictReader(f))) == len(expected)
-    assert "| W3 aggregator K=3 | mgda | aggregate |" in out_md.read_text()
+    assert set(rows) == expected
+    assert all(np.isfinite(r["median_ms"]) and r["median_ms"] > 0 for r in rows.values())
+    assert rows[("equal_weighting", "aggregate")]["ratio_ew"] == 1.0
+    assert "| w3 | 3 | mgda | aggregate |" in (tmp_path / "results.md").read_text()
 
 
 def test_one_command_quick(tmp_path):
@@ -94,7 +89,7 @@ def test_peer_table_parses_peers_md():
 
 
 def test_one_torchjd_table():
-    """Both commands take torchjd's aggregators from ``torch_workloads.AGGREGATORS``;
+    """Every comparison takes torchjd's aggregators from ``torch_workloads.AGGREGATORS``;
     equal weighting is Mean in a training step and Sum on W3 (our W3 EW sums)."""
     import importlib.util
 
@@ -106,9 +101,8 @@ def test_one_torchjd_table():
         sys.path.insert(0, str(ROOT))
     import torch
 
-    from benchmarks import step_time, torch_workloads
+    from benchmarks import torch_workloads
 
-    assert not hasattr(step_time, "TORCHJD_W3")
     jac = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
     w3 = torch_workloads.aggregator("equal_weighting", 2, workload="w3")
     w1 = torch_workloads.aggregator("equal_weighting", 2, workload="w1")

@@ -8,7 +8,6 @@ from mtl_jax.data._builders import ShiftedDigits as ShiftedDigits
 from mtl_jax.data._digits import Digits as Digits
 from mtl_jax.data._digits import load_digits as load_digits
 from mtl_jax.data._digits import train_test_split as train_test_split
-from mtl_jax.data._domain_shift import DIGIT_DOMAINS as DIGIT_DOMAINS
 from mtl_jax.data._domain_shift import sample_digit_shift as sample_digit_shift
 from mtl_jax.data._domain_shift import shift_digits as shift_digits
 from mtl_jax.data._icu_alarms import ALARM_TYPES as ALARM_TYPES
@@ -49,7 +48,6 @@ __all__ = [
     "ALARM_TYPES",
     "AuxiliaryTargets",
     "CELEB_A_ATTRIBUTES",
-    "DIGIT_DOMAINS",
     "Digits",
     "DigitsAttributes",
     "FeatureRelevance",

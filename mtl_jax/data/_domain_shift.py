@@ -7,7 +7,7 @@ and MSTN (Xie et al. 2018, https://proceedings.mlr.press/v80/xie18c.html), and
 of the randomly perturbed target domains of Learning to Transfer (Wei et al.
 2018, https://proceedings.mlr.press/v80/wei18a.html).
 
-:func:`shift_digits` applies a fixed shift; :data:`DIGIT_DOMAINS` names the
+:func:`shift_digits` applies a fixed shift; ``DIGIT_DOMAINS`` here names the
 shifts of the ``shifted_digits`` builder; :func:`sample_digit_shift` draws the
 random shift of a Learning-to-Transfer target domain.
 """

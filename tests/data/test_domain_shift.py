@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mtl_jax.data import DIGIT_DOMAINS, load_digits, sample_digit_shift, shift_digits
+from mtl_jax.data import load_digits, sample_digit_shift, shift_digits
+from mtl_jax.data._domain_shift import DIGIT_DOMAINS
 
 
 @pytest.fixture(scope="module")
