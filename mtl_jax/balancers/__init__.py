@@ -91,3 +91,11 @@ __all__ = [
     "uncertainty_weighting",
     "upgrad",
 ]
+
+# 2025 baselines (torchjd 0.18 / LibMTL parity).
+from mtl_jax.balancers._constant import constant as constant
+from mtl_jax.balancers._scale_invariant import IMTLLState as IMTLLState
+from mtl_jax.balancers._scale_invariant import imtl_l as imtl_l
+from mtl_jax.balancers._scale_invariant import scale_invariant as scale_invariant
+
+__all__ += ["IMTLLState", "constant", "imtl_l", "scale_invariant"]

@@ -77,3 +77,22 @@ __all__ = [
     "uncertainty_weights",
     "upgrad_weights",
 ]
+
+# 2025 baselines (torchjd 0.18 / LibMTL parity).
+from mtl_jax.weighting._constant import constant_weights as constant_weights
+from mtl_jax.weighting._scale_invariant import imtl_l_objective as imtl_l_objective
+from mtl_jax.weighting._scale_invariant import (
+    imtl_l_scale_grad as imtl_l_scale_grad,
+)
+from mtl_jax.weighting._scale_invariant import imtl_l_weights as imtl_l_weights
+from mtl_jax.weighting._scale_invariant import (
+    scale_invariant_weights as scale_invariant_weights,
+)
+
+__all__ += [
+    "constant_weights",
+    "imtl_l_objective",
+    "imtl_l_scale_grad",
+    "imtl_l_weights",
+    "scale_invariant_weights",
+]
