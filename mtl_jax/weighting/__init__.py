@@ -80,6 +80,8 @@ __all__ = [
 
 # 2025 baselines (torchjd 0.18 / LibMTL parity).
 from mtl_jax.weighting._constant import constant_weights as constant_weights
+from mtl_jax.weighting._robust import krum_weights as krum_weights
+from mtl_jax.weighting._robust import trimmed_mean as trimmed_mean
 from mtl_jax.weighting._scale_invariant import imtl_l_objective as imtl_l_objective
 from mtl_jax.weighting._scale_invariant import (
     imtl_l_scale_grad as imtl_l_scale_grad,
@@ -94,5 +96,7 @@ __all__ += [
     "imtl_l_objective",
     "imtl_l_scale_grad",
     "imtl_l_weights",
+    "krum_weights",
     "scale_invariant_weights",
+    "trimmed_mean",
 ]
