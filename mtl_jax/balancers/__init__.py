@@ -94,10 +94,21 @@ __all__ = [
 
 # 2025 baselines (torchjd 0.18 / LibMTL parity).
 from mtl_jax.balancers._constant import constant as constant
+from mtl_jax.balancers._cr_mogm import CRMOGMState as CRMOGMState
+from mtl_jax.balancers._cr_mogm import cr_mogm as cr_mogm
 from mtl_jax.balancers._robust import krum as krum
 from mtl_jax.balancers._robust import trimmed_mean as trimmed_mean
 from mtl_jax.balancers._scale_invariant import IMTLLState as IMTLLState
 from mtl_jax.balancers._scale_invariant import imtl_l as imtl_l
 from mtl_jax.balancers._scale_invariant import scale_invariant as scale_invariant
 
-__all__ += ["IMTLLState", "constant", "imtl_l", "krum", "scale_invariant", "trimmed_mean"]
+__all__ += [
+    "CRMOGMState",
+    "IMTLLState",
+    "constant",
+    "cr_mogm",
+    "imtl_l",
+    "krum",
+    "scale_invariant",
+    "trimmed_mean",
+]

@@ -80,6 +80,8 @@ __all__ = [
 
 # 2025 baselines (torchjd 0.18 / LibMTL parity).
 from mtl_jax.weighting._constant import constant_weights as constant_weights
+from mtl_jax.weighting._cr_mogm import cr_mogm_update as cr_mogm_update
+from mtl_jax.weighting._cr_mogm import mgda_present_weights as mgda_present_weights
 from mtl_jax.weighting._robust import krum_weights as krum_weights
 from mtl_jax.weighting._robust import trimmed_mean as trimmed_mean
 from mtl_jax.weighting._scale_invariant import imtl_l_objective as imtl_l_objective
@@ -93,10 +95,12 @@ from mtl_jax.weighting._scale_invariant import (
 
 __all__ += [
     "constant_weights",
+    "cr_mogm_update",
     "imtl_l_objective",
     "imtl_l_scale_grad",
     "imtl_l_weights",
     "krum_weights",
+    "mgda_present_weights",
     "scale_invariant_weights",
     "trimmed_mean",
 ]
