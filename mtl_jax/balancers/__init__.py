@@ -96,19 +96,27 @@ __all__ = [
 from mtl_jax.balancers._constant import constant as constant
 from mtl_jax.balancers._cr_mogm import CRMOGMState as CRMOGMState
 from mtl_jax.balancers._cr_mogm import cr_mogm as cr_mogm
+from mtl_jax.balancers._modo import MoDoState as MoDoState
+from mtl_jax.balancers._modo import modo as modo
 from mtl_jax.balancers._robust import krum as krum
 from mtl_jax.balancers._robust import trimmed_mean as trimmed_mean
 from mtl_jax.balancers._scale_invariant import IMTLLState as IMTLLState
 from mtl_jax.balancers._scale_invariant import imtl_l as imtl_l
 from mtl_jax.balancers._scale_invariant import scale_invariant as scale_invariant
+from mtl_jax.balancers._sdmgrad import SDMGradState as SDMGradState
+from mtl_jax.balancers._sdmgrad import sdmgrad as sdmgrad
 
 __all__ += [
     "CRMOGMState",
     "IMTLLState",
+    "MoDoState",
+    "SDMGradState",
     "constant",
     "cr_mogm",
     "imtl_l",
     "krum",
+    "modo",
     "scale_invariant",
+    "sdmgrad",
     "trimmed_mean",
 ]

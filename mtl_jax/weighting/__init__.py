@@ -82,6 +82,8 @@ __all__ = [
 from mtl_jax.weighting._constant import constant_weights as constant_weights
 from mtl_jax.weighting._cr_mogm import cr_mogm_update as cr_mogm_update
 from mtl_jax.weighting._cr_mogm import mgda_present_weights as mgda_present_weights
+from mtl_jax.weighting._modo import modo_step as modo_step
+from mtl_jax.weighting._modo import task_cross_gram as task_cross_gram
 from mtl_jax.weighting._robust import krum_weights as krum_weights
 from mtl_jax.weighting._robust import trimmed_mean as trimmed_mean
 from mtl_jax.weighting._scale_invariant import imtl_l_objective as imtl_l_objective
@@ -92,6 +94,7 @@ from mtl_jax.weighting._scale_invariant import imtl_l_weights as imtl_l_weights
 from mtl_jax.weighting._scale_invariant import (
     scale_invariant_weights as scale_invariant_weights,
 )
+from mtl_jax.weighting._sdmgrad import sdmgrad_step as sdmgrad_step
 
 __all__ += [
     "constant_weights",
@@ -101,6 +104,9 @@ __all__ += [
     "imtl_l_weights",
     "krum_weights",
     "mgda_present_weights",
+    "modo_step",
     "scale_invariant_weights",
+    "sdmgrad_step",
+    "task_cross_gram",
     "trimmed_mean",
 ]

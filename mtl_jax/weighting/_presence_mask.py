@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["as_presence"]
+__all__ = ["as_presence", "project_present_simplex"]
 
 
 def as_presence(presence: jax.typing.ArrayLike | None, k: int) -> jax.Array:
@@ -20,3 +20,16 @@ def as_presence(presence: jax.typing.ArrayLike | None, k: int) -> jax.Array:
     if p.shape != (k,):
         raise ValueError(f"presence must have shape ({k},) (one flag per task), got {p.shape}")
     return p.astype(bool)
+
+
+def project_present_simplex(v: jax.Array, present: jax.Array) -> jax.Array:
+    """Euclidean projection of ``v`` onto the simplex of the present tasks (0 elsewhere).
+
+    ``argmin_{w ≥ 0, Σ_{k ∈ S} w_k = 1, w_k = 0 (k ∉ S)} ‖w − v‖``; all zeros when no
+    task is present.
+    """
+    from mtl_jax.weighting._simplex import project_simplex
+
+    low = jnp.asarray(-0.25 * jnp.finfo(v.dtype).max, v.dtype)
+    w = project_simplex(jnp.where(present, v, low))
+    return jnp.where(present, w, jnp.zeros((), v.dtype))
