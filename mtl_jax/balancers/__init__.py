@@ -96,6 +96,8 @@ __all__ = [
 from mtl_jax.balancers._constant import constant as constant
 from mtl_jax.balancers._cr_mogm import CRMOGMState as CRMOGMState
 from mtl_jax.balancers._cr_mogm import cr_mogm as cr_mogm
+from mtl_jax.balancers._excess_mtl import ExcessMTLState as ExcessMTLState
+from mtl_jax.balancers._excess_mtl import excess_mtl as excess_mtl
 from mtl_jax.balancers._modo import MoDoState as MoDoState
 from mtl_jax.balancers._modo import modo as modo
 from mtl_jax.balancers._robust import krum as krum
@@ -108,11 +110,13 @@ from mtl_jax.balancers._sdmgrad import sdmgrad as sdmgrad
 
 __all__ += [
     "CRMOGMState",
+    "ExcessMTLState",
     "IMTLLState",
     "MoDoState",
     "SDMGradState",
     "constant",
     "cr_mogm",
+    "excess_mtl",
     "imtl_l",
     "krum",
     "modo",

@@ -82,6 +82,7 @@ __all__ = [
 from mtl_jax.weighting._constant import constant_weights as constant_weights
 from mtl_jax.weighting._cr_mogm import cr_mogm_update as cr_mogm_update
 from mtl_jax.weighting._cr_mogm import mgda_present_weights as mgda_present_weights
+from mtl_jax.weighting._excess_mtl import excess_mtl_risks as excess_mtl_risks
 from mtl_jax.weighting._modo import modo_step as modo_step
 from mtl_jax.weighting._modo import task_cross_gram as task_cross_gram
 from mtl_jax.weighting._robust import krum_weights as krum_weights
@@ -99,6 +100,7 @@ from mtl_jax.weighting._sdmgrad import sdmgrad_step as sdmgrad_step
 __all__ += [
     "constant_weights",
     "cr_mogm_update",
+    "excess_mtl_risks",
     "imtl_l_objective",
     "imtl_l_scale_grad",
     "imtl_l_weights",
