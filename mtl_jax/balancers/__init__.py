@@ -102,6 +102,8 @@ from mtl_jax.balancers._modo import MoDoState as MoDoState
 from mtl_jax.balancers._modo import modo as modo
 from mtl_jax.balancers._robust import krum as krum
 from mtl_jax.balancers._robust import trimmed_mean as trimmed_mean
+from mtl_jax.balancers._scalarization import cosmos as cosmos
+from mtl_jax.balancers._scalarization import pbi as pbi
 from mtl_jax.balancers._scale_invariant import IMTLLState as IMTLLState
 from mtl_jax.balancers._scale_invariant import imtl_l as imtl_l
 from mtl_jax.balancers._scale_invariant import scale_invariant as scale_invariant
@@ -115,11 +117,13 @@ __all__ += [
     "MoDoState",
     "SDMGradState",
     "constant",
+    "cosmos",
     "cr_mogm",
     "excess_mtl",
     "imtl_l",
     "krum",
     "modo",
+    "pbi",
     "scale_invariant",
     "sdmgrad",
     "trimmed_mean",

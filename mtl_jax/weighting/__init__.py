@@ -87,6 +87,10 @@ from mtl_jax.weighting._modo import modo_step as modo_step
 from mtl_jax.weighting._modo import task_cross_gram as task_cross_gram
 from mtl_jax.weighting._robust import krum_weights as krum_weights
 from mtl_jax.weighting._robust import trimmed_mean as trimmed_mean
+from mtl_jax.weighting._scalarization import cosmos_objective as cosmos_objective
+from mtl_jax.weighting._scalarization import cosmos_weights as cosmos_weights
+from mtl_jax.weighting._scalarization import pbi_objective as pbi_objective
+from mtl_jax.weighting._scalarization import pbi_weights as pbi_weights
 from mtl_jax.weighting._scale_invariant import imtl_l_objective as imtl_l_objective
 from mtl_jax.weighting._scale_invariant import (
     imtl_l_scale_grad as imtl_l_scale_grad,
@@ -99,6 +103,8 @@ from mtl_jax.weighting._sdmgrad import sdmgrad_step as sdmgrad_step
 
 __all__ += [
     "constant_weights",
+    "cosmos_objective",
+    "cosmos_weights",
     "cr_mogm_update",
     "excess_mtl_risks",
     "imtl_l_objective",
@@ -107,6 +113,8 @@ __all__ += [
     "krum_weights",
     "mgda_present_weights",
     "modo_step",
+    "pbi_objective",
+    "pbi_weights",
     "scale_invariant_weights",
     "sdmgrad_step",
     "task_cross_gram",

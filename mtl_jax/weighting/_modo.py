@@ -53,8 +53,8 @@ def modo_step(
       >>> from mtl_jax.weighting import modo_step
       >>> a = jnp.diag(jnp.array([1.0, 3.0]))
       >>> lam = modo_step(jnp.array([0.5, 0.5]), a, gamma=0.5, rho=0.0)
-      >>> [round(float(x), 3) for x in lam]
-      [1.0, 0.0]
+      >>> [round(float(x), 3) for x in lam]  # Π_Δ([0.25, -0.25])
+      [0.75, 0.25]
     """
     if not gamma > 0:
         raise ValueError(f"gamma must be positive, got {gamma!r}")
