@@ -98,6 +98,8 @@ from mtl_jax.balancers._cr_mogm import CRMOGMState as CRMOGMState
 from mtl_jax.balancers._cr_mogm import cr_mogm as cr_mogm
 from mtl_jax.balancers._excess_mtl import ExcessMTLState as ExcessMTLState
 from mtl_jax.balancers._excess_mtl import excess_mtl as excess_mtl
+from mtl_jax.balancers._moco import MoCoState as MoCoState
+from mtl_jax.balancers._moco import moco as moco
 from mtl_jax.balancers._modo import MoDoState as MoDoState
 from mtl_jax.balancers._modo import modo as modo
 from mtl_jax.balancers._robust import krum as krum
@@ -114,6 +116,7 @@ __all__ += [
     "CRMOGMState",
     "ExcessMTLState",
     "IMTLLState",
+    "MoCoState",
     "MoDoState",
     "SDMGradState",
     "constant",
@@ -122,6 +125,7 @@ __all__ += [
     "excess_mtl",
     "imtl_l",
     "krum",
+    "moco",
     "modo",
     "pbi",
     "scale_invariant",

@@ -83,6 +83,8 @@ from mtl_jax.weighting._constant import constant_weights as constant_weights
 from mtl_jax.weighting._cr_mogm import cr_mogm_update as cr_mogm_update
 from mtl_jax.weighting._cr_mogm import mgda_present_weights as mgda_present_weights
 from mtl_jax.weighting._excess_mtl import excess_mtl_risks as excess_mtl_risks
+from mtl_jax.weighting._moco import moco_track as moco_track
+from mtl_jax.weighting._moco import moco_weight_step as moco_weight_step
 from mtl_jax.weighting._modo import modo_step as modo_step
 from mtl_jax.weighting._modo import task_cross_gram as task_cross_gram
 from mtl_jax.weighting._robust import krum_weights as krum_weights
@@ -112,6 +114,8 @@ __all__ += [
     "imtl_l_weights",
     "krum_weights",
     "mgda_present_weights",
+    "moco_track",
+    "moco_weight_step",
     "modo_step",
     "pbi_objective",
     "pbi_weights",
