@@ -30,6 +30,9 @@ def project_present_simplex(v: jax.Array, present: jax.Array) -> jax.Array:
     """
     from mtl_jax.weighting._simplex import project_simplex
 
-    low = jnp.asarray(-0.25 * jnp.finfo(v.dtype).max, v.dtype)
+    # The threshold of the projection is at least max(v_S) − 1 > min(v_S) − 2, so an
+    # absent entry set to min(v_S) − 2 is clipped to 0 (and nothing overflows).
+    smallest = jnp.min(jnp.where(present, v, jnp.asarray(jnp.inf, v.dtype)))
+    low = jnp.where(jnp.any(present), smallest - 2.0, jnp.zeros((), v.dtype))
     w = project_simplex(jnp.where(present, v, low))
     return jnp.where(present, w, jnp.zeros((), v.dtype))
