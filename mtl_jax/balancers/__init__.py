@@ -98,6 +98,8 @@ from mtl_jax.balancers._cr_mogm import CRMOGMState as CRMOGMState
 from mtl_jax.balancers._cr_mogm import cr_mogm as cr_mogm
 from mtl_jax.balancers._excess_mtl import ExcessMTLState as ExcessMTLState
 from mtl_jax.balancers._excess_mtl import excess_mtl as excess_mtl
+from mtl_jax.balancers._imtl_hybrid import IMTLHybridState as IMTLHybridState
+from mtl_jax.balancers._imtl_hybrid import imtl_hybrid as imtl_hybrid
 from mtl_jax.balancers._moco import MoCoState as MoCoState
 from mtl_jax.balancers._moco import moco as moco
 from mtl_jax.balancers._modo import MoDoState as MoDoState
@@ -115,6 +117,7 @@ from mtl_jax.balancers._sdmgrad import sdmgrad as sdmgrad
 __all__ += [
     "CRMOGMState",
     "ExcessMTLState",
+    "IMTLHybridState",
     "IMTLLState",
     "MoCoState",
     "MoDoState",
@@ -123,6 +126,7 @@ __all__ += [
     "cosmos",
     "cr_mogm",
     "excess_mtl",
+    "imtl_hybrid",
     "imtl_l",
     "krum",
     "moco",

@@ -101,7 +101,8 @@ def imtl_l(
     gradient half IMTL-G, which is :func:`imtl` (equal projections of the
     aggregate onto the unit task gradients). LibMTL's ``IMTL`` is the hybrid: it
     scales the losses as here and then applies IMTL-G to the gradients of the
-    scaled losses; torchjd ships the halves separately (``IMTLL``, ``IMTLG``).
+    scaled losses (:func:`imtl_hybrid`); torchjd ships the halves separately
+    (``IMTLL``, ``IMTLG``).
 
     Scale: at ``s = 0`` the update is :func:`equal_weighting`'s.
 

@@ -83,6 +83,7 @@ from mtl_jax.weighting._constant import constant_weights as constant_weights
 from mtl_jax.weighting._cr_mogm import cr_mogm_update as cr_mogm_update
 from mtl_jax.weighting._cr_mogm import mgda_present_weights as mgda_present_weights
 from mtl_jax.weighting._excess_mtl import excess_mtl_risks as excess_mtl_risks
+from mtl_jax.weighting._imtl_hybrid import imtl_hybrid_weights as imtl_hybrid_weights
 from mtl_jax.weighting._moco import moco_track as moco_track
 from mtl_jax.weighting._moco import moco_weight_step as moco_weight_step
 from mtl_jax.weighting._modo import modo_step as modo_step
@@ -109,6 +110,7 @@ __all__ += [
     "cosmos_weights",
     "cr_mogm_update",
     "excess_mtl_risks",
+    "imtl_hybrid_weights",
     "imtl_l_objective",
     "imtl_l_scale_grad",
     "imtl_l_weights",

@@ -342,6 +342,7 @@ WEIGHTING = {
     "constant_weights": (lambda g, ls: W.constant_weights(ls[::-1]), None),
     "scale_invariant_weights": (lambda g, ls: W.scale_invariant_weights(ls), None),
     "imtl_l_weights": (lambda g, ls: W.imtl_l_weights(-jnp.log1p(ls)), None),
+    "imtl_hybrid_weights": (lambda g, ls: W.imtl_hybrid_weights(_gram(g), -jnp.log1p(ls)), None),
     "imtl_l_objective": (lambda g, ls: W.imtl_l_objective(-jnp.log1p(ls), ls), None),
     "imtl_l_scale_grad": (lambda g, ls: W.imtl_l_scale_grad(-jnp.log1p(ls), ls), None),
     "krum_weights": (lambda g, ls: W.krum_weights(_gram(g)), lambda w, g, ls: _simplex(w)),
