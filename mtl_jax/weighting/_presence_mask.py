@@ -30,9 +30,14 @@ def project_present_simplex(v: jax.Array, present: jax.Array) -> jax.Array:
     """
     from mtl_jax.weighting._simplex import project_simplex
 
-    # The threshold of the projection is at least max(v_S) − 1 > min(v_S) − 2, so an
-    # absent entry set to min(v_S) − 2 is clipped to 0 (and nothing overflows).
+    # The projection commutes with shifts (Π(v + c1) = Π(v)): shifting max(v_S) to 0
+    # keeps float32 precise when |v| is large (|v| ~ 1e10 would otherwise round the
+    # threshold by more than the simplex's width). The threshold is then at least
+    # −1 > min(v_S) − 2, so an absent entry set to min(v_S) − 2 is clipped to 0.
+    any_present = jnp.any(present)
+    top = jnp.max(jnp.where(present, v, jnp.asarray(-jnp.inf, v.dtype)))
+    v = v - jnp.where(any_present, top, jnp.zeros((), v.dtype))
     smallest = jnp.min(jnp.where(present, v, jnp.asarray(jnp.inf, v.dtype)))
-    low = jnp.where(jnp.any(present), smallest - 2.0, jnp.zeros((), v.dtype))
+    low = jnp.where(any_present, smallest - 2.0, jnp.zeros((), v.dtype))
     w = project_simplex(jnp.where(present, v, low))
     return jnp.where(present, w, jnp.zeros((), v.dtype))

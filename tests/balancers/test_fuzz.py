@@ -60,8 +60,9 @@ RANDOMISED = {"pcgrad", "gradvac", "graddrop", "rlw"}
 SCALE_POWER = {"nash_mtl": 0.0, "fairgrad": 0.0}  # others: d(cJ) = c d(J)
 # Step sizes applied to G (MoDo, MoCo) or a first step on raw risks (ExcessMTL): no scale law.
 NO_SCALE_LAW = {"modo", "moco", "excess_mtl"}
-# Fixed per-task weights: not permutation equivariant.
-NOT_EQUIVARIANT = {"constant"}
+# Fixed per-task weights; Krum at K = f + 3, where the two mutually nearest gradients
+# tie exactly and the lower index wins: not permutation equivariant.
+NOT_EQUIVARIANT = {"constant", "krum"}
 # Required arguments other than num_tasks, by K.
 REQUIRED = {"constant": lambda k: {"weights": jnp.linspace(0.5, 1.5, k)}}
 SIMPLEX = {"mgda", "rlw", "famo"}  # recorded weights on the simplex
