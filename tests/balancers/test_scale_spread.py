@@ -220,7 +220,7 @@ def test_all_balancers_covered():
 # Aligned-MTL (eigendecomposition of G) and IMTL-G (a linear solve with G) amplify
 # float32 round-off on Gram matrices with cond ~1e6: jitted and eager differ by up to
 # 5e-3 and 1e-3 relative (measured on this suite).
-JIT_RTOL = {"aligned_mtl": 2e-2, "imtl": 1e-2}
+JIT_RTOL = {"aligned_mtl": 2e-2, "imtl": 1e-2, "imtl_hybrid": 1e-2}  # the latter: IMTL-G on G̃
 
 
 @pytest.mark.parametrize("name", BALANCERS)
