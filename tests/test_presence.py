@@ -173,6 +173,13 @@ def test_weighting_functions_match_closed_forms_over_present_tasks(rng):
         }
     for name, ref in (("gls", gls), ("dwa", dwa), ("stch", stch)):
         np.testing.assert_allclose(np.asarray(got[name])[S], ref, rtol=1e-12, err_msg=name)
+    s = rng.normal(size=k)
+    with jax.enable_x64(True):
+        obj = float(wt.uncertainty_objective(s, losses, presence=p))
+        none = float(wt.uncertainty_objective(s, losses, presence=jnp.zeros(k, bool)))
+    ref = np.sum(0.5 * np.exp(-s[S]) * losses[S] + 0.5 * s[S])
+    np.testing.assert_allclose(obj, ref, rtol=1e-12)
+    assert none == 0.0
 
 
 @pytest.mark.parametrize("distribution", ["normal", "uniform", "dirichlet"])
@@ -291,3 +298,21 @@ def test_partially_labelled_batches_in_a_scanned_training_loop(rng):
             ls = np.asarray(losses[t], np.float64)[pt]
             ref = np.exp(np.mean(np.log(ls))) / (pt.sum() * ls)
             np.testing.assert_allclose(w[pt], ref, rtol=1e-5)
+
+
+def test_spec_callables_take_presence_like_update():
+    """The spec's combine (representation mode) and gram_weights (Gramian route) with
+    presence= give what update gives with task_presence= (DB-MTL, a Gram balancer)."""
+    tx = mtl.balancers.db_mtl(num_tasks=3)
+    p = jnp.array([True, False, True])
+    losses = jnp.array([1.0, jnp.nan, 2.0])
+    jac = _jac()
+    out, s1 = tx.update(jac, tx.init(None), task_losses=losses, task_presence=p)
+    (combined,), s2 = tx.spec.combine([jac["w"]], losses, tx.init(None), presence=p)
+    gram = mtl.gram(jac)  # NaN in the absent row and column
+    w, s3 = tx.spec.gram_weights(gram, losses, tx.init(None), presence=p)
+    np.testing.assert_allclose(combined, out["w"], rtol=1e-6)
+    for s in (s2, s3):
+        np.testing.assert_allclose(s.weights, s1.weights, rtol=1e-6)
+    np.testing.assert_allclose(w, s1.weights, rtol=1e-6)
+    assert float(w[1]) == 0.0 and np.all(np.isfinite(out["w"]))

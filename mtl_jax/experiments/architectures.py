@@ -9,6 +9,23 @@ balancers (each given the architecture's ``shared_mask``) on two multi-task digi
 datasets (the ``multi_digits`` and ``digits_attributes`` builders, read through
 :func:`mtl_jax.data.load`), and reports per-task test accuracy, parameter count
 and the median time of one jitted step, over several seeds.
+
+Each architecture trains as its paper does. DSelect-k adds its entropy
+regulariser λ·H_t (:data:`DSELECT_K_ENTROPY` = 1.0; task ``t``'s
+selectors' entropy, ``selector_entropy``) to task ``t``'s loss, which drives each
+selector to a single expert so that every task uses at most ``k`` experts
+(Hazimeh et al. 2021); without it DSelect-k stays a soft mixture (measured on
+``digits_attributes``, seed 0, 300 steps: selector entropy 3.4 of a possible 11.1
+and 2.5 experts per task with ``k = 2``; with λ = 1 entropy 0 and at most 2,
+at the same accuracy). LTB draws its Gumbel noise from the training state's
+per-step key, seeded by the run's seed (``init(params, key=noise_key)``), so
+each seed samples its own branchings and the seed spread is real; its
+temperature is annealed from 5 to 0.5.
+
+**Claim checked** (:data:`CLAIM`): every architecture × balancer cell's test
+accuracy (mean over tasks and seeds) is above :data:`FLOOR` on each dataset.
+The floors were set from the fast form's numbers with a margin (see
+:data:`FLOOR`).
 """
 
 from __future__ import annotations
@@ -36,6 +53,17 @@ DATASETS = ("multi_digits", "digits_attributes")
 FAST = (300, 3)
 FULL = (2000, 5)
 BATCH = 64
+#: Weight λ of DSelect-k's entropy regulariser on each task's selectors.
+DSELECT_K_ENTROPY = 1.0
+#: Mean test accuracy (over tasks and seeds) every cell must exceed in the fast form.
+#: Chance is 0.1 on MultiDigits and at most 0.6 (the majority class) per attribute.
+FLOOR = {"multi_digits": 0.5, "digits_attributes": 0.8}
+CLAIM = (
+    "Every architecture (DSelect-k with its entropy regulariser, LTB with per-seed "
+    "Gumbel noise) trains with every balancer (each given its shared_mask) to a mean "
+    f"test accuracy above {FLOOR['multi_digits']} on MultiDigits and "
+    f"{FLOOR['digits_attributes']} on DigitsAttributes."
+)
 
 
 class _MLP(nn.Module):
@@ -98,6 +126,35 @@ def _dataset(name: str, seed: int) -> data.MultiTaskDigits:
     raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
 
 
+def _loss_fn(model: nn.Module, schedule):
+    """The ``[K]`` per-task losses of ``model`` as its paper trains it.
+
+    Softmax cross-entropy per task; for :class:`~mtl_jax.models.DSelectK` plus
+    ``λ`` times task ``t``'s selector entropy; for :class:`~mtl_jax.models.LTB`
+    Gumbel-softmax branching sampled with the step's ``key`` at the annealed
+    temperature ``schedule(step)``.
+    """
+
+    def loss_fn(p, batch, *, key):
+        x, y = batch["x"], batch["y"].T
+        if isinstance(model, models.LTB):
+            s = batch["step"][0]
+            out = model.apply(p, x, train=True, temperature=schedule(s), rngs={"gumbel": key})
+            reg = 0.0
+        elif isinstance(model, models.DSelectK):
+            out, entropy = model.apply(p, x, method=_logits_and_entropy)
+            reg = DSELECT_K_ENTROPY * entropy  # [K]: task t's selectors
+        else:
+            out, reg = model.apply(p, x), 0.0
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y), axis=1) + reg
+
+    return loss_fn
+
+
+def _logits_and_entropy(module, x):
+    return module(x), module.selector_entropy(x)
+
+
 def compare(
     dataset: str,
     *,
@@ -133,18 +190,7 @@ def compare(
     rows = []
     for arch in architectures:
         model = build(arch, k, c)
-        is_ltb = isinstance(model, models.LTB)
-
-        def logits(p, batch, model=model, is_ltb=is_ltb):
-            if is_ltb:
-                s = batch["step"][0]
-                rngs = {"gumbel": jax.random.fold_in(jax.random.key(0), s)}
-                return model.apply(p, batch["x"], train=True, temperature=schedule(s), rngs=rngs)
-            return model.apply(p, batch["x"])
-
-        def loss_fn(p, batch, logits=logits):
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits(p, batch), batch["y"].T)
-            return jnp.mean(ce, axis=1)
+        loss_fn = _loss_fn(model, schedule)
 
         predict = jax.jit(lambda p, x, model=model: jnp.argmax(model.apply(p, x), axis=-1))
         x0 = jnp.asarray(first.x_train[:1])
@@ -158,8 +204,9 @@ def compare(
             accs, times = [], []
             for s in seeds:
                 ds = sets[s]
-                params = model.init(jax.random.key(s), x0)
-                state = step.init(params)
+                init_key, noise_key = jax.random.split(jax.random.key(s))
+                params = model.init(init_key, x0)
+                state = step.init(params, key=noise_key)  # LTB's per-seed Gumbel noise
                 rng = np.random.default_rng(s)
                 idx = rng.integers(0, len(ds.y_train), (num_steps, BATCH))
                 x_tr, y_tr = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -194,7 +241,12 @@ def compare(
     return rows
 
 
-@register("architectures", help="Cross-stitch, MMoE, MTAN, CGC, PLE, DSelect-k, LTB × balancers")
+@register(
+    "architectures",
+    help="Cross-stitch, MMoE, MTAN, CGC, PLE, DSelect-k, LTB × balancers",
+    claim=CLAIM,
+    num_seeds=(FAST[1], FULL[1]),
+)
 def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     num_steps, n_seeds = FAST if fast else FULL
     seeds = seeds_from(seed, n_seeds)
@@ -229,9 +281,7 @@ def _result(rows, seeds, num_steps, out_dir: pathlib.Path) -> ExperimentResult:
                 r["ms_per_step"],
             ]
         )
-    # Chance: 0.1 on MultiDigits; at most 0.6 (majority class) on each attribute.
-    chance = {"multi_digits": 0.1, "digits_attributes": 0.6}
-    held = all(np.mean(v) > chance[k.split("/")[0]] + 0.2 for k, v in per_seed.items() if v)
+    held = all(np.mean(v) > FLOOR[k.split("/")[0]] for k, v in per_seed.items())
     png = _plot(rows, out_dir / "architectures.png")
     return ExperimentResult(
         title=(
@@ -252,10 +302,7 @@ def _result(rows, seeds, num_steps, out_dir: pathlib.Path) -> ExperimentResult:
         seeds=list(seeds),
         metric="test accuracy, mean over tasks",
         per_seed=per_seed,
-        claim=(
-            "Every architecture trains with every balancer (each given its shared_mask) to "
-            "well above chance on both digit datasets (chance + 0.2)."
-        ),
+        claim=CLAIM,
         claim_held=bool(held),
     )
 

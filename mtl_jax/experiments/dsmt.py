@@ -26,20 +26,27 @@ form (CI) uses a 256-window pool, one perception stage and 80 steps at 12 and
 100 labels; the full form a 1,000-window pool, two stages and 600 steps at 12,
 25, 50 and 100 labels, both over 5 seeds.
 
-The claim counts as held when DSMT (k=4) beats the supervised network at 12
-labels by more than two standard errors of the paired per-seed differences and
-by more than at 100 labels.
+**Verdict.** Only the full form tests the claim. It counts as held when two
+one-sided paired t-tests over the seeds (``scipy.stats.ttest_rel``) both reject
+at level 0.05: DSMT (k=4) has a higher test AUROC than the supervised network at
+12 labels, and its per-seed gain at 12 labels exceeds its gain at 100 labels.
+The fast form records the verdict ``"not tested"`` with the reason in
+``results.json`` (``claim_held`` null): with 5 seeds, 80 steps and a per-seed
+AUROC spread of about 0.1, its differences are too noisy to decide the claim
+either way (see the measurements below).
 
 Measured (``--seed 0``, seeds 0-4, AUROC mean ± sd). Full form (36 min on a
 shared 2-core machine): supervised 0.680 ± 0.068 / 0.714 ± 0.069 / 0.804 ±
 0.048 / 0.906 ± 0.027 at 12/25/50/100 labels; DSMT k=4 0.762 / 0.837 / 0.898 /
 0.926; DSMT k=16 0.773 / 0.856 / 0.902 / 0.944; naive MTL k=16 0.769 / 0.846 /
 0.903 / 0.937. Paired gain of DSMT k=4 over supervised: +0.081 ± 0.014 (s.e.)
-at 12 labels, +0.123 ± 0.031 at 25, +0.094 ± 0.008 at 50, +0.020 ± 0.011 at
-100: held. The naive multi-task network gains as much as the DSMT blocks here.
+at 12 labels (t = 5.8 with 4 degrees of freedom, one-sided p ≈ 0.002), +0.123 ±
+0.031 at 25, +0.094 ± 0.008 at 50, +0.020 ± 0.011 at 100 (measured before the
+paired t-tests became the verdict; the second test was not re-run). The naive
+multi-task network gains as much as the DSMT blocks here.
 Fast form (52 s on the same machine, lightly loaded): 12-label gain +0.041 ±
 0.016, 100-label gain -0.057 ± 0.036 (80 steps leave the networks undertrained
-at 100 labels); its verdict rests on 5 seeds and is not a stable check.
+at 100 labels), which is why it records no verdict.
 """
 
 from __future__ import annotations
@@ -59,6 +66,14 @@ __all__ = ["run"]
 CLAIM = (
     "Auxiliary tasks built from unlabelled windows (DSMT-Nets) raise AUROC over a "
     "supervised network, most when labels are scarce"
+)
+#: Level of the full form's one-sided paired t-tests.
+ALPHA = 0.05
+#: Why the fast form does not test the claim (recorded in results.json).
+FAST_FORM_REASON = (
+    "the fast form (5 seeds, 80 steps, a 256-window pool) does not test the claim: its "
+    "per-seed AUROC spread (about 0.1) and undertrained networks at 100 labels make its "
+    "differences noise-level; run --full for the verdict"
 )
 BUDGETS = (12, 25, 50, 100)
 K_FEW, K_MANY = 4, 16
@@ -121,10 +136,11 @@ def _train_fn(model: models.DSMTNet, *, num_steps: int, pool: int):
     def one(key, windows, missing, labels, order, n_lab, aux_targets, test_w, test_m):
         init_key, key = jax.random.split(key)
         variables = model.init({"params": init_key}, windows[:2], missing[:2], train=False)
-        state = ts.init(variables)
+        state_key, key = jax.random.split(key)
+        state = ts.init(variables, key=state_key)
 
         def body(state, k):
-            k1, k2, k3 = jax.random.split(k, 3)
+            k1, k2 = jax.random.split(k)
             li = order[jnp.floor(jax.random.uniform(k1, (B_LAB,)) * n_lab).astype(jnp.int32)]
             idx = jnp.concatenate([li, jax.random.randint(k2, (B_ALL,), 0, pool)])
             batch = {
@@ -133,14 +149,13 @@ def _train_fn(model: models.DSMTNet, *, num_steps: int, pool: int):
                 "labels": labels[idx],
                 "label_mask": mask,
                 "aux_targets": aux_targets[idx],
-                "key": k3,
             }
             state, metrics = ts.step(state, batch)
             return state, metrics["losses"][0]
 
-        (train_state, stats), _ = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        train_state, _ = jax.lax.scan(body, state, jax.random.split(key, num_steps))
         logit, _ = model.apply(
-            {"params": train_state.params, "batch_stats": stats}, test_w, test_m, train=False
+            {"params": train_state.params, **train_state.model_state}, test_w, test_m, train=False
         )
         return logit
 
@@ -249,7 +264,10 @@ def run(
         )
         gains[n] = (float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))))
     few, many = budgets[0], budgets[-1]
-    claim_held = bool(gains[few][0] > 2 * gains[few][1] and gains[few][0] > gains[many][0])
+    if fast:
+        claim_held, claim_test = None, {"reason": FAST_FORM_REASON}
+    else:
+        claim_held, claim_test = _paired_verdict(per_seed, few, many)
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name in METHODS:
@@ -284,4 +302,40 @@ def run(
         per_seed=per_seed,
         claim=CLAIM,
         claim_held=claim_held,
+        claim_test=claim_test,
     )
+
+
+def _paired_verdict(per_seed: dict, few: int, many: int) -> tuple[bool, dict]:
+    """The full form's verdict: two one-sided paired t-tests over the seeds at :data:`ALPHA`.
+
+    (1) AUROC of DSMT k=4 > supervised at ``few`` labels; (2) the per-seed gain
+    at ``few`` labels > the gain at ``many`` labels. The claim holds when both
+    p-values are below :data:`ALPHA`.
+    """
+    from scipy import stats
+
+    dsmt = {n: np.asarray(per_seed[f"DSMT k={K_FEW} n={n}"]) for n in (few, many)}
+    sup = {n: np.asarray(per_seed[f"supervised n={n}"]) for n in (few, many)}
+    gain = {n: dsmt[n] - sup[n] for n in (few, many)}
+    tests = []
+    for hypothesis, a, b in [
+        (f"AUROC of DSMT k={K_FEW} > supervised at n={few}", dsmt[few], sup[few]),
+        (f"gain of DSMT k={K_FEW} at n={few} > its gain at n={many}", gain[few], gain[many]),
+    ]:
+        res = stats.ttest_rel(a, b, alternative="greater")
+        tests.append(
+            {
+                "hypothesis": hypothesis,
+                "mean_difference": float(np.mean(a - b)),
+                "t": float(res.statistic),
+                "p": float(res.pvalue),
+            }
+        )
+    held = all(t["p"] < ALPHA for t in tests)  # a NaN p-value (no spread) does not pass
+    return held, {
+        "test": "one-sided paired t-test over seeds (scipy.stats.ttest_rel)",
+        "alpha": ALPHA,
+        "num_seeds": len(gain[few]),
+        "comparisons": tests,
+    }

@@ -291,38 +291,88 @@ def dsmt_losses(
     whatever its label entry holds (distant supervision: the auxiliary targets
     exist for every window).
 
+    **Contract.** Every ``label_mask`` entry is 0 or 1 and every label of a
+    labelled window (:math:`m_i = 1`) is 0 or 1. With concrete inputs a
+    violation raises ``ValueError`` naming the argument and the bad value. Under
+    a trace (inside ``jit``, ``grad``, ``vmap``, ``scan``) values cannot be
+    inspected, so a violation makes :math:`L_\text{main}` NaN instead: the
+    training step's non-finite policy (skip, raise) then sees it, and a bad
+    batch never yields a plausible-looking loss.
+
     Schwab et al., "Not to Cry Wolf", ICML 2018, https://arxiv.org/abs/1802.05027.
 
     Args:
       logit: ``[B]`` main-output logits.
       aux: ``[B, K]`` auxiliary predictions.
-      labels: ``[B]`` binary labels (any value where ``label_mask`` is 0).
-      label_mask: ``[B]`` 1 for labelled windows, 0 otherwise.
+      labels: ``[B]`` binary labels (any value, NaN included, where ``label_mask`` is 0).
+      label_mask: ``[B]`` 1 for labelled windows, 0 otherwise (bool or numeric).
       aux_targets: ``[B, K]`` standardised auxiliary targets.
 
     Returns:
       ``[K + 1]`` losses.
+
+    Raises:
+      ValueError: mismatched shapes, or (concrete inputs) a ``label_mask`` entry
+        other than 0/1 or a labelled window's label other than 0/1.
     """
     if aux.shape != aux_targets.shape:
         raise ValueError(f"aux {aux.shape} and aux_targets {aux_targets.shape} differ in shape")
+    batch = (jnp.shape(logit)[0],) if jnp.ndim(logit) == 1 else None
+    for name, value in (("labels", labels), ("label_mask", label_mask)):
+        if batch is None or jnp.shape(value) != batch:
+            raise ValueError(
+                f"logit must be [B] and {name} the same shape; got logit {jnp.shape(logit)}, "
+                f"{name} {jnp.shape(value)}"
+            )
+    _check_labels_if_concrete(labels, label_mask)
     m = jnp.asarray(label_mask, logit.dtype)
-    y = jnp.where(m > 0, jnp.asarray(labels, logit.dtype), 0.0)
+    raw_y = jnp.asarray(labels, logit.dtype)
+    # Traced inputs: a value outside the contract turns the main loss into NaN.
+    mask_ok = (m == 0) | (m == 1)
+    label_ok = (m != 1) | (raw_y == 0) | (raw_y == 1)
+    valid = jnp.all(mask_ok & label_ok)
+    y = jnp.where((m > 0) & label_ok, raw_y, 0.0)  # no NaN label reaches the gradient
     bce = optax.sigmoid_binary_cross_entropy(logit, y)
     main = jnp.sum(jnp.where(m > 0, bce, 0.0)) / jnp.maximum(jnp.sum(m), 1.0)
+    main = jnp.where(valid, main, jnp.nan)
     mse = jnp.mean((aux - aux_targets) ** 2, axis=0)
     return jnp.concatenate([main[None], mse])
 
 
-class DSMTTrainStep(NamedTuple):
-    """A DSMT step: ``init(variables) -> state``, ``step(state, batch) -> (state, metrics)``.
+def _check_labels_if_concrete(labels, label_mask) -> None:
+    """Raises ``ValueError`` for a mask entry or a labelled window's label outside {0, 1}."""
+    if isinstance(labels, jax.core.Tracer) or isinstance(label_mask, jax.core.Tracer):
+        return
+    import numpy as np
 
-    ``state`` is the pair ``(TrainState, batch_stats)``: the library's
-    :class:`~mtl_jax.training.TrainState` over the trainable ``params`` and
-    the BatchNorm statistics carried beside it.
+    m = np.asarray(label_mask)
+    m = m.astype(np.float64) if m.dtype == bool else m
+    bad = ~np.isin(m, (0, 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"label_mask must hold 0 (unlabelled) or 1 (labelled); got {m[i].item()!r} at index {i}"
+        )
+    y = np.asarray(labels)
+    bad = (m == 1) & ~np.isin(y, (0, 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            "labels of labelled windows (label_mask 1) must be 0 or 1; "
+            f"got {y[i].item()!r} at index {i}"
+        )
+
+
+class DSMTTrainStep(NamedTuple):
+    """A DSMT step: ``init(variables, key=...) -> state``, ``step(state, batch)``.
+
+    ``state`` is a :class:`~mtl_jax.training.TrainState`: the trainable ``params``,
+    the BatchNorm statistics in ``model_state["batch_stats"]`` and the run's PRNG
+    key in ``key`` (dropout and noise get ``fold_in(key, step)``).
     """
 
-    init: Callable[[Any], tuple[TrainState, Any]]
-    step: Callable[[tuple[TrainState, Any], Any], tuple[tuple[TrainState, Any], dict]]
+    init: Callable[..., TrainState]
+    step: Callable[[TrainState, Any], tuple[TrainState, dict]]
 
 
 def make_dsmt_train_step(
@@ -340,13 +390,17 @@ def make_dsmt_train_step(
     The loss function returns the ``K + 1`` losses of :func:`dsmt_losses`
     times the schedule's weights :func:`dsmt_phase_weights` at the current
     step, so the auxiliary and main phases are a weighting of tasks and any
-    balancer then weights them further. BatchNorm's statistics travel through
-    ``has_aux``: the loss function returns the updated ``batch_stats``, which
-    this thin wrapper stores beside the library's ``TrainState``.
+    balancer then weights them further. BatchNorm's statistics are the step's
+    model state (``has_model_state=True``): they are updated once per step from
+    its forward pass and, like the parameters, left unchanged by a step the
+    non-finite policy skips (one NaN in a batch would otherwise make every
+    running mean NaN). Dropout and the auxiliary blocks' noise draw from the
+    step's key ``fold_in(state.key, step)``, split into one key each.
 
     ``batch`` is a dict with ``windows [B, S, T]``, ``missing [B, S]``,
-    ``labels [B]``, ``label_mask [B]``, ``aux_targets [B, K]`` and ``key`` (a
-    PRNG key for dropout and noise).
+    ``labels [B]``, ``label_mask [B]`` and ``aux_targets [B, K]``. The built
+    step nests in a caller's ``jit``, ``scan`` and ``vmap`` (over seeds:
+    ``vmap`` over ``init(variables, key=k)``).
 
     Schwab et al., "Not to Cry Wolf", ICML 2018, https://arxiv.org/abs/1802.05027.
 
@@ -361,16 +415,18 @@ def make_dsmt_train_step(
         (``"skip"``, ``"raise"`` or ``"ignore"``).
 
     Returns:
-      A :class:`DSMTTrainStep`; ``metrics`` holds the weighted ``"losses"``
-      and the inner step's other entries.
+      A :class:`DSMTTrainStep`: ``init(variables, key=None)`` takes the model's
+      ``{"params", "batch_stats"}`` and an int seed or PRNG key (``None``: seed
+      0); ``metrics`` holds the weighted ``"losses"`` and the inner step's other
+      entries.
     """
     k = model.num_aux_tasks
     dsmt_phase_weights(0, num_aux_tasks=k, burn_in_steps=burn_in_steps, phase_steps=phase_steps)
 
-    def loss_fn(params, batch):
-        drop_key, noise_key = jax.random.split(batch["key"])
+    def loss_fn(params, batch, *, key, model_state):
+        drop_key, noise_key = jax.random.split(key)
         (logit, aux), updates = model.apply(
-            {"params": params, "batch_stats": batch["batch_stats"]},
+            {"params": params, **model_state},
             batch["windows"],
             batch["missing"],
             train=True,
@@ -387,20 +443,17 @@ def make_dsmt_train_step(
         w = dsmt_phase_weights(
             batch["step"], num_aux_tasks=k, burn_in_steps=burn_in_steps, phase_steps=phase_steps
         )
-        return losses * w, updates["batch_stats"]
+        return losses * w, {"batch_stats": updates["batch_stats"]}
 
     inner = make_train_step(
-        loss_fn, balancer, optimizer, has_aux=True, jit=False, on_nonfinite=on_nonfinite
+        loss_fn, balancer, optimizer, jit=False, on_nonfinite=on_nonfinite, has_model_state=True
     )
 
-    def init(variables):
-        return inner.init(variables["params"]), variables.get("batch_stats", {})
+    def init(variables, *, key=None):
+        stats = {"batch_stats": variables.get("batch_stats", {})}
+        return inner.init(variables["params"], key=key, model_state=stats)
 
     def step(state, batch):
-        train_state, stats = state
-        batch = dict(batch, batch_stats=stats, step=train_state.step)
-        train_state, metrics = inner.step(train_state, batch)
-        new_stats = metrics.pop("aux")
-        return (train_state, new_stats), metrics
+        return inner.step(state, dict(batch, step=state.step))
 
     return DSMTTrainStep(init, jax.jit(step) if jit else step)

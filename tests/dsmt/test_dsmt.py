@@ -1,5 +1,7 @@
 """DSMT-Nets: the network, the auxiliary-task construction, the label mask and the data."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -119,6 +121,93 @@ def test_unlabelled_window_gives_no_main_gradient(key):
     np.testing.assert_allclose(jax.jit(main_loss)(v["params"], b)[0], jnp.mean(bce[m]), rtol=1e-5)
 
 
+def _np_losses(logit, aux, labels, mask, aux_targets):
+    """dsmt_losses in NumPy float64: mean BCE over the labelled windows, per-task MSE."""
+    z, y, m = (np.asarray(a, np.float64) for a in (logit, labels, mask))
+    lab = m == 1
+    bce = np.logaddexp(0.0, z[lab]) - y[lab] * z[lab]  # -y log s(z) - (1-y) log(1-s(z))
+    mse = np.mean((np.asarray(aux, np.float64) - np.asarray(aux_targets, np.float64)) ** 2, 0)
+    return np.concatenate([[bce.mean() if lab.any() else 0.0], mse])
+
+
+def _call(kw):
+    """dsmt_losses on a dict of its inputs."""
+    kw = dict(kw)
+    return models.dsmt_losses(kw.pop("logit"), kw.pop("aux"), **kw)
+
+
+def _loss_inputs():
+    r = np.random.default_rng(0)
+    return {
+        "logit": r.normal(size=6).astype(np.float32),
+        "aux": r.normal(size=(6, 2)).astype(np.float32),
+        "labels": np.array([1, 0, 1, -1, np.nan, 0], np.float32),
+        "label_mask": np.array([1, 1, 1, 0, 0, 1], np.float32),
+        "aux_targets": r.normal(size=(6, 2)).astype(np.float32),
+    }
+
+
+BAD_LOSS_INPUTS = {
+    "mask 2": ("label_mask", 0, 2.0, r"label_mask must hold 0 .* or 1 .*; got 2\.0 at index 0"),
+    "mask 0.5": ("label_mask", 3, 0.5, r"label_mask must hold .*; got 0\.5 at index 3"),
+    "mask -1": ("label_mask", 4, -1.0, r"label_mask .*; got -1\.0 at index 4"),
+    "label 3": ("labels", 2, 3.0, r"labels of labelled windows .* 0 or 1; got 3\.0 at index 2"),
+    "label 0.5": ("labels", 0, 0.5, r"labels of labelled windows .*; got 0\.5 at index 0"),
+    "label nan": ("labels", 1, np.nan, r"labels of labelled windows .*; got nan at index 1"),
+}
+
+
+def test_dsmt_losses_matches_numpy_and_accepts_bool_masks():
+    x = _loss_inputs()
+    want = _np_losses(x["logit"], x["aux"], x["labels"], x["label_mask"], x["aux_targets"])
+    np.testing.assert_allclose(_call(x), want, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(_call)(x), want, rtol=1e-5)
+    np.testing.assert_allclose(_call(dict(x, label_mask=x["label_mask"] > 0)), want, rtol=1e-5)
+    # No labelled window: the main loss is 0 (not NaN), whatever the labels hold.
+    none = dict(x, label_mask=np.zeros(6, np.float32), labels=np.full(6, 7.0, np.float32))
+    assert float(_call(none)[0]) == 0.0
+
+
+@pytest.mark.parametrize("case", list(BAD_LOSS_INPUTS))
+def test_dsmt_losses_rejects_labels_and_masks_outside_the_contract(case):
+    """Concrete inputs: a ValueError naming the argument and value. Traced: a NaN main loss."""
+    arg, i, value, message = BAD_LOSS_INPUTS[case]
+    x = _loss_inputs()
+    x[arg] = x[arg].copy()
+    x[arg][i] = value
+    with pytest.raises(ValueError, match=message):
+        _call(x)
+    # Under jit the values are not visible: the main loss is NaN, never a plausible number,
+    # while the auxiliary losses are untouched; its gradient stays finite.
+    got = np.asarray(jax.jit(_call)(x))
+    assert np.isnan(got[0]) and np.isfinite(got[1:]).all()
+    grad = jax.jit(jax.grad(lambda z, kw: _call(dict(kw, logit=z))[0]))(x["logit"], x)
+    assert np.isfinite(np.asarray(grad)).all()
+    # And vmapped over a batch of problems, only the bad one is NaN.
+    good = _loss_inputs()
+    stacked = jax.tree.map(lambda a, b: np.stack([a, b]), good, x)
+    both = np.asarray(jax.vmap(_call)(stacked))
+    assert np.isfinite(both[0]).all() and np.isnan(both[1, 0])
+
+
+def test_bad_labels_inside_the_dsmt_step_are_skipped_not_trained_on(key):
+    """The NaN main loss of a bad traced batch is what the step's non-finite policy sees."""
+    model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
+    b = _batch(key, k=2)
+    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
+    ts = models.make_dsmt_train_step(
+        model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=0, phase_steps=1
+    )
+    b.pop("key")
+    state = ts.init(v, key=0)
+    bad = dict(b, labels=b["labels"].at[0].set(3.0))  # window 0 is labelled
+    new, metrics = ts.step(state, bad)
+    assert not np.isfinite(np.asarray(metrics["losses"])[0])
+    assert int(new.skipped) == 1
+    jax.tree.map(np.testing.assert_array_equal, new.params, state.params)
+    jax.tree.map(np.testing.assert_array_equal, new.model_state, state.model_state)
+
+
 def test_train_step_carries_batch_stats_and_follows_schedule(key):
     model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
     b = _batch(key, k=2)
@@ -127,22 +216,37 @@ def test_train_step_carries_batch_stats_and_follows_schedule(key):
     ts = models.make_dsmt_train_step(
         model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=1, phase_steps=1
     )
-    state = ts.init(v)
+    state = ts.init(v, key=7)
+    assert isinstance(state, mtl.training.TrainState)
     seen = []
     for i in range(3):
-        old_params = state[0].params
-        state, metrics = ts.step(state, dict(b, key=jax.random.key(i)))
+        old_params = state.params
+        state, metrics = ts.step(state, b)
         seen.append(np.asarray(metrics["losses"]))
         if i == 2:  # main phase: the auxiliary output layer gets no update (SGD)
             np.testing.assert_array_equal(
-                state[0].params["aux_out"]["kernel"], old_params["aux_out"]["kernel"]
+                state.params["aux_out"]["kernel"], old_params["aux_out"]["kernel"]
             )
-    assert int(state[0].step) == 3
+    assert int(state.step) == 3
     # Burn-in (step 0), auxiliary phase (step 1), main phase (step 2).
     assert seen[0][0] == 0 and seen[1][0] == 0 and (seen[1][1:] > 0).all()
     assert seen[2][0] > 0 and (seen[2][1:] == 0).all()
     mean0 = v["batch_stats"]["streams"]["BatchNorm_0"]["mean"]
-    assert not np.allclose(state[1]["streams"]["BatchNorm_0"]["mean"], mean0)
+    stats = state.model_state["batch_stats"]
+    assert not np.allclose(stats["streams"]["BatchNorm_0"]["mean"], mean0)
+
+    # One NaN in a batch: the step is skipped and the statistics stay finite and
+    # unchanged, so evaluation still gives finite logits.
+    bad = dict(b, windows=b["windows"].at[5, 0, 10].set(jnp.nan))
+    new, metrics = ts.step(state, bad)
+    assert not bool(metrics["finite"]) and int(new.skipped) == 1
+    for x, y in zip(jax.tree.leaves(new.model_state), jax.tree.leaves(state.model_state)):
+        np.testing.assert_array_equal(x, y)
+    variables = {"params": new.params, **new.model_state}
+    logit, _ = jax.jit(model.apply, static_argnames="train")(
+        variables, b["windows"], b["missing"], train=False
+    )
+    assert np.isfinite(np.asarray(logit)).all()
 
 
 def test_feature_bank_matches_numpy(rng):
@@ -192,6 +296,54 @@ def test_relevance_filter_finds_relevant_features(rng):
     top = data.auxiliary_targets(x, np.where(np.arange(n) < 100, y, -1), num_tasks=2, choice="top")
     order = np.argsort(top.relevance.p_values)
     np.testing.assert_array_equal(top.indices, order[:2])
+
+
+def test_relevance_filter_drops_constant_features_before_by():
+    """FRESH drops constant features before the tests; BY then counts only the tested ones.
+
+    Hand-computed case: 10 negatives, 10 positives; feature 0 separates the classes
+    perfectly, feature 1 is shifted by 4 ranks, feature 2 not at all, and 5 constant
+    features. With m = 3 tested features the BY thresholds at q = 0.05 are
+    k q / (m c(m)), c(3) = 1 + 1/2 + 1/3: 0.00909, 0.01818, 0.02727, so features 0
+    and 1 are kept (p = 1.8e-4, 0.0091; feature 2 has p = 0.73). Counting the 5 constant
+    features (m = 8, c(8) = 2.718) the second threshold would be 0.0046 and feature 1
+    would be lost.
+    """
+    y = np.repeat([0, 1], 10)
+    base = np.arange(10.0)
+    informative = [
+        np.concatenate([base, base + 10.5]),
+        np.concatenate([base, base + 4.5]),
+        np.concatenate([base, base + 0.5]),
+    ]
+    x = np.column_stack([*informative, *[np.full(20, c) for c in (0.0, 1.0, -3.0, 7.0, 2.5)]])
+    x = x[:, [5, 0, 3, 1, 6, 2, 4, 7]]  # interleave the constant columns
+    rel = data.select_relevant_features(x, y, fdr=0.05)
+    np.testing.assert_array_equal(
+        rel.constant, [True, False, True, False, True, False] + [True] * 2
+    )
+    # The raw p-values: the two-sided Mann-Whitney U in its normal approximation with
+    # continuity correction (no ties), by hand: U = 100, 85, 55 of 10 x 10 pairs.
+    sd = math.sqrt(10 * 10 * 21 / 12)
+    by_hand = [math.erfc((abs(u - 50) - 0.5) / sd / math.sqrt(2)) for u in (100, 85, 55)]
+    np.testing.assert_allclose(rel.p_values[[1, 3, 5]], by_hand, rtol=1e-10)
+    np.testing.assert_array_equal(rel.p_values[rel.constant], 1.0)
+    # Benjamini-Yekutieli by hand over the m = 3 tested features.
+    q, m = 0.05, 3
+    c_m = sum(1.0 / i for i in range(1, m + 1))
+    thresholds = np.arange(1, m + 1) * q / (m * c_m)
+    np.testing.assert_allclose(thresholds, [0.0090909, 0.0181818, 0.0272727], rtol=1e-5)
+    p_sorted = np.sort(rel.p_values[~rel.constant])
+    k = max(i + 1 for i in range(m) if p_sorted[i] <= thresholds[i])
+    assert k == 2
+    np.testing.assert_array_equal(rel.relevant, [False, True, False, True] + [False] * 4)
+    # Counting the constant features as untested p = 1 (the old behaviour) would drop feature 1.
+    m_all = x.shape[1]
+    c_all = sum(1.0 / i for i in range(1, m_all + 1))
+    assert p_sorted[1] > 2 * q / (m_all * c_all)
+    # Every feature constant: nothing is tested, nothing kept.
+    none = data.select_relevant_features(np.ones((20, 3)), y)
+    assert not none.relevant.any() and none.constant.all()
 
 
 def test_relevance_filter_controls_false_discoveries(rng):
