@@ -92,7 +92,7 @@ def make_dann_step(
         raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
 
     def loss_fn(params, source_x, source_y, target_x, progress):
-        lam = dann_lambda(progress, gamma)
+        lam = dann_lambda(progress, gamma=gamma)
         fs, ls = apply_fn(params, source_x)
         ft, _ = apply_fn(params, target_x)
         cls = _ce(ls, source_y)

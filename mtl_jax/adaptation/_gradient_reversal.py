@@ -68,7 +68,7 @@ def gradient_reversal(x: ArrayLike, scale: ArrayLike = 1.0) -> jax.Array:
     return _reverse(x, scale)
 
 
-def dann_lambda(progress: ArrayLike, gamma: float = 10.0) -> jax.Array:
+def dann_lambda(progress: ArrayLike, *, gamma: float = 10.0) -> jax.Array:
     r"""The adaptation-weight schedule ``λ_p = 2 / (1 + exp(-γ p)) - 1``.
 
     Rises from 0 at ``p = 0`` to almost 1 at ``p = 1`` (``γ = 10``), suppressing the
@@ -86,7 +86,7 @@ def dann_lambda(progress: ArrayLike, gamma: float = 10.0) -> jax.Array:
 
 
 def dann_learning_rate(
-    init_value: float, total_steps: int, alpha: float = 10.0, beta: float = 0.75
+    init_value: float, total_steps: int, *, alpha: float = 10.0, beta: float = 0.75
 ) -> optax.Schedule:
     r"""Annealed learning rate ``η_p = η_0 / (1 + α p)^β`` with ``p = step / total_steps``.
 

@@ -180,7 +180,7 @@ def make_mstn_step(
         raise ValueError(f"theta must be in [0, 1], got {theta}")
 
     def loss_fn(params, state, source_x, source_y, target_x, progress):
-        lam = dann_lambda(progress, gamma)
+        lam = dann_lambda(progress, gamma=gamma)
         fs, ls = apply_fn(params, source_x)
         ft, lt = apply_fn(params, target_x)
         cls = _ce(ls, source_y)

@@ -140,7 +140,7 @@ def learn_metric(
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7, 8))
-def _learn_metric(phi_old, phi_new, old, x, y, factor, num_steps, learning_rate, epsilon):
+def _learn_metric(phi_old, phi_new, old, x, y, factor, num_iters, learning_rate, epsilon):
     def loss(lf):
         plan = semantic_transport(mahalanobis_cost(phi_old, phi_new, lf @ lf.T), epsilon=epsilon)
         return _ce(transform_model(old, plan), x, y)
@@ -153,5 +153,5 @@ def _learn_metric(phi_old, phi_new, old, x, y, factor, num_steps, learning_rate,
         u, s = tx.update(g, s, lf)
         return optax.apply_updates(lf, u), s
 
-    factor, _ = jax.lax.fori_loop(0, num_steps, body, (factor, tx.init(factor)))
+    factor, _ = jax.lax.fori_loop(0, num_iters, body, (factor, tx.init(factor)))
     return factor @ factor.T

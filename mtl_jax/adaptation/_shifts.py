@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ["dirichlet_shift", "sample_with_label_distribution", "tweak_one_shift"]
 
 
-def tweak_one_shift(num_classes: int, cls: int, rho: float) -> np.ndarray:
+def tweak_one_shift(num_classes: int, *, cls: int, rho: float) -> np.ndarray:
     """Target prior with ``q(y = cls) = rho`` and the rest spread uniformly."""
     if num_classes < 2 or not 0 <= cls < num_classes:
         raise ValueError(f"need num_classes >= 2 and 0 <= cls < num_classes, got {cls}")
@@ -23,21 +23,29 @@ def tweak_one_shift(num_classes: int, cls: int, rho: float) -> np.ndarray:
     return q
 
 
-def dirichlet_shift(rng: np.random.Generator, num_classes: int, alpha: float) -> np.ndarray:
-    """Target prior drawn from ``Dirichlet(alpha · 1)`` (small alpha: severe shift)."""
+def dirichlet_shift(
+    num_classes: int, *, alpha: float, seed: int | np.random.Generator = 0
+) -> np.ndarray:
+    """Target prior drawn from ``Dirichlet(alpha · 1)`` (small alpha: severe shift).
+
+    ``seed`` is an integer or a ``np.random.Generator``, which the draw advances (so
+    repeated calls with one generator give different priors).
+    """
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    return rng.dirichlet(np.full(num_classes, alpha))
+    return np.random.default_rng(seed).dirichlet(np.full(num_classes, alpha))
 
 
 def sample_with_label_distribution(
-    rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray, n: int
+    labels: np.ndarray, dist: np.ndarray, *, n: int, seed: int | np.random.Generator = 0
 ) -> np.ndarray:
     """Indices of ``n`` draws (with replacement) whose labels follow ``dist``.
 
     Each draw picks a class from ``dist`` and then a uniformly random example of
-    that class, so ``p(x | y)`` is kept (a pure label shift).
+    that class, so ``p(x | y)`` is kept (a pure label shift). ``seed`` is an integer
+    or a ``np.random.Generator``, which the draws advance.
     """
+    rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     dist = np.asarray(dist, np.float64)
     k = dist.shape[0]

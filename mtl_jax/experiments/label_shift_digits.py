@@ -85,11 +85,11 @@ def _softmax(z):
 
 def _shifts(rng: np.random.Generator, trials: int) -> dict[str, list[np.ndarray]]:
     out = {
-        f"Dirichlet α={a:g}": [ad.dirichlet_shift(rng, K, a) for _ in range(trials)]
+        f"Dirichlet α={a:g}": [ad.dirichlet_shift(K, alpha=a, seed=rng) for _ in range(trials)]
         for a in (0.1, 1.0, 10.0)
     }
     out["tweak-one ρ=0.5"] = [
-        ad.tweak_one_shift(K, int(rng.integers(K)), 0.5) for _ in range(trials)
+        ad.tweak_one_shift(K, cls=int(rng.integers(K)), rho=0.5) for _ in range(trials)
     ]
     return out
 
@@ -139,7 +139,7 @@ def _one_seed(s: int, trials: int, ns, acc_ns, log: bool, digits):
             acc_after = {m: [] for m in (*METHODS, "true w")}
             acc_before = []
             for q in dists:
-                idx = ad.sample_with_label_distribution(rng, y_pool, q, n)
+                idx = ad.sample_with_label_distribution(y_pool, q, n=n, seed=rng)
                 w_true = q / p_source
                 acc_before.append(np.mean(prob_pool[idx].argmax(1) == y_pool[idx]))
                 for m in METHODS:

@@ -92,7 +92,7 @@ def _carry_over(x_old, y_old, phi_old, phi_new, x_old_test, y_old_test):
 def _few_labels(old, carried, phi_old, phi_new, x, y, x_test, y_test):
     scratch = _refit(x, y, _zero_model(x.shape[1]))
     reform = _refit(x, y, carried)
-    metric = ad.learn_metric(phi_old, phi_new, old, x, y, num_steps=30, learning_rate=0.05)
+    metric = ad.learn_metric(phi_old, phi_new, old, x, y, num_iters=30, learning_rate=0.05)
     plan_m = ad.semantic_transport(ad.mahalanobis_cost(phi_old, phi_new, metric), epsilon=0.05)
     reform_m = _refit(x, y, ad.transform_model(old, plan_m))
     return jnp.stack([_acc(m, x_test, y_test) for m in (scratch, carried, reform, reform_m)])

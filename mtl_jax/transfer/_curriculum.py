@@ -167,7 +167,7 @@ def _check_pacing(start: float, inc: float | None = None) -> None:
 
 
 def fixed_exponential_pacing(
-    starting_percent: float = 0.04, increase: float = 1.9, step_length: int = 100
+    *, starting_percent: float = 0.04, increase: float = 1.9, step_length: int = 100
 ) -> Pacing:
     """g(i) = min(1, start · inc^⌊i / step_length⌋).
 
@@ -194,7 +194,7 @@ def fixed_exponential_pacing(
 
 
 def varied_exponential_pacing(
-    starting_percent: float = 0.04, increase: float = 1.9, step_lengths: Sequence[int] = (100,)
+    *, starting_percent: float = 0.04, increase: float = 1.9, step_lengths: Sequence[int] = (100,)
 ) -> Pacing:
     """Exponential pacing whose k-th step lasts ``step_lengths[k]`` iterations.
 
@@ -229,7 +229,7 @@ def varied_exponential_pacing(
     return g
 
 
-def single_step_pacing(starting_percent: float = 0.04, step_length: int = 100) -> Pacing:
+def single_step_pacing(*, starting_percent: float = 0.04, step_length: int = 100) -> Pacing:
     """g(i) = start for i < step_length, 1 afterwards.
 
     Args:

@@ -161,7 +161,7 @@ def _starting_point(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def l2(alpha: float = 0.1) -> optax.GradientTransformation:
+def l2(*, alpha: float = 0.1) -> optax.GradientTransformation:
     """Plain weight decay Ω(w) = α/2 ‖w‖² (the "L2" baseline of L2-SP).
 
     Adds ``α w`` to the updates for every leaf.
@@ -187,6 +187,7 @@ def l2(alpha: float = 0.1) -> optax.GradientTransformation:
 
 def l2_sp(
     anchor: Any,
+    *,
     alpha: float = 0.1,
     beta: float = 0.01,
     pretrained: LeafSelector = None,
@@ -225,6 +226,7 @@ def l2_sp(
 def l2_sp_fisher(
     anchor: Any,
     fisher: Any,
+    *,
     alpha: float = 0.1,
     beta: float = 0.01,
     pretrained: LeafSelector = None,
@@ -254,6 +256,7 @@ def l2_sp_fisher(
 
 def l1_sp(
     anchor: Any,
+    *,
     alpha: float = 0.1,
     beta: float = 0.01,
     pretrained: LeafSelector = None,
@@ -281,6 +284,7 @@ def l1_sp(
 
 def group_lasso_sp(
     anchor: Any,
+    *,
     alpha: float = 0.1,
     beta: float = 0.01,
     pretrained: LeafSelector = None,
@@ -310,6 +314,7 @@ def group_lasso_sp(
 def group_lasso_sp_fisher(
     anchor: Any,
     fisher: Any,
+    *,
     alpha: float = 0.1,
     beta: float = 0.01,
     pretrained: LeafSelector = None,

@@ -189,16 +189,16 @@ def test_detection_has_power_under_shift(rng, test):
 
 
 def test_shift_sampling(rng):
-    q = ad.tweak_one_shift(10, 3, 0.5)
+    q = ad.tweak_one_shift(10, cls=3, rho=0.5)
     assert q[3] == 0.5 and np.isclose(q.sum(), 1)
-    d = ad.dirichlet_shift(rng, 10, 0.1)
+    d = ad.dirichlet_shift(10, alpha=0.1, seed=rng)
     assert np.isclose(d.sum(), 1) and d.shape == (10,)
     labels = np.repeat(np.arange(10), 20)
-    idx = ad.sample_with_label_distribution(rng, labels, q, 4000)
+    idx = ad.sample_with_label_distribution(labels, q, n=4000, seed=rng)
     freq = np.bincount(labels[idx], minlength=10) / 4000
     np.testing.assert_allclose(freq, q, atol=0.03)
     with pytest.raises(ValueError):
-        ad.tweak_one_shift(10, 3, 1.5)
+        ad.tweak_one_shift(10, cls=3, rho=1.5)
 
 
 def test_estimators_jit(rng):

@@ -8,7 +8,7 @@ from mtl_jax import transfer
 
 
 def test_fixed_exponential_values():
-    g = transfer.fixed_exponential_pacing(0.04, 1.9, 100)
+    g = transfer.fixed_exponential_pacing(starting_percent=0.04, increase=1.9, step_length=100)
     steps = np.array([0, 99, 100, 199, 200, 450, 500, 599, 10_000])
     want = np.minimum(1.0, 0.04 * 1.9 ** np.floor(steps / 100))
     got = np.array([float(g(i)) for i in steps])
@@ -19,20 +19,20 @@ def test_fixed_exponential_values():
 
 
 def test_varied_exponential_values():
-    g = transfer.varied_exponential_pacing(0.1, 2.0, (2, 3))
+    g = transfer.varied_exponential_pacing(starting_percent=0.1, increase=2.0, step_lengths=(2, 3))
     # steps: [0,2) k=0, [2,5) k=1, then length 3: [5,8) k=2, [8,11) k=3, [11,..) k=4
     want = [0.1, 0.1, 0.2, 0.2, 0.2, 0.4, 0.4, 0.4, 0.8, 0.8, 0.8, 1.0, 1.0]
     got = [float(g(i)) for i in range(13)]
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # a single length reduces to fixed exponential
-    h = transfer.varied_exponential_pacing(0.04, 1.9, (100,))
-    f = transfer.fixed_exponential_pacing(0.04, 1.9, 100)
+    h = transfer.varied_exponential_pacing(starting_percent=0.04, increase=1.9, step_lengths=(100,))
+    f = transfer.fixed_exponential_pacing(starting_percent=0.04, increase=1.9, step_length=100)
     steps = np.arange(0, 800, 7)
     np.testing.assert_allclose(jax.vmap(h)(steps), jax.vmap(f)(steps), rtol=1e-6)
 
 
 def test_single_step_and_no_pacing_values():
-    g = transfer.single_step_pacing(0.2, 50)
+    g = transfer.single_step_pacing(starting_percent=0.2, step_length=50)
     got = [float(g(i)) for i in (0, 49, 50, 1000)]
     np.testing.assert_allclose(got, [0.2, 0.2, 1.0, 1.0], rtol=1e-6)
     assert float(transfer.no_pacing()(7)) == 1.0
@@ -40,13 +40,13 @@ def test_single_step_and_no_pacing_values():
 
 def test_pacing_validation():
     with pytest.raises(ValueError, match=r"1\.5"):
-        transfer.fixed_exponential_pacing(1.5)
+        transfer.fixed_exponential_pacing(starting_percent=1.5)
     with pytest.raises(ValueError, match=r"0\.5"):
-        transfer.fixed_exponential_pacing(0.1, 0.5)
+        transfer.fixed_exponential_pacing(starting_percent=0.1, increase=0.5)
     with pytest.raises(ValueError, match="step_length"):
-        transfer.single_step_pacing(0.1, 0)
+        transfer.single_step_pacing(starting_percent=0.1, step_length=0)
     with pytest.raises(ValueError, match="step_lengths"):
-        transfer.varied_exponential_pacing(0.1, 2.0, ())
+        transfer.varied_exponential_pacing(starting_percent=0.1, increase=2.0, step_lengths=())
 
 
 def test_order_is_balanced_and_sorted_within_class(rng):
@@ -74,7 +74,7 @@ def test_order_is_balanced_and_sorted_within_class(rng):
 
 def test_batch_sampler_respects_prefix(key):
     order = np.random.default_rng(0).permutation(200).astype(np.int32)
-    pacing = transfer.fixed_exponential_pacing(0.1, 2.0, 10)
+    pacing = transfer.fixed_exponential_pacing(starting_percent=0.1, increase=2.0, step_length=10)
     sample = jax.jit(
         lambda k, s: transfer.curriculum_batch(k, order, s, pacing=pacing, batch_size=16)
     )
@@ -87,7 +87,11 @@ def test_batch_sampler_respects_prefix(key):
         assert seen <= set(order[:n_avail].tolist())
         assert len(seen) > 0.8 * n_avail  # and uniform enough to cover the prefix
     tiny = transfer.curriculum_batch(
-        key, order, 0, pacing=transfer.single_step_pacing(0.01, 5), batch_size=8
+        key,
+        order,
+        0,
+        pacing=transfer.single_step_pacing(starting_percent=0.01, step_length=5),
+        batch_size=8,
     )
     assert set(np.asarray(tiny).tolist()) <= set(order[:2].tolist())
     with pytest.raises(ValueError, match="batch_size"):

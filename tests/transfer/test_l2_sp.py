@@ -81,19 +81,19 @@ def test_update_is_gradient_of_penalty(kind, rng):
     fisher = jax.tree.map(lambda x: rng.uniform(0.1, 2.0, size=x.shape).astype(np.float32), w0)
     alpha, beta = 0.3, 0.07
     if kind == "l2_sp":
-        tx = transfer.l2_sp(w0, alpha, beta, pretrained=_is_pre)
+        tx = transfer.l2_sp(w0, alpha=alpha, beta=beta, pretrained=_is_pre)
         pen = lambda v: _penalty_l2sp(v, w0, alpha, beta)
     elif kind == "l2_sp_fisher":
-        tx = transfer.l2_sp_fisher(w0, fisher, alpha, beta, pretrained=_is_pre)
+        tx = transfer.l2_sp_fisher(w0, fisher, alpha=alpha, beta=beta, pretrained=_is_pre)
         pen = lambda v: _penalty_l2sp(v, w0, alpha, beta, fisher)
     elif kind == "l1_sp":
-        tx = transfer.l1_sp(w0, alpha, beta, pretrained=_is_pre)
+        tx = transfer.l1_sp(w0, alpha=alpha, beta=beta, pretrained=_is_pre)
         pen = lambda v: _penalty_l1sp(v, w0, alpha, beta)
     elif kind == "gl":
-        tx = transfer.group_lasso_sp(w0, alpha, beta, pretrained=_is_pre)
+        tx = transfer.group_lasso_sp(w0, alpha=alpha, beta=beta, pretrained=_is_pre)
         pen = lambda v: _penalty_gl(v, w0, alpha, beta)
     else:
-        tx = transfer.group_lasso_sp_fisher(w0, fisher, alpha, beta, pretrained=_is_pre)
+        tx = transfer.group_lasso_sp_fisher(w0, fisher, alpha=alpha, beta=beta, pretrained=_is_pre)
         pen = lambda v: _penalty_gl(v, w0, alpha, beta, fisher)
     got = _apply(tx, w)
     want = jax.jit(jax.grad(pen))(w)
@@ -103,11 +103,13 @@ def test_update_is_gradient_of_penalty(kind, rng):
 def test_l2_adds_alpha_w_and_mask_forms_agree(rng):
     w0 = _tree(rng)
     w = jax.tree.map(lambda x: 2 * x, w0)
-    got = _apply(transfer.l2(0.5), w)
+    got = _apply(transfer.l2(alpha=0.5), w)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, 0.5 * b, rtol=1e-6), got, w)
     mask = jax.tree_util.tree_map_with_path(_is_pre, w0)
-    a = _apply(transfer.l2_sp(w0, 0.2, 0.3, pretrained=mask), w)
-    b = _apply(transfer.l2_sp(w0, 0.2, 0.3, pretrained=transfer.path_matches("conv|dense")), w)
+    a = _apply(transfer.l2_sp(w0, alpha=0.2, beta=0.3, pretrained=mask), w)
+    b = _apply(
+        transfer.l2_sp(w0, alpha=0.2, beta=0.3, pretrained=transfer.path_matches("conv|dense")), w
+    )
     jax.tree.map(np.testing.assert_array_equal, a, b)
     np.testing.assert_allclose(a["head"]["kernel"], 0.3 * w["head"]["kernel"], rtol=1e-6)
     np.testing.assert_allclose(a["conv"]["kernel"], 0.2 * w0["conv"]["kernel"], rtol=1e-5)
@@ -115,14 +117,14 @@ def test_l2_adds_alpha_w_and_mask_forms_agree(rng):
 
 def test_group_lasso_zero_at_anchor_and_group_shape(rng):
     w0 = _tree(rng)
-    got = _apply(transfer.group_lasso_sp(w0, 1.0, 0.0), w0)
+    got = _apply(transfer.group_lasso_sp(w0, alpha=1.0, beta=0.0), w0)
     for leaf in jax.tree.leaves(got):
         assert np.all(np.isfinite(leaf)) and np.all(leaf == 0)
     # one moved output channel: only that channel gets gradient, with norm s_g * alpha
     w = jax.tree.map(lambda x: x, w0)
     w["conv"] = {"kernel": w0["conv"]["kernel"].copy()}
     w["conv"]["kernel"][..., 1] += 1.0
-    g = _apply(transfer.group_lasso_sp(w0, 1.0, 0.0), w)["conv"]["kernel"]
+    g = _apply(transfer.group_lasso_sp(w0, alpha=1.0, beta=0.0), w)["conv"]["kernel"]
     assert np.all(g[..., [0, 2, 3]] == 0)
     np.testing.assert_allclose(np.linalg.norm(g[..., 1]), np.sqrt(18.0), rtol=1e-5)
 
