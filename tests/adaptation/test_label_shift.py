@@ -208,3 +208,16 @@ def test_estimators_jit(rng):
     assert f(p_s, y_s, p_t).shape == (K,)
     g = jax.jit(lambda a, b: ad.mlls(a, b))
     assert np.all(np.isfinite(g(p_t, jnp.full(K, 0.25))))
+
+
+def test_shift_helpers_take_seed_or_generator_and_keyword_hyperparameters():
+    labels = np.repeat(np.arange(3), 5)
+    a = ad.dirichlet_shift(3, alpha=0.5, seed=np.random.default_rng(1))
+    np.testing.assert_array_equal(a, ad.dirichlet_shift(3, alpha=0.5, seed=1))
+    idx = ad.sample_with_label_distribution(labels, a, n=20, seed=2)
+    gen = np.random.default_rng(2)
+    np.testing.assert_array_equal(idx, ad.sample_with_label_distribution(labels, a, n=20, seed=gen))
+    with pytest.raises(TypeError, match="positional"):
+        ad.dirichlet_shift(3, 0.5)
+    with pytest.raises(TypeError, match="positional"):
+        ad.tweak_one_shift(3, 1, 0.5)

@@ -188,3 +188,22 @@ def test_validation_errors(rng):
         tx.update(w0, tx.init(w0))
     with pytest.raises(ValueError, match="structure"):
         tx.init({"x": jnp.zeros(2)})
+
+
+@pytest.mark.parametrize(
+    ("factory", "data"),
+    [
+        (transfer.l2, ()),
+        (transfer.l2_sp, ({"w": 0.0},)),
+        (transfer.l1_sp, ({"w": 0.0},)),
+        (transfer.group_lasso_sp, ({"w": 0.0},)),
+        (transfer.l2_sp_fisher, ({"w": 0.0}, {"w": 1.0})),
+        (transfer.group_lasso_sp_fisher, ({"w": 0.0}, {"w": 1.0})),
+        (transfer.fixed_exponential_pacing, ()),
+        (transfer.varied_exponential_pacing, ()),
+        (transfer.single_step_pacing, ()),
+    ],
+)
+def test_hyperparameters_are_keyword_only(factory, data):
+    with pytest.raises(TypeError, match="positional"):
+        factory(*data, 0.1)
