@@ -38,6 +38,8 @@ from mtl_jax import training as training
 from mtl_jax import transfer as transfer
 from mtl_jax import weighting as weighting
 from mtl_jax._jacobian import value_and_jacobian as value_and_jacobian
+from mtl_jax._presence import TaskLosses as TaskLosses
+from mtl_jax._presence import masked_task_losses as masked_task_losses
 from mtl_jax._task_tree import combine as combine
 from mtl_jax._task_tree import gram as gram
 from mtl_jax._task_tree import num_tasks as num_tasks
@@ -47,11 +49,13 @@ from mtl_jax._task_tree import task_norms as task_norms
 __version__ = "0.1.0"
 
 __all__ = [
+    "TaskLosses",
     "adaptation",
     "balancers",
     "combine",
     "data",
     "gram",
+    "masked_task_losses",
     "models",
     "num_tasks",
     "sum_tasks",

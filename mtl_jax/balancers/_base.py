@@ -1,11 +1,23 @@
 """The balancer protocol: task Jacobian in, params-shaped update out.
 
 Every balancer is an :class:`optax.GradientTransformationExtraArgs` whose
-``update(task_grads, state, params=None, *, task_losses, **extra_args)`` takes a
-task Jacobian (a pytree shaped like ``params`` whose leaves carry a leading task
-axis of size ``K``) and the per-task losses ``[K]``, and returns an update with the
-structure of ``params``. The leaves selected by ``shared=`` are balanced; every
-other (task-specific) leaf receives the plain sum over tasks.
+``update(task_grads, state, params=None, *, task_losses, task_presence=None,
+**extra_args)`` takes a task Jacobian (a pytree shaped like ``params`` whose leaves
+carry a leading task axis of size ``K``) and the per-task losses ``[K]``, and
+returns an update with the structure of ``params``. The leaves selected by
+``shared=`` are balanced; every other (task-specific) leaf receives the plain sum
+over tasks.
+
+Task presence: ``task_presence`` is a ``[K]`` bool array saying which tasks had a
+labelled example in the batch (``None``: all of them; see
+:func:`mtl_jax.masked_task_losses`). An absent task gets weight exactly 0 and is
+left out of the balancer's problem (a simplex, a projection, a normalisation is
+taken over the present tasks), its gradient and loss are replaced by 0 with
+``where`` (so a NaN there does not leak), and a stateful balancer leaves its
+state untouched. A step on ``K`` tasks with the subset ``S`` present equals the
+same balancer's step on the ``|S|`` present tasks alone. Presence is data: it may
+change from batch to batch inside one compiled function. With every task absent
+the weights are all 0.
 
 Methods differ in what they need, which a training step can exploit:
 
@@ -34,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtl_jax import _task_tree
+from mtl_jax import _presence, _task_tree
 from mtl_jax._task_tree import MaskSpec
 
 __all__ = [
@@ -51,12 +63,12 @@ __all__ = [
 PyTree = Any
 Kind = Literal["loss", "gram", "jacobian"]
 
-# (losses[K], state) -> (weights[K], state)
-LossWeightFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
-# (gram[K, K], losses[K], state) -> (weights[K], state)
-GramWeightFn = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
-# (jac, losses[K], state) -> (update, state): every leaf of jac is balanced.
-CombineFn = Callable[[PyTree, jax.Array, Any], tuple[PyTree, Any]]
+# (losses[K], state[, presence=]) -> (weights[K], state)
+LossWeightFn = Callable[..., tuple[jax.Array, Any]]
+# (gram[K, K], losses[K], state[, presence=]) -> (weights[K], state)
+GramWeightFn = Callable[..., tuple[jax.Array, Any]]
+# (jac, losses[K], state[, presence=]) -> (update, state): every leaf of jac is balanced.
+CombineFn = Callable[..., tuple[PyTree, Any]]
 
 
 class BalancerSpec(NamedTuple):
@@ -69,12 +81,19 @@ class BalancerSpec(NamedTuple):
     Attributes:
       kind: ``"loss"``, ``"gram"`` or ``"jacobian"`` (see the module docstring).
       shared: the ``shared=`` mask spec the balancer was built with.
-      combine: ``(jac_leaves, losses, state) -> (update_leaves, state)`` balancing
-        every leaf it is given. ``update`` applies it to the shared leaves (for
-        ``kind="jacobian"``); representation mode applies it to the Jacobian of
-        the shared representation (every kind).
-      loss_weights: for ``kind="loss"``: ``(losses, state) -> (weights, state)``.
-      gram_weights: for ``kind="gram"``: ``(G, losses, state) -> (weights, state)``.
+      combine: ``(jac_leaves, losses, state, presence=None) -> (update_leaves,
+        state)`` balancing every leaf it is given. ``update`` applies it to the
+        shared leaves (for ``kind="jacobian"``); representation mode applies it to
+        the Jacobian of the shared representation (every kind).
+      loss_weights: for ``kind="loss"``: ``(losses, state, presence=None) ->
+        (weights, state)``.
+      gram_weights: for ``kind="gram"``: ``(G, losses, state, presence=None) ->
+        (weights, state)``.
+
+    Each callable takes ``presence``, a ``[K]`` bool array or ``None`` (every task
+    present, the behaviour without presence): an absent task's weight is 0, its
+    rows of ``G``, of the Jacobian and its loss are replaced by 0, and the
+    balancer's problem and state update cover the present tasks only.
       gram_mask: for ``kind="gram"``: the leaves, among the shared ones, whose Gram
         matrix the weights depend on (``None``: all shared leaves; a
         :class:`~mtl_jax._task_tree.TreeMask` for a rule that looks at the whole
@@ -275,36 +294,50 @@ def _resolve(mask: MaskSpec, ref: PyTree, name: str) -> list[bool]:
 
 
 def _route(
-    spec: BalancerSpec, task_grads: PyTree, state: Any, params: PyTree | None, task_losses: Any
+    spec: BalancerSpec,
+    task_grads: PyTree,
+    state: Any,
+    params: PyTree | None,
+    task_losses: Any,
+    task_presence: Any = None,
 ) -> tuple[PyTree, Any]:
-    validate_task_inputs(task_grads, params, task_losses)
+    k = validate_task_inputs(task_grads, params, task_losses)
+    presence = _presence.check_presence(task_presence, k)
     losses = jnp.asarray(task_losses)
     ref = _shape_tree(task_grads) if params is None else params
     treedef = jax.tree_util.tree_structure(task_grads)
     leaves = jax.tree_util.tree_leaves(task_grads)
     flags = _resolve(spec.shared, ref, "shared")
+    if presence is not None:
+        # An absent task's gradient is excluded (NaNs included). The loss and
+        # Jacobian kinds' combine zeroes the shared leaves itself.
+        leaves = [
+            _presence.zero_absent(x, presence) if spec.kind == "gram" or not m else x
+            for x, m in zip(leaves, flags)
+        ]
     shared = [x for x, m in zip(leaves, flags) if m]
     if not shared:
         raise ValueError("shared= selects no leaf of the parameters: nothing to balance")
+    extra = {} if presence is None else {"presence": presence}
     if spec.kind == "gram":
         gflags = _resolve(spec.gram_mask, ref, "gram_mask")
         sel = [x for x, m, gm in zip(leaves, flags, gflags) if m and gm]
         if not sel:
             raise ValueError("the Gram mask selects no shared leaf")
         g = _task_tree.gram(sel)
-        w, state = spec.gram_weights(g, jax.lax.stop_gradient(losses), state)
+        w, state = spec.gram_weights(g, jax.lax.stop_gradient(losses), state, **extra)
         balanced = _task_tree.combine(_cast_like(w, losses), shared)
     else:
-        balanced, state = spec.combine(shared, losses, state)
+        balanced, state = spec.combine(shared, losses, state, **extra)
     it = iter(balanced)
     out = [next(it) if m else _task_tree.sum_leading(x) for x, m in zip(leaves, flags)]
     return jax.tree_util.tree_unflatten(treedef, out), state
 
 
 def _make(spec: BalancerSpec, init: Callable[[PyTree], Any]) -> Balancer:
-    def update_fn(task_grads, state, params=None, *, task_losses, **extra_args):
+    def update_fn(task_grads, state, params=None, *, task_losses, task_presence=None, **extra_args):
         del extra_args
-        return _route(spec, task_grads, state, params, task_losses)
+        return _route(spec, task_grads, state, params, task_losses, task_presence)
 
     return Balancer(init, update_fn, spec)
 
@@ -313,27 +346,67 @@ def _cast_like(w: jax.Array, losses: jax.Array) -> jax.Array:
     return jnp.asarray(w, dtype=jnp.promote_types(losses.dtype, jnp.float32))
 
 
+def takes_presence(fn: Callable) -> bool:
+    """Whether ``fn`` has a parameter named ``presence`` that can be passed by keyword."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get("presence")
+    return p is not None and p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
+def _zero_absent_leaves(leaves: list, presence: jax.Array) -> list:
+    return [_presence.zero_absent(x, presence) for x in leaves]
+
+
 def loss_balancer(
     init: Callable[[PyTree], Any], weights_fn: LossWeightFn, *, shared: MaskSpec = None
 ) -> Balancer:
     """Builds a balancer whose weights depend on the losses (and its state) only.
 
+    Presence: with a ``task_presence``, a ``weights_fn`` that has a keyword
+    ``presence`` parameter receives the ``[K]`` bool array and must give the
+    absent tasks weight 0, solve its problem over the present ones and leave
+    their state unchanged (every library method does). A ``weights_fn`` without
+    it is *not presence-aware*: it is called as without presence (on the zeroed
+    inputs) and only its absent tasks' weights are set to 0 afterwards; its
+    problem still spans all ``K`` tasks and its state is updated as it chooses.
+
     Args:
       init: ``params -> state``.
-      weights_fn: ``(losses[K], state) -> (weights[K], new_state)``; must be
-        jit-compatible. The losses it receives are not differentiated through.
+      weights_fn: ``(losses[K], state, presence=None) -> (weights[K], new_state)``
+        (the ``presence`` parameter is optional, see above); must be
+        jit-compatible. The losses it receives are not differentiated through;
+        those of absent tasks are 0.
       shared: leaves to weight; the others receive the plain sum over tasks.
 
     Returns:
       A :class:`Balancer` of kind ``"loss"``.
     """
+    aware = takes_presence(weights_fn)
 
-    def checked(losses, state):
-        w, new = weights_fn(check_losses(losses), state)
+    def checked(losses, state, presence=None):
+        losses = check_losses(losses)
+        presence = _presence.check_presence(presence, losses.shape[0])
+        if presence is None:
+            w, new = weights_fn(losses, state)
+        else:
+            losses = _presence.zero_absent(losses, presence)
+            if aware:
+                w, new = weights_fn(losses, state, presence=presence)
+            else:
+                w, new = weights_fn(losses, state)
+            w = _presence.zero_absent(jnp.asarray(w), presence)
         return w, like(new, state)
 
-    def combine(jac, losses, state):
-        w, state = checked(jax.lax.stop_gradient(losses), state)
+    def combine(jac, losses, state, presence=None):
+        w, state = checked(jax.lax.stop_gradient(losses), state, presence)
+        if presence is not None:
+            jac = _zero_absent_leaves(jac, jnp.asarray(presence))
         return _task_tree.combine(_cast_like(w, losses), jac), state
 
     spec = BalancerSpec("loss", shared, combine, loss_weights=checked, representation=True)
@@ -351,9 +424,19 @@ def gram_balancer(
 ) -> Balancer:
     """Builds a balancer whose update is ``Σ_k w_k J_k`` with ``w = f(G, losses, state)``.
 
+    Presence: with a ``task_presence``, a ``weights_fn`` that has a keyword
+    ``presence`` parameter receives the ``[K]`` bool array and must give the
+    absent tasks weight 0, solve its problem over the present ones and leave
+    their state unchanged (every library method does). A ``weights_fn`` without
+    it is *not presence-aware*: it is called as without presence (on the zeroed
+    inputs) and only its absent tasks' weights are set to 0 afterwards; its
+    problem still spans all ``K`` tasks and its state is updated as it chooses.
+
     Args:
       init: ``params -> state``.
-      weights_fn: ``(G[K, K], losses[K], state) -> (weights[K], new_state)``.
+      weights_fn: ``(G[K, K], losses[K], state, presence=None) -> (weights[K],
+        new_state)`` (the ``presence`` parameter is optional, see above). The
+        rows and columns of ``G`` and the losses of absent tasks are 0.
       shared: leaves to balance; the others receive the plain sum over tasks.
       gram_mask: a mask over the *params* tree choosing which shared leaves ``G``
         is computed on (``None``: all shared leaves). In representation mode ``G``
@@ -366,14 +449,28 @@ def gram_balancer(
     Returns:
       A :class:`Balancer` of kind ``"gram"``.
     """
+    aware = takes_presence(weights_fn)
 
-    def checked(gram, losses, state):
+    def checked(gram, losses, state, presence=None):
         check_losses(losses, gram.shape[0])
-        w, new = weights_fn(gram, losses, state)
+        presence = _presence.check_presence(presence, gram.shape[0])
+        if presence is None:
+            w, new = weights_fn(gram, losses, state)
+        else:
+            gram = _presence.restrict_gram(gram, presence)
+            losses = _presence.zero_absent(losses, presence)
+            if aware:
+                w, new = weights_fn(gram, losses, state, presence=presence)
+            else:
+                w, new = weights_fn(gram, losses, state)
+            w = _presence.zero_absent(jnp.asarray(w), presence)
         return w, like(new, state)
 
-    def combine(jac, losses, state):
-        w, state = checked(_task_tree.gram(jac), jax.lax.stop_gradient(losses), state)
+    def combine(jac, losses, state, presence=None):
+        if presence is not None:
+            presence = _presence.check_presence(presence, check_losses(losses).shape[0])
+            jac = _zero_absent_leaves(jac, presence)
+        w, state = checked(_task_tree.gram(jac), jax.lax.stop_gradient(losses), state, presence)
         return _task_tree.combine(_cast_like(w, losses), jac), state
 
     spec = BalancerSpec(
@@ -399,14 +496,28 @@ def jacobian_balancer(
 
     ``jac_leaves`` is the list of shared leaves of the task Jacobian, each
     ``[K, ...]``; the result is the list of their balanced updates (task axis
-    removed), in the same order.
+    removed), in the same order. ``combine_fn`` may take a keyword
+    ``presence=None`` (a ``[K]`` bool array); the absent tasks' rows of the
+    leaves and their losses are 0 when it is called. A ``combine_fn`` without
+    that parameter is not presence-aware: it is given the zeroed rows and
+    nothing else.
 
     Returns:
       A :class:`Balancer` of kind ``"jacobian"``.
     """
+    aware = takes_presence(combine_fn)
 
-    def checked(leaves, losses, state):
-        out, new = combine_fn(leaves, losses, state)
+    def checked(leaves, losses, state, presence=None):
+        if presence is None:
+            out, new = combine_fn(leaves, losses, state)
+        else:
+            presence = _presence.check_presence(presence, check_losses(losses).shape[0])
+            leaves = _zero_absent_leaves(leaves, presence)
+            losses = _presence.zero_absent(losses, presence)
+            if aware:
+                out, new = combine_fn(leaves, losses, state, presence=presence)
+            else:
+                out, new = combine_fn(leaves, losses, state)
         return out, like(new, state)
 
     spec = BalancerSpec("jacobian", shared, checked, representation=representation)
@@ -557,7 +668,9 @@ def stateless_gram_balancer(
     """A Gram balancer with no state but the weights it records.
 
     Args:
-      weights_of_gram: ``(G[K, K], losses[K]) -> weights[K]``, jit-compatible.
+      weights_of_gram: ``(G[K, K], losses[K], presence=None) -> weights[K]``,
+        jit-compatible; the ``presence`` parameter is optional (without it the
+        absent tasks' weights are set to 0 after the call).
       shared: leaves to balance; the others receive the plain sum over tasks.
       num_tasks: if given, the state records the weights of each update.
 
@@ -565,13 +678,19 @@ def stateless_gram_balancer(
       A :class:`Balancer` of kind ``"gram"`` whose state is a :class:`WeightsState`.
     """
     check_num_tasks(num_tasks)
+    aware = takes_presence(weights_of_gram)
 
     def init(params):
         del params
         return init_weights_state(num_tasks)
 
-    def weights_fn(gram, losses, state):
-        w = weights_of_gram(gram, losses)
+    def weights_fn(gram, losses, state, presence=None):
+        if presence is None:
+            w = weights_of_gram(gram, losses)
+        elif aware:
+            w = _presence.zero_absent(weights_of_gram(gram, losses, presence=presence), presence)
+        else:
+            w = _presence.zero_absent(weights_of_gram(gram, losses), presence)
         return w, WeightsState(record_weights(state.weights, w))
 
     return gram_balancer(init, weights_fn, shared=shared)
