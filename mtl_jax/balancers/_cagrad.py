@@ -88,11 +88,12 @@ def cagrad(
         del params
         return CAGradState(_base.init_weights(num_tasks), jnp.ones((), bool))
 
-    def weights_fn(g, losses, state):
+    def weights_fn(g, losses, state, presence=None):
         del losses
         w, converged = _cagrad.cagrad_weights(
             g,
             c,
+            presence=presence,
             rescale=rescale,
             num_iters=num_iters,
             tol=tol,

@@ -64,9 +64,10 @@ def dualproj(
     pref = check_preference(pref_vector, num_tasks, nonnegative=True)
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _dualproj.dualproj_weights(
+        lambda g, losses, presence=None: _dualproj.dualproj_weights(
             g,
             pref,
+            presence=presence,
             reg_eps=reg_eps,
             num_iters=num_iters,
             tol=tol,

@@ -61,9 +61,10 @@ def mgda(
     check_solver_args(num_iters, tol, polish_iters)
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _mgda.mgda_weights(
+        lambda g, losses, presence=None: _mgda.mgda_weights(
             g,
             losses,
+            presence=presence,
             normalization=normalization,
             num_iters=num_iters,
             tol=tol,

@@ -65,9 +65,10 @@ def upgrad(
     pref = check_preference(pref_vector, num_tasks, nonnegative=True)
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _upgrad.upgrad_weights(
+        lambda g, losses, presence=None: _upgrad.upgrad_weights(
             g,
             pref,
+            presence=presence,
             reg_eps=reg_eps,
             num_iters=num_iters,
             tol=tol,

@@ -20,7 +20,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram, check_presence, nan_unless_finite, restrict_gram
+from mtl_jax.weighting._gram import (
+    all_present,
+    as_gram,
+    check_presence,
+    nan_unless_finite,
+    restrict_gram,
+)
 
 __all__ = ["imtl_weights"]
 
@@ -54,8 +60,11 @@ def imtl_weights(
       [0.667, 0.333]
     """
     g = as_gram(gram, symmetrize=False)
-    g = restrict_gram(g, check_presence(presence, g.shape[0]))
-    return nan_unless_finite(_imtl(g, rtol), g)
+    m = check_presence(presence, g.shape[0])
+    g = restrict_gram(g, m)
+    # The pseudo-inverse leaves rounding noise on the zeroed rows: absent is exactly 0.
+    w = jnp.where(all_present(m, g.shape[0]), _imtl(g, rtol), 0.0)
+    return nan_unless_finite(w, g)
 
 
 @functools.partial(jax.jit, static_argnums=1)
