@@ -170,7 +170,8 @@ def _dual(g, c, num_iters: int, qp_iters: int, tol: float, polish: int, m):
     n = jnp.maximum(jnp.sum(m), 1).astype(g.dtype)
     b = jnp.where(m, 1.0 / n, 0.0).astype(g.dtype)
     a = _matvec2(g, b)
-    rho = c * jnp.sqrt(jnp.maximum(_quad2(b, g, b), 0.0))
+    g0_sq = _quad2(b, g, b)
+    rho = c * jnp.sqrt(jnp.maximum(g0_sq, 0.0))
     rho_ok = rho > 0.0
     rho_safe = jnp.where(rho_ok, rho, 1.0)
     g_max = jnp.sqrt(jnp.maximum(jnp.max(jnp.diagonal(g)), 0.0))
@@ -209,7 +210,9 @@ def _dual(g, c, num_iters: int, qp_iters: int, tol: float, polish: int, m):
 
     state = (t0, b, jnp.zeros((), g.dtype), t_hi0, 0, False, False)
     _, w, _, _, _, _, met = jax.lax.while_loop(cond, body, state)
-    return w, rho, met | ~rho_ok
+    # ‖g₀‖² < 0: G is not positive semi-definite to working precision along b (rounding
+    # of a near-singular G), so the ball is undefined: not converged, never silent.
+    return w, rho, (met | ~rho_ok) & (g0_sq >= 0.0)
 
 
 def _solve(gram, c, num_iters, tol, polish_iters, presence):
@@ -279,7 +282,9 @@ def cagrad_weights(
         ``|S|``-task problem). No task present gives zeros.
       return_converged: also return a scalar bool: whether the dual search met its
         tolerance (``|‖g_w‖ − ρt| ≤ tol·ρt``, or the bracket shrank to float
-        resolution).
+        resolution); ``False`` also when ``bᵀGb < 0`` (``G`` is not positive
+        semi-definite to working precision, e.g. a near-singular Gram matrix
+        rounded to float32, so ``‖g₀‖`` is undefined) or the weights are not finite.
 
     Returns:
       ``[K]`` weights ``λ = (b + c‖g₀‖/‖g_w‖ · w) / r`` (``b = 1/|S|`` on the present

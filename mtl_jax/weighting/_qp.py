@@ -88,7 +88,8 @@ def normalize_gram(
     g = restrict_gram(0.5 * (g + g.T), presence)
     tr = jnp.trace(g)
     ok = tr > jnp.finfo(g.dtype).tiny
-    g = jnp.where(ok, g / jnp.where(ok, tr, 1.0), 0.0)
+    # A NaN trace keeps the NaNs (a zero trace is the only case mapped to 0).
+    g = jnp.where(ok | jnp.isnan(tr), g / jnp.where(ok, tr, 1.0), 0.0)
     return g + reg_eps * jnp.eye(g.shape[0], dtype=g.dtype)
 
 
