@@ -204,3 +204,20 @@ def masked_mean(values: jax.Array, presence: jax.Array | None) -> jax.Array:
     n = jnp.sum(presence).astype(values.dtype)
     total = jnp.sum(jnp.where(presence, values, jnp.zeros((), values.dtype)))
     return total / jnp.maximum(n, jnp.ones((), values.dtype))
+
+
+def keep_absent_tree(new: Any, old: Any, presence: jax.Array | None, num_tasks: int) -> Any:
+    """:func:`keep_absent` on every leaf with a leading task axis of size ``num_tasks``.
+
+    Meant for the state of an optimiser of ``[K]`` per-task parameters (Adam's
+    moments keep the absent tasks' values; its step count, a scalar, advances).
+    """
+    if presence is None:
+        return new
+
+    def pick(n, o):
+        if jnp.ndim(n) >= 1 and jnp.shape(n)[0] == num_tasks:
+            return keep_absent(n, o, presence)
+        return n
+
+    return jax.tree_util.tree_map(pick, new, old)

@@ -13,12 +13,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
+
 __all__ = ["uncertainty_log_variance_grad", "uncertainty_objective", "uncertainty_weights"]
 
 
-def uncertainty_weights(log_variances: jax.typing.ArrayLike) -> jax.Array:
-    """``w_k = ½ exp(−s_k)`` for log-variances ``s``."""
-    return 0.5 * jnp.exp(-jnp.asarray(log_variances))
+def uncertainty_weights(
+    log_variances: jax.typing.ArrayLike, *, presence: jax.Array | None = None
+) -> jax.Array:
+    """``w_k = ½ exp(−s_k)`` for log-variances ``s``; 0 for the tasks absent in ``presence``."""
+    return _presence.zero_absent(0.5 * jnp.exp(-jnp.asarray(log_variances)), presence)
 
 
 def uncertainty_objective(
@@ -30,8 +34,18 @@ def uncertainty_objective(
 
 
 def uncertainty_log_variance_grad(
-    log_variances: jax.typing.ArrayLike, losses: jax.typing.ArrayLike
+    log_variances: jax.typing.ArrayLike,
+    losses: jax.typing.ArrayLike,
+    *,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
-    """Closed-form ``∂/∂s`` of :func:`uncertainty_objective`: ``½ − ½ exp(−s) L``."""
+    """Closed-form ``∂/∂s`` of :func:`uncertainty_objective`: ``½ − ½ exp(−s) L``.
+
+    With ``presence`` (a ``[K]`` bool array) the objective sums over the present
+    tasks, so an absent task's entry is 0.
+    """
     s = jnp.asarray(log_variances)
-    return 0.5 - 0.5 * jnp.exp(-s) * jnp.asarray(losses, s.dtype)
+    if presence is None:
+        return 0.5 - 0.5 * jnp.exp(-s) * jnp.asarray(losses, s.dtype)
+    losses = _presence.zero_absent(jnp.asarray(losses, s.dtype), presence)
+    return _presence.zero_absent(0.5 - 0.5 * jnp.exp(-s) * losses, presence)
