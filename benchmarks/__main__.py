@@ -511,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     log = (lambda s: None) if a.quiet else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
 
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
     command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)

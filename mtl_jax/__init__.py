@@ -32,7 +32,6 @@ API conventions (every public factory and function follows them):
 
 from mtl_jax import adaptation as adaptation
 from mtl_jax import balancers as balancers
-from mtl_jax import data as data
 from mtl_jax import models as models
 from mtl_jax import training as training
 from mtl_jax import transfer as transfer
@@ -47,6 +46,17 @@ from mtl_jax._task_tree import sum_tasks as sum_tasks
 from mtl_jax._task_tree import task_norms as task_norms
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``mtl_jax.data`` (TFDS builders, the Grain pipeline) loads on first use, so that
+    # ``import mtl_jax`` pulls in no dataset machinery.
+    if name == "data":
+        import importlib
+
+        return importlib.import_module("mtl_jax.data")
+    raise AttributeError(f"module 'mtl_jax' has no attribute {name!r}")
+
 
 __all__ = [
     "TaskLosses",

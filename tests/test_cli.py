@@ -1,8 +1,10 @@
 """The ``mtl-jax`` console script and its default experiment."""
 
 import copy
+import inspect
 import io
 import json
+import re
 import subprocess
 import sys
 from typing import ClassVar
@@ -57,6 +59,88 @@ def test_run_name_help_describes_the_experiment(capsys):
     assert f"claim checked: {exp.claim}" in out
 
 
+def _help(name, capsys) -> tuple[str, set[str]]:
+    """``mtl-jax run NAME --help`` as one line of text, and the options it lists."""
+    assert _cli.main(["run", name, "--help"]) == 0
+    out = capsys.readouterr().out
+    listed = set(re.findall(r"^\s+(--[a-z-]+)", out.split("\noptions:\n")[1], re.M))
+    return " ".join(out.split()), listed - {"--help"}
+
+
+# What each packaged experiment takes beyond --full, --seed, --out and --quiet, written out
+# here by hand as an independent check of what the CLI derives from the declarations.
+EXTRA_OPTIONS = {
+    "architectures": {"--data-dir"},
+    "celeba": {"--balancer", "--data-dir"},
+    "dsmt": {"--data-dir"},
+    "label-shift-digits": {"--data-dir"},
+    "mstn-digits": {"--data-dir"},
+    "pta": {"--data-dir"},
+    "reform-synthetic": set(),  # synthetic data, read from no cache
+    "toy-regression": {"--resume", "--data-dir"},
+    "transfer-curriculum": {"--data-dir"},
+    "transfer-l2sp": {"--data-dir"},
+    "transfer-l2t": {"--data-dir"},
+}
+COMMON_OPTIONS = {"--full", "--seed", "--out", "--quiet"}
+
+
+def test_every_experiment_is_described_in_the_table():
+    assert set(EXTRA_OPTIONS) == set(available())
+
+
+@pytest.mark.parametrize("name", sorted(EXTRA_OPTIONS))
+def test_help_lists_exactly_the_options_taken_a_claim_and_the_seeds(name, capsys):
+    exp = available()[name]
+    out, listed = _help(name, capsys)
+    assert listed == COMMON_OPTIONS | EXTRA_OPTIONS[name], listed
+    # Every optional parameter of the function is an option, and every option it takes
+    # beyond the common ones (and --data-dir, which the CLI itself applies) is a parameter.
+    params = set(inspect.signature(exp.fn).parameters) - {"fast", "out_dir", "seed"}
+    assert {"--" + p.replace("_", "-") for p in params} <= listed
+    assert listed - COMMON_OPTIONS - {"--data-dir"} <= {"--" + p for p in params}
+    # A claim line, the seeds of both forms, and a summary that is whole sentences.
+    assert f"claim checked: {exp.claim}" in out and exp.claim.strip()
+    assert "(not declared)" not in out
+    fast, full = exp.num_seeds
+    assert f"S, ..., S+{fast - 1} in the fast form ({fast} seed" in out
+    assert f"S, ..., S+{full - 1} with --full ({full} seed" in out
+    assert exp.summary in out
+    assert exp.summary.count("(") == exp.summary.count(")"), exp.summary
+    assert exp.summary.rstrip().endswith((".", ")")), exp.summary
+    # Each option it does not take, and a typo, give this experiment's usage and status 2.
+    not_taken = {"--resume", "--balancer", "--data-dir"} - listed
+    for bad in [*sorted(not_taken), "--sead"]:
+        assert _cli.main(["run", name, bad, "3"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"usage: mtl-jax run {name} "), err
+        assert f"unrecognized arguments: {bad}" in err, err
+
+
+def test_options_before_the_name_are_a_run_usage_error(capsys):
+    assert _cli.main(["run", "--seed", "3", "toy-regression"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: mtl-jax run NAME") and "name comes first" in err
+
+
+def test_register_needs_a_claim_seeds_and_known_parameters():
+    def fn(*, fast, out_dir, seed):
+        """An experiment."""
+
+    def odd(*, fast, out_dir, seed, steps=3):
+        """An experiment with a parameter the CLI cannot set."""
+
+    with pytest.raises(ValueError, match="claim must be a non-empty sentence; got ''"):
+        _registry.register("zz-x", help="x", claim="", num_seeds=(1, 2))(fn)
+    with pytest.raises(ValueError, match=r"num_seeds must be \(fast, full\).*got \(0, 2\)"):
+        _registry.register("zz-x", help="x", claim="c", num_seeds=(0, 2))(fn)
+    with pytest.raises(ValueError, match=r"unknown \['steps'\]"):
+        _registry.register("zz-x", help="x", claim="c", num_seeds=(1, 2))(odd)
+    with pytest.raises(TypeError):
+        _registry.register("zz-x", help="x")(fn)  # claim and num_seeds are required
+    assert "zz-x" not in _registry._REGISTRY
+
+
 @pytest.fixture
 def dummy_experiments():
     """Registers two tiny experiments (one resumable) and removes them afterwards."""
@@ -82,8 +166,10 @@ def dummy_experiments():
         calls.append({"resume": resume})
         return plain(fast=fast, out_dir=out_dir, seed=seed)
 
-    _registry.register("zz-plain", help="plain")(plain)
-    _registry.register("zz-resumable", help="resumable")(resumable)
+    _registry.register("zz-plain", help="plain", claim="a is a", num_seeds=(2, 2))(plain)
+    _registry.register("zz-resumable", help="resumable", claim="a is a", num_seeds=(2, 2))(
+        resumable
+    )
     yield calls
     for name in ("zz-plain", "zz-resumable"):
         _registry._REGISTRY.pop(name)
@@ -101,7 +187,8 @@ def test_seed_changes_the_seeds_and_results_json(tmp_path, capsys, dummy_experim
 def test_resume_is_passed_only_to_experiments_that_take_it(tmp_path, capsys, dummy_experiments):
     assert _cli.main(["run", "zz-plain", "--resume", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "mtl-jax: error: experiment 'zz-plain' does not support --resume"
+    assert err.startswith("usage: mtl-jax run zz-plain")
+    assert "unrecognized arguments: --resume" in err
     assert dummy_experiments == []  # the experiment never started
     assert _cli.main(["run", "zz-resumable", "--resume", "--out", str(tmp_path)]) == 0
     assert dummy_experiments[0] == {"resume": True}

@@ -24,11 +24,14 @@ class FeatureRelevance(NamedTuple):
     Attributes:
       relevant: ``[F]`` bool, the features kept at the requested FDR.
       p_values: ``[F]`` the Mann–Whitney U two-sided p-values (1 for a feature
-        that is constant on the labelled windows).
+        that is constant on the labelled windows: it is not tested).
+      constant: ``[F]`` bool, the features constant on the labelled windows,
+        dropped before the tests and not counted in the FDR correction.
     """
 
     relevant: np.ndarray
     p_values: np.ndarray
+    constant: np.ndarray
 
 
 class AuxiliaryTargets(NamedTuple):
@@ -49,15 +52,19 @@ class AuxiliaryTargets(NamedTuple):
 def select_relevant_features(features, labels, fdr: float = 0.05) -> FeatureRelevance:
     r"""Keeps the features whose distribution differs between the two label classes.
 
-    For each feature column ``j`` a two-sided Mann–Whitney U test compares the
-    values on the positive and the negative windows, giving :math:`p_j`. The
+    Features constant on the labelled windows carry no information about the
+    label and are dropped first, as FRESH does. For each of the remaining
+    :math:`m` columns ``j`` a two-sided Mann–Whitney U test compares the values
+    on the positive and the negative windows, giving :math:`p_j`. The
     Benjamini–Yekutieli procedure (valid under any dependence between the tests)
-    then keeps the :math:`j` with adjusted
-    :math:`\tilde p_j = \min_{i \ge r_j} \tfrac{F \, c(F)}{i} p_{(i)} \le q`,
-    :math:`c(F) = \sum_{i=1}^F 1/i`, which bounds the expected fraction of
+    then keeps the features of the :math:`k` smallest p-values, with :math:`k`
+    the largest rank such that :math:`p_{(k)} \le \tfrac{k}{m \, c(m)} q`,
+    :math:`c(m) = \sum_{i=1}^m 1/i`, which bounds the expected fraction of
     irrelevant features among those kept by the FDR level :math:`q`. This is the
     FRESH filter (Christ et al., 2016, https://arxiv.org/abs/1610.07717) that
     DSMT-Nets use (Schwab et al., ICML 2018, https://arxiv.org/abs/1802.05027).
+    Counting the constant features in :math:`m` would only make the filter more
+    conservative than published.
 
     Args:
       features: ``[n, F]`` feature values of the labelled windows.
@@ -65,7 +72,8 @@ def select_relevant_features(features, labels, fdr: float = 0.05) -> FeatureRele
       fdr: the false-discovery-rate level :math:`q \in (0, 1)`.
 
     Returns:
-      A :class:`FeatureRelevance` with the kept features and the raw p-values.
+      A :class:`FeatureRelevance` with the kept features, the raw p-values and
+      the constant (untested) features.
     """
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
@@ -85,12 +93,15 @@ def select_relevant_features(features, labels, fdr: float = 0.05) -> FeatureRele
     from scipy import stats  # here: importing it costs ~1 s, paid only by its users
 
     constant = np.ptp(x, axis=0) == 0
+    tested = ~constant
     p = np.ones(x.shape[1])
-    if (~constant).any():
-        res = stats.mannwhitneyu(pos[:, ~constant], neg[:, ~constant], alternative="two-sided")
-        p[~constant] = res.pvalue
-    adjusted = stats.false_discovery_control(p, method="by")
-    return FeatureRelevance(relevant=adjusted <= fdr, p_values=p)
+    relevant = np.zeros(x.shape[1], dtype=bool)
+    if tested.any():
+        res = stats.mannwhitneyu(pos[:, tested], neg[:, tested], alternative="two-sided")
+        p[tested] = res.pvalue
+        # The correction counts only the tested features (m of them), as FRESH does.
+        relevant[tested] = stats.false_discovery_control(p[tested], method="by") <= fdr
+    return FeatureRelevance(relevant=relevant, p_values=p, constant=constant)
 
 
 def auxiliary_targets(

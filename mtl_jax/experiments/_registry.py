@@ -182,56 +182,126 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: The keyword parameters every experiment function takes (``--full``, ``--seed``, ``--out``).
+REQUIRED_PARAMETERS = ("fast", "out_dir", "seed")
+#: The keyword parameters an experiment may take, each one a CLI option (``--resume``,
+#: ``--balancer``, ``--data-dir``); an experiment takes the option iff its function does.
+OPTIONAL_PARAMETERS = ("resume", "balancer", "data_dir")
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A registered experiment: its name, one-line help, function and what it checks."""
+    """A registered experiment: its name, one-line help, function and what it checks.
+
+    Everything the CLI says about an experiment and every option it accepts comes
+    from this one declaration: the options from the function's keyword
+    parameters (see :attr:`options`), the claim and the seeds from the
+    :func:`register` call, the summary from the docstring.
+    """
 
     name: str
     help: str
     fn: Callable[..., ExperimentResult]
     #: The paper's claim the experiment checks (shown by ``mtl-jax run NAME --help``).
-    claim: str = ""
+    claim: str
     #: How many seeds ``seeds_from(--seed, n)`` gives in the (fast, full) forms.
-    num_seeds: tuple[int, int] | None = None
+    num_seeds: tuple[int, int]
+    #: Whether it reads packaged data through the offline cache (then it takes ``--data-dir``).
+    reads_data: bool = True
 
     @property
     def summary(self) -> str:
-        """The first line of the function's (or else its module's) docstring."""
+        """The first paragraph of the function's (or else its module's) docstring, on one line."""
         doc = self.fn.__doc__ or getattr(sys.modules.get(self.fn.__module__), "__doc__", "")
-        lines = [ln.strip() for ln in (doc or "").strip().splitlines()]
-        return lines[0] if lines and lines[0] else self.help
+        paragraph = (doc or "").strip().split("\n\n")[0]
+        return " ".join(paragraph.split()) or self.help
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The optional keyword parameters (:data:`OPTIONAL_PARAMETERS`) the function takes."""
+        import inspect
+
+        taken = inspect.signature(self.fn).parameters
+        return tuple(p for p in OPTIONAL_PARAMETERS if p in taken)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The ``mtl-jax run NAME`` options this experiment takes, as parameter names.
+
+        ``full``, ``seed``, ``out`` and ``quiet`` always; ``resume`` and ``balancer``
+        when the function takes them; ``data_dir`` when it takes it or reads data
+        through the offline cache.
+        """
+        opts = ["full", "seed", "out", "quiet"]
+        opts += [p for p in self.parameters if p != "data_dir"]
+        if self.reads_data or "data_dir" in self.parameters:
+            opts.append("data_dir")
+        return tuple(opts)
 
     @property
     def supports_resume(self) -> bool:
         """Whether the function takes a ``resume`` keyword (``mtl-jax run --resume``)."""
-        import inspect
-
-        return "resume" in inspect.signature(self.fn).parameters
+        return "resume" in self.parameters
 
 
 _REGISTRY: dict[str, Experiment] = {}
+
+
+def _check_declaration(name: str, fn: Callable, claim, num_seeds) -> None:
+    import inspect
+
+    if not isinstance(claim, str) or not claim.strip():
+        raise ValueError(f"experiment {name!r}: claim must be a non-empty sentence; got {claim!r}")
+    if (
+        not isinstance(num_seeds, tuple)
+        or len(num_seeds) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in num_seeds)
+    ):
+        raise ValueError(
+            f"experiment {name!r}: num_seeds must be (fast, full), two ints >= 1; got {num_seeds!r}"
+        )
+    params = inspect.signature(fn).parameters
+    missing = [p for p in REQUIRED_PARAMETERS if p not in params]
+    unknown = [p for p in params if p not in REQUIRED_PARAMETERS + OPTIONAL_PARAMETERS]
+    if missing or unknown:
+        raise ValueError(
+            f"experiment {name!r}: the function must take {REQUIRED_PARAMETERS} and may take "
+            f"{OPTIONAL_PARAMETERS}; missing {missing}, unknown {unknown}"
+        )
 
 
 def register(
     name: str,
     help: str,
     *,
-    claim: str = "",
-    num_seeds: tuple[int, int] | None = None,
+    claim: str,
+    num_seeds: tuple[int, int],
+    reads_data: bool = True,
 ) -> Callable:
-    """Decorator registering ``fn`` as experiment ``name``.
+    """Decorator registering ``fn`` as experiment ``name``: its one declaration.
+
+    The function takes ``fast``, ``out_dir`` and ``seed`` and, as it needs them,
+    ``resume``, ``balancer`` and ``data_dir``; ``mtl-jax run NAME`` then offers
+    exactly those options, and ``--help`` shows the claim and the seeds.
 
     Args:
       name: the name ``mtl-jax run NAME`` takes.
       help: one line for ``mtl-jax list``.
       claim: the paper's claim the experiment checks (for ``run NAME --help``).
       num_seeds: ``(fast, full)`` numbers of seeds drawn with :func:`seeds_from`.
+      reads_data: whether it reads packaged data through the offline cache, so
+        that ``--data-dir`` applies.
+
+    Raises:
+      ValueError: an empty claim, a malformed ``num_seeds``, or a function whose
+        keyword parameters are not the ones above.
     """
 
     def deco(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"experiment {name!r} is registered twice")
-        _REGISTRY[name] = Experiment(name, help, fn, claim=claim, num_seeds=num_seeds)
+        _check_declaration(name, fn, claim, num_seeds)
+        _REGISTRY[name] = Experiment(name, help, fn, claim, num_seeds, bool(reads_data))
         return fn
 
     return deco

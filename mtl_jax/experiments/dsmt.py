@@ -121,10 +121,11 @@ def _train_fn(model: models.DSMTNet, *, num_steps: int, pool: int):
     def one(key, windows, missing, labels, order, n_lab, aux_targets, test_w, test_m):
         init_key, key = jax.random.split(key)
         variables = model.init({"params": init_key}, windows[:2], missing[:2], train=False)
-        state = ts.init(variables)
+        state_key, key = jax.random.split(key)
+        state = ts.init(variables, key=state_key)
 
         def body(state, k):
-            k1, k2, k3 = jax.random.split(k, 3)
+            k1, k2 = jax.random.split(k)
             li = order[jnp.floor(jax.random.uniform(k1, (B_LAB,)) * n_lab).astype(jnp.int32)]
             idx = jnp.concatenate([li, jax.random.randint(k2, (B_ALL,), 0, pool)])
             batch = {
@@ -133,14 +134,13 @@ def _train_fn(model: models.DSMTNet, *, num_steps: int, pool: int):
                 "labels": labels[idx],
                 "label_mask": mask,
                 "aux_targets": aux_targets[idx],
-                "key": k3,
             }
             state, metrics = ts.step(state, batch)
             return state, metrics["losses"][0]
 
-        (train_state, stats), _ = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        train_state, _ = jax.lax.scan(body, state, jax.random.split(key, num_steps))
         logit, _ = model.apply(
-            {"params": train_state.params, "batch_stats": stats}, test_w, test_m, train=False
+            {"params": train_state.params, **train_state.model_state}, test_w, test_m, train=False
         )
         return logit
 

@@ -50,6 +50,8 @@ DOMAINS = {
 }
 #: The domains on which the claim MSTN > DANN > source-only is checked.
 CLAIM_DOMAINS = ("rotation 35°", "rotation 20° + noise 0.2")
+#: Seeds of the (fast, full) forms.
+NUM_SEEDS = (3, 5)
 CLAIM = (
     "MSTN > DANN > source-only in target accuracy on the shifted domains "
     "(checked on the geometric shifts: rotation, rotation + noise)"
@@ -133,7 +135,12 @@ def _seed_data(digits, s: int, steps: int, domains):
     return src, tgt_test.labels, idx_s, idx_t, shifted
 
 
-@register("mstn-digits", help="MSTN vs DANN vs source-only, digits -> shifted digits (Xie 2018)")
+@register(
+    "mstn-digits",
+    help="MSTN vs DANN vs source-only, digits -> shifted digits (Xie 2018)",
+    claim=CLAIM,
+    num_seeds=NUM_SEEDS,
+)
 def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     import matplotlib
 
@@ -141,7 +148,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     import matplotlib.pyplot as plt
 
     steps = 600 if fast else 3000
-    seeds = seeds_from(seed, 3 if fast else 5)
+    seeds = seeds_from(seed, NUM_SEEDS[0] if fast else NUM_SEEDS[1])
     domains = CLAIM_DOMAINS if fast else tuple(DOMAINS)
     digits = _data.digits()  # the digits builder, through the cache
     per = [_seed_data(digits, s, steps, domains) for s in seeds]

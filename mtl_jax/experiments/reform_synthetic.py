@@ -36,6 +36,8 @@ __all__ = ["run"]
 R, C, D_OLD, N_SHARED, N_NEW, M_ANCHOR, M_NUISANCE = 5, 3, 30, 20, 10, 12, 4
 LAM = 0.1  # ridge strength of the scratch baseline = strength of REFORM's biased regulariser
 METHODS = ("scratch", "transported (no refit)", "REFORM", "REFORM + learned M")
+#: Seeds (worlds) of the (fast, full) forms.
+NUM_SEEDS = (4, 10)
 CLAIM = (
     "REFORM (carried-over model refit with the biased regulariser) beats training from "
     "scratch with few labels in the new feature space; the advantage is gone with many labels"
@@ -96,7 +98,13 @@ def _few_labels(old, carried, phi_old, phi_new, x, y, x_test, y_test):
     return jnp.stack([_acc(m, x_test, y_test) for m in (scratch, carried, reform, reform_m)])
 
 
-@register("reform-synthetic", help="REFORM vs scratch with few labels in a changed feature space")
+@register(
+    "reform-synthetic",
+    help="REFORM vs scratch with few labels in a changed feature space",
+    claim=CLAIM,
+    num_seeds=NUM_SEEDS,
+    reads_data=False,
+)
 def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     import matplotlib
 
@@ -104,7 +112,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     import matplotlib.pyplot as plt
 
     ns = (6, 80) if fast else (6, 10, 15, 25, 40, 80, 160)
-    seeds = seeds_from(seed, 4 if fast else 10)
+    seeds = seeds_from(seed, NUM_SEEDS[0] if fast else NUM_SEEDS[1])
     worlds = []
     for s in seeds:
         rng = np.random.default_rng(s)

@@ -314,15 +314,15 @@ def dsmt_losses(
 
 
 class DSMTTrainStep(NamedTuple):
-    """A DSMT step: ``init(variables) -> state``, ``step(state, batch) -> (state, metrics)``.
+    """A DSMT step: ``init(variables, key=...) -> state``, ``step(state, batch)``.
 
-    ``state`` is the pair ``(TrainState, batch_stats)``: the library's
-    :class:`~mtl_jax.training.TrainState` over the trainable ``params`` and
-    the BatchNorm statistics carried beside it.
+    ``state`` is a :class:`~mtl_jax.training.TrainState`: the trainable ``params``,
+    the BatchNorm statistics in ``model_state["batch_stats"]`` and the run's PRNG
+    key in ``key`` (dropout and noise get ``fold_in(key, step)``).
     """
 
-    init: Callable[[Any], tuple[TrainState, Any]]
-    step: Callable[[tuple[TrainState, Any], Any], tuple[tuple[TrainState, Any], dict]]
+    init: Callable[..., TrainState]
+    step: Callable[[TrainState, Any], tuple[TrainState, dict]]
 
 
 def make_dsmt_train_step(
@@ -340,13 +340,17 @@ def make_dsmt_train_step(
     The loss function returns the ``K + 1`` losses of :func:`dsmt_losses`
     times the schedule's weights :func:`dsmt_phase_weights` at the current
     step, so the auxiliary and main phases are a weighting of tasks and any
-    balancer then weights them further. BatchNorm's statistics travel through
-    ``has_aux``: the loss function returns the updated ``batch_stats``, which
-    this thin wrapper stores beside the library's ``TrainState``.
+    balancer then weights them further. BatchNorm's statistics are the step's
+    model state (``has_model_state=True``): they are updated once per step from
+    its forward pass and, like the parameters, left unchanged by a step the
+    non-finite policy skips (one NaN in a batch would otherwise make every
+    running mean NaN). Dropout and the auxiliary blocks' noise draw from the
+    step's key ``fold_in(state.key, step)``, split into one key each.
 
     ``batch`` is a dict with ``windows [B, S, T]``, ``missing [B, S]``,
-    ``labels [B]``, ``label_mask [B]``, ``aux_targets [B, K]`` and ``key`` (a
-    PRNG key for dropout and noise).
+    ``labels [B]``, ``label_mask [B]`` and ``aux_targets [B, K]``. The built
+    step nests in a caller's ``jit``, ``scan`` and ``vmap`` (over seeds:
+    ``vmap`` over ``init(variables, key=k)``).
 
     Schwab et al., "Not to Cry Wolf", ICML 2018, https://arxiv.org/abs/1802.05027.
 
@@ -361,16 +365,18 @@ def make_dsmt_train_step(
         (``"skip"``, ``"raise"`` or ``"ignore"``).
 
     Returns:
-      A :class:`DSMTTrainStep`; ``metrics`` holds the weighted ``"losses"``
-      and the inner step's other entries.
+      A :class:`DSMTTrainStep`: ``init(variables, key=None)`` takes the model's
+      ``{"params", "batch_stats"}`` and an int seed or PRNG key (``None``: seed
+      0); ``metrics`` holds the weighted ``"losses"`` and the inner step's other
+      entries.
     """
     k = model.num_aux_tasks
     dsmt_phase_weights(0, num_aux_tasks=k, burn_in_steps=burn_in_steps, phase_steps=phase_steps)
 
-    def loss_fn(params, batch):
-        drop_key, noise_key = jax.random.split(batch["key"])
+    def loss_fn(params, batch, *, key, model_state):
+        drop_key, noise_key = jax.random.split(key)
         (logit, aux), updates = model.apply(
-            {"params": params, "batch_stats": batch["batch_stats"]},
+            {"params": params, **model_state},
             batch["windows"],
             batch["missing"],
             train=True,
@@ -387,20 +393,17 @@ def make_dsmt_train_step(
         w = dsmt_phase_weights(
             batch["step"], num_aux_tasks=k, burn_in_steps=burn_in_steps, phase_steps=phase_steps
         )
-        return losses * w, updates["batch_stats"]
+        return losses * w, {"batch_stats": updates["batch_stats"]}
 
     inner = make_train_step(
-        loss_fn, balancer, optimizer, has_aux=True, jit=False, on_nonfinite=on_nonfinite
+        loss_fn, balancer, optimizer, jit=False, on_nonfinite=on_nonfinite, has_model_state=True
     )
 
-    def init(variables):
-        return inner.init(variables["params"]), variables.get("batch_stats", {})
+    def init(variables, *, key=None):
+        stats = {"batch_stats": variables.get("batch_stats", {})}
+        return inner.init(variables["params"], key=key, model_state=stats)
 
     def step(state, batch):
-        train_state, stats = state
-        batch = dict(batch, batch_stats=stats, step=train_state.step)
-        train_state, metrics = inner.step(train_state, batch)
-        new_stats = metrics.pop("aux")
-        return (train_state, new_stats), metrics
+        return inner.step(state, dict(batch, step=state.step))
 
     return DSMTTrainStep(init, jax.jit(step) if jit else step)

@@ -1,6 +1,7 @@
 """Training-step factories: jitted, data-parallel and multi-host; checkpoint and resume."""
 
 from mtl_jax.training._checkpoint import Checkpointer as Checkpointer
+from mtl_jax.training._checkpoint import CorruptCheckpointError as CorruptCheckpointError
 from mtl_jax.training._precision import mixed_precision as mixed_precision
 from mtl_jax.training._step import Representation as Representation
 from mtl_jax.training._step import TrainState as TrainState
@@ -10,6 +11,7 @@ from mtl_jax.training._step import shard_batch as shard_batch
 
 __all__ = [
     "Checkpointer",
+    "CorruptCheckpointError",
     "Representation",
     "TrainState",
     "TrainStep",

@@ -30,8 +30,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mtl_jax.training import _checkpoint_leaves as _leaves
+from mtl_jax.training._checkpoint_leaves import CorruptCheckpointError
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "CorruptCheckpointError"]
 
 PyTree = Any
 _FORMAT = "mtl_jax.checkpoint/1"
@@ -53,10 +54,11 @@ class Checkpointer:
     kept) that always restores into the caller's state structure, stores a
     small JSON ``extra`` next to the arrays (the data position, so that a resumed
     run sees the same batches), and checks every leaf against a CRC-32 recorded
-    at save time. If the latest checkpoint cannot be read or fails its check,
+    at save time. If the latest checkpoint fails an integrity check,
     :meth:`restore_latest` warns with a :class:`UserWarning` naming the bad step,
-    moves that step into ``directory/corrupt/`` and falls back to the previous
-    one.
+    falls back to the previous one and moves the bad step into
+    ``directory/corrupt/``; any other read error propagates (a run is never
+    silently restarted from step 0).
 
     Under ``jax.distributed`` every process must create the Checkpointer and
     call :meth:`save` and :meth:`restore_latest` at the same steps (they
@@ -209,62 +211,96 @@ class Checkpointer:
           ``(state, extra)``.
 
         Raises:
+          CorruptCheckpointError: the checkpoint fails an integrity check (a leaf's
+            CRC-32, orbax's own checksums, unreadable metadata, a truncated file).
           ValueError: the checkpoint was saved from a state of another structure,
-            shape or dtype (the message names the first differing leaf), or it
-            fails its integrity check.
+            shape or dtype (the message names the first differing leaf).
+          Exception: any other error of the read (``OSError``, ``MemoryError``, ...)
+            propagates unchanged.
         """
         step = _as_step(step)
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        meta = meta["meta"]
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ValueError(f"checkpoint at step {step} has no readable mtl_jax layout")
         where = f"the checkpoint at step {step} in {self.directory}"
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except json.JSONDecodeError as err:
+            raise CorruptCheckpointError(
+                f"{where} is corrupt: its metadata is not valid JSON ({err})"
+            ) from err
+        except ValueError as err:
+            _raise_if_data_loss(err, where)
+            raise
+        meta = meta["meta"]
+        if (
+            not isinstance(meta, dict)
+            or meta.get("format") != _FORMAT
+            or not isinstance(meta.get("leaves"), list)
+            or not isinstance(meta.get("extra"), dict)
+        ):
+            raise CorruptCheckpointError(f"{where} is corrupt: it has no readable mtl_jax layout")
         target, plan = _leaves.restore_target(template, meta["leaves"], where)
         restored = None
         if target:
             args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
-            restored = self._manager.restore(step, args=args)["state"]
+            try:
+                restored = self._manager.restore(step, args=args)["state"]
+            except ValueError as err:
+                _raise_if_data_loss(err, where)
+                raise
         return _leaves.decode(template, plan, restored, where), meta["extra"]
 
     def restore_latest(self, template: PyTree) -> tuple[PyTree, dict] | None:
         """Restores the latest good checkpoint into ``template``'s structure.
 
-        Steps are tried from the latest down. A step that cannot be read or fails
-        its CRC check is reported with a :class:`UserWarning` naming it, moved
-        into ``directory/corrupt/`` (so that training can save that step number
-        again), and the previous step is tried.
+        Steps are tried from the latest down. A step that fails an integrity
+        check (a leaf's CRC-32, orbax's checksums, unreadable metadata, a
+        truncated file: :class:`CorruptCheckpointError`) is reported with a
+        :class:`UserWarning` naming it and the previous step is tried; once one
+        restores, the corrupt later steps are moved into ``directory/corrupt/``
+        (so that training can save those step numbers again). Any other error
+        (an ``OSError`` of the file system, a ``MemoryError``, a template that is
+        not a state) is not corruption: it propagates at once, with a note naming
+        the step's directory, and no checkpoint is moved.
 
         Args:
           template: a state of the saved structure (e.g. ``train_step.init(params)``).
 
         Returns:
           ``(state, extra)`` from the latest good checkpoint, or ``None`` when
-          there is none (nothing saved yet, or every checkpoint was bad).
+          nothing has been saved yet.
 
         Raises:
+          CorruptCheckpointError: checkpoints exist but every one is corrupt. None
+            is moved, so a restarted run raises again rather than silently
+            starting from step 0; to start over, move ``directory`` away.
           ValueError: a readable checkpoint holds a state of another structure,
             shape or dtype than ``template`` (a usage error, not corruption).
         """
+        steps = list(reversed(self.all_steps()))
         bad = []
-        result = None
-        for step in reversed(self.all_steps()):
+        for step in steps:
+            path = os.path.join(self.directory, str(step))
             try:
                 result = self.restore(step, template)
-                break
-            except _leaves.LayoutMismatch:
-                raise
-            except Exception as err:  # any read failure means a bad checkpoint
-                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            except CorruptCheckpointError as err:
                 warnings.warn(
-                    f"checkpoint at step {step} in {self.directory} is unreadable or corrupt "
-                    f"({type(err).__name__}: {msg[:300]}); falling back to an earlier step",
+                    f"{str(err).splitlines()[0][:500]}; trying an earlier step",
                     UserWarning,
                     stacklevel=2,
                 )
                 bad.append(step)
+                continue
+            except Exception as err:
+                err.add_note(f"while restoring the checkpoint at step {step}: {path}")
+                raise
+            if bad:
+                self._set_aside(bad)
+            return result
         if bad:
-            self._set_aside(bad)
-        return result
+            raise CorruptCheckpointError(
+                f"every checkpoint in {self.directory} is corrupt (steps {bad}); none was "
+                "restored or moved. To start over, move the directory away."
+            )
+        return None
 
     def _set_aside(self, steps: list[int]) -> None:
         """Moves bad step directories into ``directory/corrupt/`` (primary process only)."""
@@ -281,6 +317,24 @@ class Checkpointer:
                     os.replace(src, dst)
         ocp.multihost.sync_global_processes("mtl_jax_checkpoint_set_aside_done")
         self._manager.reload()
+
+
+# Status codes with which tensorstore reports bytes that fail its checks: DATA_LOSS for a
+# checksum or decoding failure, OUT_OF_RANGE for a file shorter than its index records.
+_DATA_LOSS_CODES = ("DATA_LOSS:", "OUT_OF_RANGE:")
+
+
+def _raise_if_data_loss(err: BaseException, where: str) -> None:
+    """Raises :class:`CorruptCheckpointError` if ``err`` (or its cause) reports damaged bytes."""
+    seen = err
+    while seen is not None:
+        text = str(seen).lstrip()
+        if text.startswith(_DATA_LOSS_CODES):
+            first = text.splitlines()[0]
+            raise CorruptCheckpointError(f"{where} is corrupt: {first[:300]}") from err
+        seen = seen.__cause__ or seen.__context__
+        if seen is err:
+            break
 
 
 def _as_step(step) -> int:

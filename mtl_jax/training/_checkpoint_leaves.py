@@ -24,6 +24,10 @@ class LayoutMismatch(ValueError):
     """A readable checkpoint saved from a state of another structure, shape or dtype."""
 
 
+class CorruptCheckpointError(ValueError):
+    """A checkpoint whose bytes fail a check: a checksum, its metadata, or a truncated file."""
+
+
 def _entry_name(entry) -> str:
     for attr in ("key", "name", "idx"):
         if hasattr(entry, attr):
@@ -168,7 +172,9 @@ def decode(template: PyTree, plan: list, restored: dict | None, where: str) -> P
             value = arrays[name]
             host = _host_copy(value) if "crc32" in entry else None
             if host is not None and _crc(host) != entry["crc32"]:
-                raise ValueError(f"{where}: leaf {name!r} fails its CRC-32 check")
+                raise CorruptCheckpointError(
+                    f"{where} is corrupt: leaf {name!r} fails its CRC-32 check"
+                )
         else:
             value = np.zeros(shape, dtype)
         value = _place_like(value, ref)

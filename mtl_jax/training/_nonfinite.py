@@ -50,15 +50,27 @@ def select(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
 
 
 @functools.lru_cache(maxsize=32)
-def make_diagnose(loss_fn: Callable, has_aux: bool) -> Callable[[PyTree, Any], np.ndarray]:
-    """A jitted ``(params, batch) -> [K]`` bool: task ``k``'s gradient is finite.
+def make_diagnose(
+    loss_fn: Callable, has_aux: bool, takes_key: bool = False, has_model_state: bool = False
+) -> Callable[..., np.ndarray]:
+    """A jitted ``(params, batch, key, model_state) -> [K]`` bool: task ``k``'s gradient is finite.
 
     Run on the host only after a step was flagged, for routes that never form
-    per-task gradients (the loss route); compiled on first use.
+    per-task gradients (the loss route); compiled on first use. ``key`` is the
+    flagged step's key (``None`` when the loss takes none) and ``model_state``
+    the state's model state.
     """
+    from mtl_jax.training._stateful import bind_loss
 
-    def per_task(params, batch):
-        _, jac = value_and_jacobian(loss_fn, has_aux=has_aux)(params, batch)
+    def per_task(params, batch, key, model_state):
+        f = bind_loss(
+            loss_fn,
+            key=key if takes_key else None,
+            model_state=model_state,
+            has_aux=has_aux,
+            has_model_state=has_model_state,
+        )
+        _, jac = value_and_jacobian(f, has_aux=has_aux or has_model_state)(params, batch)
         flags = [
             jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
             for x in jax.tree_util.tree_leaves(jac)
@@ -66,7 +78,9 @@ def make_diagnose(loss_fn: Callable, has_aux: bool) -> Callable[[PyTree, Any], n
         return jnp.all(jnp.stack(flags), axis=0)
 
     jitted = jax.jit(per_task)
-    return lambda params, batch: np.asarray(jitted(params, batch))
+    return lambda params, batch, key=None, model_state=None: np.asarray(
+        jitted(params, batch, key, model_state)
+    )
 
 
 def nonfinite_error(

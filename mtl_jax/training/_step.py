@@ -32,6 +32,19 @@ gradient and every other leaf the plain sum ``∇ Σ_k L_k``. A non-finite loss 
 gradient is skipped, raised or ignored (``on_nonfinite=``), and
 ``metrics["weights"]`` always holds the ``[K]`` weights applied.
 
+**Keys and model state.** :class:`TrainState` carries the run's PRNG key and
+the model's mutable collections. Step ``t`` hands a loss that takes a ``key``
+keyword ``fold_in(wrap_key_data(state.key), t)`` (fresh noise every step, distinct
+per seed, replayed exactly after a resume); with ``has_model_state=True`` the loss
+also gets ``model_state=`` and returns the updated collections, which the step
+stores once per step from its one forward pass.
+
+**Nesting.** The built step (jitted or not) runs inside the caller's own
+``jax.jit``, ``lax.scan``, ``jax.vmap`` and under a mesh. Called at top level,
+the jitted step is compiled with the platform's compiler options (on CPU, the
+memory-optimised scheduler for the per-task routes); nested, it is traced into
+the caller's program, which the caller compiles with its own options.
+
 With ``mesh=``, the step is compiled with the batch sharded along ``data_axis``
 and the state replicated; XLA then reduces across devices, so the balancer
 sees the global-batch per-task gradients and the result equals the
@@ -51,7 +64,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mtl_jax.balancers._base import Balancer
-from mtl_jax.training import _checks, _nonfinite, _routes
+from mtl_jax.training import _checks, _nonfinite, _routes, _stateful
 from mtl_jax.training._data_parallel import put_replicated
 from mtl_jax.training._data_parallel import shard_batch as shard_batch
 
@@ -75,6 +88,16 @@ class TrainState(NamedTuple):
       skipped: ``[]`` int32, the number of steps the non-finite policy skipped
         (always 0 under ``"ignore"``). ``None`` in a state built by hand with four
         fields; the step then starts counting from 0.
+      key: the raw ``uint32`` data (:func:`jax.random.key_data`) of the run's PRNG
+        key. It never changes: step ``t`` hands the loss
+        ``jax.random.fold_in(jax.random.wrap_key_data(key), t)``, so every step
+        gets fresh noise and a resumed run replays the same keys. ``None`` in a
+        state built by hand without it (then only a loss that takes no ``key``
+        can be trained).
+      model_state: the model's mutable collections (Flax's ``batch_stats`` and
+        any other, e.g. ``{"batch_stats": ...}``), updated once per step from the
+        step's forward pass (``make_train_step(..., has_model_state=True)``);
+        ``None`` when the model has none.
     """
 
     params: PyTree
@@ -82,6 +105,8 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: jax.Array  # [] int32
     skipped: jax.Array | None = None  # [] int32
+    key: jax.Array | None = None  # raw uint32 key data
+    model_state: PyTree = None
 
 
 class Representation(NamedTuple):
@@ -119,17 +144,27 @@ class Representation(NamedTuple):
 
 
 class TrainStep(NamedTuple):
-    """A built step: ``state = init(params)``, then ``state, metrics = step(state, batch)``.
+    """A built step: ``state = init(params, key=seed)``, then ``step(state, batch)``.
 
     Calling the ``TrainStep`` itself (``train_step(state, batch)``) runs ``step``
     plus the host-side checks: the batch size against the mesh, and the
     ``"raise"`` non-finite policy. Calling the ``step`` field directly (e.g. to
     ``.lower(...).compile()`` it) skips those host checks.
 
+    Both the ``TrainStep`` and its ``step`` run inside a caller's ``jax.jit``,
+    ``lax.scan`` and ``jax.vmap`` (e.g. ``lax.scan(train_step.step, state,
+    batches)``; over seeds, ``vmap`` over ``init(params, key=k)``), except that
+    the ``"raise"`` policy needs a host read and raises a ``ValueError`` there.
+
     Attributes:
-      init: ``params -> TrainState`` (replicated over the mesh when one is given).
+      init: ``(params, *, key=None, model_state=None) -> TrainState`` (replicated
+        over the mesh when one is given). ``key``: an int seed, a PRNG key
+        (``jax.random.key(s)``) or its raw data; ``None`` is seed 0.
+        ``model_state``: the model's mutable collections (required with
+        ``has_model_state=True``, refused without).
       step: ``(TrainState, batch) -> (TrainState, metrics)``, jitted unless
-        ``jit=False``. ``metrics`` holds ``"losses"`` ``[K]``, ``"aux"``,
+        ``jit=False`` (the jitted step's ``lower``/``trace`` are the top-level
+        program's). ``metrics`` holds ``"losses"`` ``[K]``, ``"aux"``,
         ``"weights"`` (the ``[K]`` task weights applied this step), ``"finite"``
         (``[]`` bool: losses, per-task gradients the route formed, the balanced
         gradient and the update are all finite), ``"task_finite"`` (``[K]`` bool,
@@ -140,14 +175,15 @@ class TrainStep(NamedTuple):
       on_nonfinite: the non-finite policy, ``"skip"``, ``"raise"`` or ``"ignore"``.
       check_batch: host-side check of a batch before the step runs (batch size
         divisible by the mesh's data axis), or ``None``.
-      diagnose: ``(params, batch) -> [K]`` bool, per-task gradient finiteness,
-        used by the ``"raise"`` policy to name the task(s) when the route formed
-        no per-task gradient (compiled on first use). ``train_step._replace(
-        on_nonfinite="raise")`` turns a ``"skip"`` step into a raising one without
-        recompiling.
+      diagnose: ``(state, batch) -> [K]`` bool, per-task gradient finiteness at
+        the state a flagged step returned (its params and model state, the key of
+        step ``state.step - 1``), used by the ``"raise"`` policy to name the
+        task(s) when the route formed no per-task gradient (compiled on first
+        use). ``train_step._replace(on_nonfinite="raise")`` turns a ``"skip"``
+        step into a raising one without recompiling.
     """
 
-    init: Callable[[PyTree], TrainState]
+    init: Callable[..., TrainState]
     step: Callable[[TrainState, Any], tuple[TrainState, dict]]
     mode: str
     on_nonfinite: str = "skip"
@@ -155,13 +191,21 @@ class TrainStep(NamedTuple):
     diagnose: Callable[[PyTree, Any], Any] | None = None
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        if self.on_nonfinite == "raise" and _stateful.is_traced(state, batch):
+            raise ValueError(
+                "on_nonfinite='raise' reads metrics['finite'] on the host after every step, which "
+                "is impossible inside your jax.jit / lax.scan / jax.vmap. Build the step with "
+                "on_nonfinite='skip' (a non-finite step leaves the state unchanged, inside the "
+                "compiled program) and read metrics['finite'] or metrics['skipped'] (or "
+                "TrainState.skipped) once your jitted function has returned"
+            )
         if self.check_batch is not None:
             self.check_batch(batch)
         new_state, metrics = self.step(state, batch)
         if self.on_nonfinite == "raise" and not bool(metrics["finite"]):
             diagnose = None
             if self.diagnose is not None:
-                diagnose = lambda: self.diagnose(new_state.params, batch)
+                diagnose = lambda: self.diagnose(new_state, batch)
             err = _nonfinite.nonfinite_error(int(new_state.step) - 1, metrics, diagnose)
             err.state = new_state  # unchanged by the step: the run can go on from here
             raise err
@@ -216,6 +260,8 @@ def make_train_step(
     jit: bool = True,
     donate: bool = False,
     on_nonfinite: NonFinite = "skip",
+    has_model_state: bool = False,
+    loss_takes_key: bool | None = None,
 ) -> TrainStep:
     """Builds a multi-task training step.
 
@@ -223,8 +269,42 @@ def make_train_step(
     balanced gradient and every other leaf the plain sum ``∇ Σ_k L_k``; for a
     loss-only balancer the three routes compute the same update.
 
+    **Per-step key.** If ``loss_fn`` takes a keyword parameter ``key`` (or
+    ``**kwargs``; read once with :func:`inspect.signature`, or set by
+    ``loss_takes_key``), step ``t`` calls it with
+    ``key=jax.random.fold_in(jax.random.wrap_key_data(state.key), t)``, a typed
+    key: split or fold it for each use (dropout, stochastic depth, Gumbel noise).
+    ``state.key`` itself never changes, so the keys depend only on the seed and
+    the step index: a run resumed from a checkpoint replays them exactly, and
+    ``vmap`` over ``init(params, key=k_i)`` gives each seed its own noise. A loss
+    without ``key`` is called as ``loss_fn(params, batch)``. Representation
+    functions that take ``key`` get ``fold_in(k_t, 0)`` (``encode``) and
+    ``fold_in(k_t, 1)`` (``decode``, ``decode_tasks``).
+
+    **Model state.** With ``has_model_state=True`` the step calls
+    ``loss_fn(params, batch, model_state=state.model_state[, key=k_t])``, which
+    returns ``(losses, new_model_state)`` (``(losses, aux, new_model_state)``
+    with ``has_aux``), e.g. Flax's ``apply(..., mutable=["batch_stats"])``. The
+    step stores the new model state from its one primal forward pass: the
+    per-task routes (``"gramian"``, ``"jacobian"``) take their ``K`` backward
+    passes through that pass's VJP, so the statistics are updated once per step,
+    from the batch at the pre-step parameters. A skipped step keeps the old
+    model state (a non-finite new model state also counts as non-finite);
+    under ``mesh=`` it is replicated like the parameters. Not combined with
+    ``representation=`` yet.
+
+    **Nesting and memory.** The returned step runs inside the caller's
+    ``jit``/``scan``/``vmap`` in every route. Compiler options can only be set on
+    a top-level ``jit``, so a nested step is compiled with the caller's: on CPU
+    the per-task routes then lose the memory-optimised scheduler, and their XLA
+    temporary buffers grow with ``K`` again (see ``docs/modes.md`` for the
+    measured figures); pass ``compiler_options={"xla_cpu_scheduler_type":
+    "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}`` to your own ``jax.jit`` to get it
+    back. Other platforms pass no options, so nothing is lost there.
+
     Args:
-      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), one array.
+      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), one array;
+        optionally with keywords ``key`` and ``model_state`` (see above).
       balancer: a balancer from :mod:`mtl_jax.balancers`.
       optimizer: the optax optimiser applied to the balanced update (e.g. Adam).
       has_aux: whether ``loss_fn`` (and ``representation.decode``) return aux.
@@ -241,12 +321,17 @@ def make_train_step(
         unsplit. Same result either way (up to float rounding) when
         ``decode_tasks`` keeps its contract.
       chunk_size: tasks per chunk of per-task VJPs in the ``"gramian"`` and
-        ``"jacobian"`` routes (bounds the memory of the per-task backward passes
-        to one chunk's; ``None``: all ``K`` tasks at once).
+        ``"jacobian"`` routes; the chunks run one after another, so one chunk's
+        backward intermediates are live at a time. ``None``: in the ``"gramian"``
+        route one task at a time (chunks of 1: on W1 the fastest and the
+        smallest, its temporary memory flat in ``K`` on CPU); in the
+        ``"jacobian"`` route all ``K`` tasks at once (one ``vmap``).
       mesh: if given, a data-parallel step over ``mesh`` (batch sharded along
         ``data_axis``, state replicated); ``Explicit`` and ``Auto`` axes both work.
       data_axis: mesh axis name the batch's leading axis is sharded over.
-      jit: whether to ``jax.jit`` the step (un-jitted is handy for debugging).
+      jit: whether to ``jax.jit`` the step. Both nest in a caller's ``jit``; the
+        un-jitted step is the pure function to compose by hand (or to debug),
+        and at top level it runs op by op without the compiler options.
       donate: donate the input state's buffers to the jitted step.
       on_nonfinite: what a non-finite loss, gradient or update does:
         ``"skip"`` (default; the step leaves params, balancer and optimiser states
@@ -255,7 +340,13 @@ def make_train_step(
         and task(s), from a host read of a scalar flag each step) or
         ``"ignore"``. "skip" is the default because it costs no host round-trip
         and a long run survives an occasional bad batch; watch
-        ``metrics["skipped"]``.
+        ``metrics["skipped"]``. ``"raise"`` needs the host read, so inside your
+        own ``jit``/``scan`` use ``"skip"`` and read ``metrics["finite"]``.
+      has_model_state: whether ``loss_fn`` takes ``model_state=`` and returns
+        the new model state (see above).
+      loss_takes_key: whether to pass ``key=`` to ``loss_fn``; ``None`` reads it
+        from ``loss_fn``'s signature (set it for a callable whose signature
+        cannot be read).
 
     Returns:
       A :class:`TrainStep`; see its ``step`` attribute for the metrics.
@@ -264,7 +355,10 @@ def make_train_step(
       TypeError: ``balancer`` is not a balancer (e.g. an optax optimiser), or
         ``optimizer`` is not an optax transform.
       ValueError: an unknown ``mode`` or ``on_nonfinite``, a ``mode`` the balancer's
-        kind does not allow, a ``chunk_size`` that is not a positive int; at trace time, losses
+        kind does not allow, a ``chunk_size`` that is not a positive int,
+        ``has_model_state`` with ``representation``; from ``init``, a params leaf
+        that is not floating point (named), a missing or unexpected
+        ``model_state``, an unusable ``key``; at trace time, losses
         not of shape ``[K]`` with ``K ≥ 1``, ``K`` differing from the balancer's
         ``num_tasks``, an empty batch, or a ``decode`` that ignores ``z``; at
         call time, a batch not divisible by the mesh's data axis.
@@ -278,60 +372,138 @@ def make_train_step(
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if not isinstance(has_model_state, bool):
+        raise ValueError(f"has_model_state must be True or False; got {has_model_state!r}")
     resolved = _resolve_mode(mode, balancer, representation)
+    takes_key = _stateful.resolve_takes_key(loss_fn, loss_takes_key)
+    if has_model_state and representation is not None:
+        raise ValueError(
+            "has_model_state=True does not combine with representation= yet: the encoder and "
+            "decoder would each need the model state. Leave representation out (mode='gramian' "
+            "or 'jacobian' run on loss_fn and carry the model state)"
+        )
+    rep_takes_key = representation is not None and any(
+        fn is not None and _stateful.takes_keyword(fn, "key")
+        for fn in (representation.encode, representation.decode, representation.decode_tasks)
+    )
 
-    def init(params) -> TrainState:
+    def init(params, *, key=None, model_state=None) -> TrainState:
+        _stateful.check_float_params(params)
+        if has_model_state and model_state is None:
+            raise ValueError(
+                "the step was built with has_model_state=True but init got no model_state: pass "
+                "init(params, model_state=...), e.g. {'batch_stats': variables['batch_stats']}"
+            )
+        if not has_model_state and model_state is not None:
+            raise ValueError(
+                "init got a model_state but the step was built without has_model_state=True, so "
+                "loss_fn would never see or update it: build the step with has_model_state=True"
+            )
         zero = jnp.zeros((), jnp.int32)
-        return TrainState(params, balancer.init(params), optimizer.init(params), zero, zero)
+        return TrainState(
+            params,
+            balancer.init(params),
+            optimizer.init(params),
+            zero,
+            zero,
+            _stateful.key_data(key),
+            model_state,
+        )
 
-    def route(params, bal_state, batch) -> _routes.RouteOut:
+    def bind_rep(k_t):
+        if representation is None or not rep_takes_key:
+            return representation
+
+        def bind(fn, i):
+            if fn is None or not _stateful.takes_keyword(fn, "key"):
+                return fn
+            sub = jax.random.fold_in(k_t, i)
+            return lambda *a: fn(*a, key=sub)
+
+        # The encoder gets fold_in(k_t, 0); decode and decode_tasks both fold_in(k_t, 1).
+        return Representation(
+            bind(representation.encode, 0),
+            bind(representation.decode, 1),
+            bind(representation.decode_tasks, 1),
+        )
+
+    def route(f, rep, params, bal_state, batch) -> _routes.RouteOut:
+        aux_ = has_aux or has_model_state
         if resolved == "loss":
-            return _routes.loss_route(loss_fn, balancer, params, bal_state, batch, has_aux=has_aux)
+            return _routes.loss_route(f, balancer, params, bal_state, batch, has_aux=aux_)
         if resolved == "gramian":
             return _routes.gramian_route(
-                loss_fn,
+                f,
                 balancer,
                 params,
                 bal_state,
                 batch,
-                has_aux=has_aux,
+                has_aux=aux_,
                 chunk_size=chunk_size,
-                representation=representation,
+                representation=rep,
             )
         if resolved == "jacobian":
             return _routes.jacobian_route(
-                loss_fn, balancer, params, bal_state, batch, has_aux=has_aux, chunk_size=chunk_size
+                f, balancer, params, bal_state, batch, has_aux=aux_, chunk_size=chunk_size
             )
         return _routes.representation_route(
-            loss_fn, balancer, representation, params, bal_state, batch, has_aux=has_aux
+            f, balancer, rep, params, bal_state, batch, has_aux=aux_
         )
 
     def step(state: TrainState, batch) -> tuple[TrainState, dict]:
+        if not isinstance(state, TrainState):
+            state = TrainState(*state)
         _checks.check_batch(batch)
-        r = route(state.params, state.balancer_state, batch)
+        _stateful.check_float_params(state.params)
+        if has_model_state and state.model_state is None:
+            raise ValueError(
+                "the step was built with has_model_state=True but TrainState.model_state is "
+                "None: build the state with train_step.init(params, model_state=...)"
+            )
+        k_t = _stateful.step_key(state.key, state.step) if takes_key or rep_takes_key else None
+        f = _stateful.bind_loss(
+            loss_fn,
+            key=k_t if takes_key else None,
+            model_state=state.model_state,
+            has_aux=has_aux,
+            has_model_state=has_model_state,
+        )
+        r = route(f, bind_rep(k_t), state.params, state.balancer_state, batch)
+        aux, model_state = r.aux if has_model_state else (r.aux, state.model_state)
         updates, opt_state = optimizer.update(r.grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         task_finite = jnp.isfinite(r.losses) & r.task_finite
         finite = (
             jnp.all(task_finite) & _nonfinite.tree_finite(r.grads) & _nonfinite.tree_finite(updates)
         )
+        if has_model_state:
+            finite = finite & _nonfinite.tree_finite(model_state)
         skipped = jnp.zeros((), jnp.int32) if state.skipped is None else state.skipped
-        new = (params, r.balancer_state, opt_state)
+        new = (params, r.balancer_state, opt_state, model_state)
         if on_nonfinite != "ignore":
-            old = (state.params, state.balancer_state, state.opt_state)
+            old = (state.params, state.balancer_state, state.opt_state, state.model_state)
             new = _nonfinite.select(finite, new, old)
             skipped = skipped + (~finite).astype(jnp.int32)
         metrics = {
             "losses": r.losses,
-            "aux": r.aux,
+            "aux": aux,
             "weights": r.weights,
             "finite": finite,
             "task_finite": task_finite,
             "skipped": skipped,
         }
-        return TrainState(*new, state.step + 1, skipped), metrics
+        params, bal_state, opt_state, model_state = new
+        new_state = TrainState(
+            params, bal_state, opt_state, state.step + 1, skipped, state.key, model_state
+        )
+        return new_state, metrics
 
-    diagnose = _nonfinite.make_diagnose(loss_fn, has_aux)
+    diagnose_fn = _nonfinite.make_diagnose(loss_fn, has_aux, takes_key, has_model_state)
+
+    def diagnose(state: TrainState, batch):
+        k_t = _stateful.step_key(state.key, state.step - 1) if takes_key else None
+        return diagnose_fn(state.params, batch, k_t, state.model_state)
+
     built = lambda fn, init_fn, check=None: TrainStep(
         init_fn, fn, resolved, on_nonfinite, check, diagnose
     )
@@ -342,7 +514,8 @@ def make_train_step(
     donate_argnums = (0,) if donate else ()
     if mesh is None:
         options = _compiler_options(resolved, jax.default_backend())
-        return built(jax.jit(step, donate_argnums=donate_argnums, compiler_options=options), init)
+        jitted = jax.jit(step, donate_argnums=donate_argnums, compiler_options=options)
+        return built(_stateful.NestableJit(step, jitted), init)
     if data_axis not in mesh.axis_names:
         raise ValueError(f"data_axis {data_axis!r} is not an axis of the mesh {mesh.axis_names}")
     replicated = NamedSharding(mesh, P())
@@ -356,10 +529,10 @@ def make_train_step(
     )
     num_devices = mesh.shape[data_axis]
 
-    def init_replicated(params) -> TrainState:
-        return put_replicated(init(params), replicated)
+    def init_replicated(params, *, key=None, model_state=None) -> TrainState:
+        return put_replicated(init(params, key=key, model_state=model_state), replicated)
 
     def check(batch) -> None:
         _checks.check_divisible(batch, num_devices, data_axis)
 
-    return built(jitted, init_replicated, check)
+    return built(_stateful.NestableJit(step, jitted), init_replicated, check)

@@ -26,11 +26,17 @@ def uncertainty_weights(
 
 
 def uncertainty_objective(
-    log_variances: jax.typing.ArrayLike, losses: jax.typing.ArrayLike
+    log_variances: jax.typing.ArrayLike,
+    losses: jax.typing.ArrayLike,
+    *,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
-    """``Σ_k ½ exp(−s_k) L_k + ½ s_k``."""
+    """``Σ_k ½ exp(−s_k) L_k + ½ s_k``, the sum over the present tasks with ``presence``."""
     s = jnp.asarray(log_variances)
-    return jnp.sum(0.5 * jnp.exp(-s) * jnp.asarray(losses, s.dtype) + 0.5 * s)
+    if presence is None:
+        return jnp.sum(0.5 * jnp.exp(-s) * jnp.asarray(losses, s.dtype) + 0.5 * s)
+    losses = _presence.zero_absent(jnp.asarray(losses, s.dtype), presence)
+    return jnp.sum(_presence.zero_absent(0.5 * jnp.exp(-s) * losses + 0.5 * s, presence))
 
 
 def uncertainty_log_variance_grad(

@@ -394,7 +394,9 @@ def _check_absent_state(tx, before, after, absent, k):
         )
 
 
-def test_all_tasks_absent_gives_zero_weights(name, rng):
+@pytest.mark.parametrize("pname", [_presence_param(n) for n in NAMES])
+def test_all_tasks_absent_gives_zero_weights(pname, rng):
+    name = pname
     tx = make(name, 3)
     params = _params()
     state = tx.init(params)

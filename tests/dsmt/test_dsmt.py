@@ -1,5 +1,7 @@
 """DSMT-Nets: the network, the auxiliary-task construction, the label mask and the data."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,22 +129,37 @@ def test_train_step_carries_batch_stats_and_follows_schedule(key):
     ts = models.make_dsmt_train_step(
         model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=1, phase_steps=1
     )
-    state = ts.init(v)
+    state = ts.init(v, key=7)
+    assert isinstance(state, mtl.training.TrainState)
     seen = []
     for i in range(3):
-        old_params = state[0].params
-        state, metrics = ts.step(state, dict(b, key=jax.random.key(i)))
+        old_params = state.params
+        state, metrics = ts.step(state, b)
         seen.append(np.asarray(metrics["losses"]))
         if i == 2:  # main phase: the auxiliary output layer gets no update (SGD)
             np.testing.assert_array_equal(
-                state[0].params["aux_out"]["kernel"], old_params["aux_out"]["kernel"]
+                state.params["aux_out"]["kernel"], old_params["aux_out"]["kernel"]
             )
-    assert int(state[0].step) == 3
+    assert int(state.step) == 3
     # Burn-in (step 0), auxiliary phase (step 1), main phase (step 2).
     assert seen[0][0] == 0 and seen[1][0] == 0 and (seen[1][1:] > 0).all()
     assert seen[2][0] > 0 and (seen[2][1:] == 0).all()
     mean0 = v["batch_stats"]["streams"]["BatchNorm_0"]["mean"]
-    assert not np.allclose(state[1]["streams"]["BatchNorm_0"]["mean"], mean0)
+    stats = state.model_state["batch_stats"]
+    assert not np.allclose(stats["streams"]["BatchNorm_0"]["mean"], mean0)
+
+    # One NaN in a batch: the step is skipped and the statistics stay finite and
+    # unchanged, so evaluation still gives finite logits.
+    bad = dict(b, windows=b["windows"].at[5, 0, 10].set(jnp.nan))
+    new, metrics = ts.step(state, bad)
+    assert not bool(metrics["finite"]) and int(new.skipped) == 1
+    for x, y in zip(jax.tree.leaves(new.model_state), jax.tree.leaves(state.model_state)):
+        np.testing.assert_array_equal(x, y)
+    variables = {"params": new.params, **new.model_state}
+    logit, _ = jax.jit(model.apply, static_argnames="train")(
+        variables, b["windows"], b["missing"], train=False
+    )
+    assert np.isfinite(np.asarray(logit)).all()
 
 
 def test_feature_bank_matches_numpy(rng):
@@ -192,6 +209,54 @@ def test_relevance_filter_finds_relevant_features(rng):
     top = data.auxiliary_targets(x, np.where(np.arange(n) < 100, y, -1), num_tasks=2, choice="top")
     order = np.argsort(top.relevance.p_values)
     np.testing.assert_array_equal(top.indices, order[:2])
+
+
+def test_relevance_filter_drops_constant_features_before_by():
+    """FRESH drops constant features before the tests; BY then counts only the tested ones.
+
+    Hand-computed case: 10 negatives, 10 positives; feature 0 separates the classes
+    perfectly, feature 1 is shifted by 4 ranks, feature 2 not at all, and 5 constant
+    features. With m = 3 tested features the BY thresholds at q = 0.05 are
+    k q / (m c(m)), c(3) = 1 + 1/2 + 1/3: 0.00909, 0.01818, 0.02727, so features 0
+    and 1 are kept (p = 1.8e-4, 0.0091; feature 2 has p = 0.73). Counting the 5 constant
+    features (m = 8, c(8) = 2.718) the second threshold would be 0.0046 and feature 1
+    would be lost.
+    """
+    y = np.repeat([0, 1], 10)
+    base = np.arange(10.0)
+    informative = [
+        np.concatenate([base, base + 10.5]),
+        np.concatenate([base, base + 4.5]),
+        np.concatenate([base, base + 0.5]),
+    ]
+    x = np.column_stack([*informative, *[np.full(20, c) for c in (0.0, 1.0, -3.0, 7.0, 2.5)]])
+    x = x[:, [5, 0, 3, 1, 6, 2, 4, 7]]  # interleave the constant columns
+    rel = data.select_relevant_features(x, y, fdr=0.05)
+    np.testing.assert_array_equal(
+        rel.constant, [True, False, True, False, True, False] + [True] * 2
+    )
+    # The raw p-values: the two-sided Mann-Whitney U in its normal approximation with
+    # continuity correction (no ties), by hand: U = 100, 85, 55 of 10 x 10 pairs.
+    sd = math.sqrt(10 * 10 * 21 / 12)
+    by_hand = [math.erfc((abs(u - 50) - 0.5) / sd / math.sqrt(2)) for u in (100, 85, 55)]
+    np.testing.assert_allclose(rel.p_values[[1, 3, 5]], by_hand, rtol=1e-10)
+    np.testing.assert_array_equal(rel.p_values[rel.constant], 1.0)
+    # Benjamini-Yekutieli by hand over the m = 3 tested features.
+    q, m = 0.05, 3
+    c_m = sum(1.0 / i for i in range(1, m + 1))
+    thresholds = np.arange(1, m + 1) * q / (m * c_m)
+    np.testing.assert_allclose(thresholds, [0.0090909, 0.0181818, 0.0272727], rtol=1e-5)
+    p_sorted = np.sort(rel.p_values[~rel.constant])
+    k = max(i + 1 for i in range(m) if p_sorted[i] <= thresholds[i])
+    assert k == 2
+    np.testing.assert_array_equal(rel.relevant, [False, True, False, True] + [False] * 4)
+    # Counting the constant features as untested p = 1 (the old behaviour) would drop feature 1.
+    m_all = x.shape[1]
+    c_all = sum(1.0 / i for i in range(1, m_all + 1))
+    assert p_sorted[1] > 2 * q / (m_all * c_all)
+    # Every feature constant: nothing is tested, nothing kept.
+    none = data.select_relevant_features(np.ones((20, 3)), y)
+    assert not none.relevant.any() and none.constant.all()
 
 
 def test_relevance_filter_controls_false_discoveries(rng):

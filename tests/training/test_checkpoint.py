@@ -9,11 +9,13 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 import mtl_jax as mtl
@@ -186,7 +188,7 @@ def test_corrupt_latest_falls_back_to_previous(how, tmp_path):
             ckpt.save(i, _toy_state(i), extra={"data_position": i})
     _corrupt(tmp_path / "4", how)
     with mtl.training.Checkpointer(tmp_path, save_every=2, keep=3) as ckpt:
-        with pytest.warns(UserWarning, match="checkpoint at step 4 .* unreadable or corrupt"):
+        with pytest.warns(UserWarning, match="checkpoint at step 4 .* is corrupt"):
             restored, extra = ckpt.restore_latest(_toy_state(0))
         assert extra == {"data_position": 2}
         _assert_bitwise(restored, _toy_state(2))
@@ -218,14 +220,82 @@ def test_half_written_step_is_ignored_and_cleaned(tmp_path):
 
 
 @_ORBAX_READ_NOISE
-def test_every_checkpoint_corrupt_gives_none(tmp_path):
-    state = _toy_state(1)
+def test_every_checkpoint_corrupt_raises_and_keeps_them(tmp_path):
+    """Checkpoints exist but none restores: raise (a restart must not silently start at 0)."""
     with mtl.training.Checkpointer(tmp_path, save_every=1, async_save=False) as ckpt:
-        ckpt.save(1, state)
+        ckpt.save(1, _toy_state(1))
+        ckpt.save(2, _toy_state(2))
     _corrupt(tmp_path / "1", "truncate")
+    _corrupt(tmp_path / "2", "flip")
     with mtl.training.Checkpointer(tmp_path, save_every=1) as ckpt:
-        with pytest.warns(UserWarning, match="step 1"):
-            assert ckpt.restore_latest(state) is None
+        with pytest.warns(UserWarning) as record:
+            with pytest.raises(mtl.training.CorruptCheckpointError, match=r"steps \[2, 1\]"):
+                ckpt.restore_latest(_toy_state(0))
+        messages = [str(w.message) for w in record]
+        assert any("step 2" in m and "is corrupt" in m for m in messages), messages
+        assert any("step 1" in m and "is corrupt" in m for m in messages), messages
+        # Nothing is moved aside when there is nothing to fall back to: a second restart
+        # raises again instead of finding an empty directory and starting from scratch.
+        assert ckpt.all_steps() == [1, 2]
+        assert not (tmp_path / "corrupt").exists()
+        with pytest.warns(UserWarning), pytest.raises(mtl.training.CorruptCheckpointError):
+            ckpt.restore_latest(_toy_state(0))
+
+
+def _inject(monkeypatch, exc, *, item="state"):
+    """Makes orbax's restore of ``item`` raise ``exc`` (the other item reads normally)."""
+    real = ocp.CheckpointManager.restore
+
+    def restore(self, step, *args, **kwargs):
+        if item in kwargs.get("args", {}).keys():
+            raise exc
+        return real(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "restore", restore)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(5, "Input/output error"),
+        MemoryError(),
+        ValueError("UNAVAILABLE: the file system is not reachable"),
+    ],
+    ids=["oserror", "memoryerror", "unavailable"],
+)
+@pytest.mark.parametrize("item", ["state", "meta"])
+def test_read_error_that_is_not_corruption_propagates(exc, item, tmp_path, monkeypatch):
+    """A transient or resource error names the step and leaves every checkpoint in place."""
+    with mtl.training.Checkpointer(tmp_path, save_every=2, async_save=False) as ckpt:
+        for i in (2, 4):
+            ckpt.save(i, _toy_state(i), extra={"data_position": i})
+    with mtl.training.Checkpointer(tmp_path, save_every=2) as ckpt:
+        _inject(monkeypatch, exc, item=item)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "corrupt" warning either
+            with pytest.raises(type(exc)) as info:
+                ckpt.restore_latest(_toy_state(0))
+        assert info.value is exc
+        assert any(str(tmp_path / "4") in note for note in info.value.__notes__)
+        monkeypatch.undo()
+        assert ckpt.all_steps() == [2, 4]
+        assert not (tmp_path / "corrupt").exists()
+        _, extra = ckpt.restore_latest(_toy_state(0))
+    assert extra == {"data_position": 4}
+
+
+def test_template_bug_propagates_and_keeps_the_checkpoint(tmp_path):
+    """A template leaf that is not an array is the caller's bug, not a corrupt checkpoint."""
+    with mtl.training.Checkpointer(tmp_path, save_every=1, async_save=False) as ckpt:
+        ckpt.save(1, {"w": jnp.ones(2), "n": 3})
+    bad_template = {"w": jnp.ones(2), "n": "three"}
+    with mtl.training.Checkpointer(tmp_path, save_every=1) as ckpt:
+        with pytest.raises(TypeError, match="state leaf 'n' is a str") as info:
+            ckpt.restore_latest(bad_template)
+        assert any(str(tmp_path / "1") in note for note in info.value.__notes__)
+        assert ckpt.all_steps() == [1]
+        restored, _ = ckpt.restore_latest({"w": jnp.zeros(2), "n": 0})
+    assert restored["n"] == 3
 
 
 class _Lines:
