@@ -57,7 +57,11 @@ BATCH = 64
 DSELECT_K_ENTROPY = 1.0
 #: Mean test accuracy (over tasks and seeds) every cell must exceed in the fast form.
 #: Chance is 0.1 on MultiDigits and at most 0.6 (the majority class) per attribute.
-FLOOR = {"multi_digits": 0.5, "digits_attributes": 0.8}
+#: Set from the fast form on seeds 0-2 (``--seed 0``), whose lowest cells were LTB's:
+#: 0.861 (MultiDigits, MGDA; lowest seed 0.847) and 0.948 (DigitsAttributes, MGDA;
+#: lowest seed 0.932), every other cell at 0.88 or above and 0.959 or above; the
+#: floors leave a margin of about 0.1 below those.
+FLOOR = {"multi_digits": 0.75, "digits_attributes": 0.85}
 CLAIM = (
     "Every architecture (DSelect-k with its entropy regulariser, LTB with per-seed "
     "Gumbel noise) trains with every balancer (each given its shared_mask) to a mean "
