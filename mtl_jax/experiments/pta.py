@@ -210,7 +210,7 @@ class _Net(nn.Module):
         self.heads = M.PseudoTaskHeads(self.num_tasks, self.num_decoders, self.num_classes)
 
     def __call__(self, x, rates=None, deterministic=True):
-        return self.heads(self.trunk(x), rates, deterministic=deterministic)
+        return self.heads(self.trunk(x), rates, train=not deterministic)
 
 
 @functools.cache

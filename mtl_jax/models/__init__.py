@@ -1,4 +1,20 @@
-"""Flax multi-task models."""
+"""Flax multi-task models.
+
+Training and evaluation: every architecture (:class:`HardParameterSharing`,
+:class:`CrossStitch`, :class:`MMoE`, :class:`MTAN`, :class:`CGC`, :class:`PLE`,
+:class:`DSelectK`, :class:`LTB`, :class:`PseudoTaskHeads`, :class:`DSMTNet`) takes
+one call-time keyword ``train: bool`` (``False``, evaluation, by default; DSMTNet
+requires it). It is passed on, as ``train=train``, to every user-supplied
+submodule whose ``__call__`` declares a parameter named ``train`` (Flax's
+convention: such a module builds ``nn.Dropout(deterministic=not train)`` and
+``nn.BatchNorm(use_running_average=not train)``); submodules without one
+(``nn.Dense``, ``nn.Sequential``, ...) are called without it, and a ``**kwargs``
+catch-all does not count. Copies of a submodule (one per task, expert or node)
+keep their own variables in every collection (``"batch_stats"`` included) and
+draw their own keys from every PRNG stream, so each copy gets its own dropout
+mask. In training pass ``rngs={"dropout": key}`` and
+``mutable=["batch_stats"]``; evaluation needs neither.
+"""
 
 from mtl_jax.models._benchmark_nets import ConvEncoder as ConvEncoder
 from mtl_jax.models._benchmark_nets import MLPTrunk as MLPTrunk

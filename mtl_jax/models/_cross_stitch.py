@@ -45,7 +45,10 @@ class CrossStitch(nn.Module):
       alpha_self: diagonal value of the ``"identity"`` initialisation, in ``(0, 1]``.
       per_channel: one unit per channel (last axis) instead of one per stage.
 
-    ``__call__(x)`` returns the last stages' outputs ``[K, B, ...]``.
+    ``__call__(x, *, train=False)`` returns the last stages' outputs
+    ``[K, B, ...]``; ``train`` is passed on to the stages that declare it (each
+    task's copy draws its own dropout masks and keeps its own BatchNorm
+    statistics).
 
     References:
       Misra et al., CVPR 2016, https://arxiv.org/abs/1604.03539.
@@ -68,7 +71,7 @@ class CrossStitch(nn.Module):
         return jnp.broadcast_to(jnp.reshape(a, (kt, kt) + (1,) * (len(shape) - 2)), shape)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         check_positive(num_tasks=self.num_tasks)
         if not self.stages:
             raise ValueError("stages must hold at least one module")
@@ -79,7 +82,7 @@ class CrossStitch(nn.Module):
         kt = self.num_tasks
         h = x
         for j, stage in enumerate(self.stages):
-            h = Stacked(stage, kt, in_axis=None if j == 0 else 0, name=f"stage_{j}")(h)
+            h = Stacked(stage, kt, in_axis=None if j == 0 else 0, name=f"stage_{j}")(h, train=train)
             if j == len(self.stages) - 1:
                 break
             shape = (kt, kt, h.shape[-1]) if self.per_channel else (kt, kt)

@@ -53,8 +53,8 @@ class DSelectK(nn.Module):
     of every task towards a single expert, is returned by
     ``apply(..., method="selector_entropy")`` as a ``[K]`` vector; add
     ``λ(step)`` times its sum to the loss (the weight, and any schedule for it,
-    stays in the caller's hands). ``encode``/``decode``/``gates`` are as in
-    :class:`MMoE`.
+    stays in the caller's hands). ``encode``/``decode``/``gates`` and the
+    ``train`` keyword are as in :class:`MMoE`.
 
     Attributes:
       expert: any Flax module ``x -> [B, ...]``; ``num_experts`` copies.
@@ -83,6 +83,11 @@ class DSelectK(nn.Module):
 
     def setup(self):
         check_positive(num_tasks=self.num_tasks, num_experts=self.num_experts, k=self.k)
+        if self.k > self.num_experts:
+            raise ValueError(
+                f"k must be at most num_experts={self.num_experts} (each selector picks one "
+                f"expert), got k={self.k}"
+            )
         if self.num_experts < 2 or self.num_experts & (self.num_experts - 1):
             raise ValueError(f"num_experts must be a power of two >= 2, got {self.num_experts}")
         if not self.gamma > 0:
@@ -129,21 +134,22 @@ class DSelectK(nn.Module):
         r = self._single(logits)  # [K, B, k, E]
         return jnp.einsum("tbi,tbie->tbe", jax.nn.softmax(alpha, axis=-1), r)
 
-    def encode(self, x: jax.Array) -> dict:
-        z = {"experts": jnp.moveaxis(self.experts(x), 0, 1)}  # batch first: [B, E, ...]
+    def encode(self, x: jax.Array, *, train: bool = False) -> dict:
+        z = {"experts": jnp.moveaxis(self.experts(x, train=train), 0, 1)}  # batch first
         if self.gate_stem is not None:
-            z["gate_input"] = gate_features(x, self.gate_stem)
+            z["gate_input"] = gate_features(x, self.gate_stem, train=train)
         return z
 
-    def decode(self, z: dict, x: jax.Array) -> jax.Array:
-        return self.towers(mix_experts(self._gates_from(z, x), jnp.moveaxis(z["experts"], 1, 0)))
+    def decode(self, z: dict, x: jax.Array, *, train: bool = False) -> jax.Array:
+        mixed = mix_experts(self._gates_from(z, x), jnp.moveaxis(z["experts"], 1, 0))
+        return self.towers(mixed, train=train)
 
-    def gates(self, x: jax.Array) -> jax.Array:
-        return self._gates_from(self.encode(x), x)
+    def gates(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self._gates_from(self.encode(x, train=train), x)
 
-    def selector_entropy(self, x: jax.Array) -> jax.Array:
+    def selector_entropy(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """``[K]``: for each task, ``Σ_i H(r(z^{(t,i)}))`` averaged over the batch."""
-        gate_in = self._gate_in(self.encode(x), x)
+        gate_in = self._gate_in(self.encode(x, train=train), x)
         logits, _ = self._selectors(gate_in)
         r = self._single(logits)
         # -r log r with 0 log 0 = 0 and a zero (not NaN) gradient where a selector has
@@ -152,8 +158,8 @@ class DSelectK(nn.Module):
         h = -jnp.sum(jnp.where(pos, r * jnp.log(jnp.where(pos, r, 1.0)), 0.0), axis=-1)
         return jnp.mean(jnp.sum(h, axis=-1), axis=-1)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.decode(self.encode(x), x)
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.decode(self.encode(x, train=train), x, train=train)
 
     @staticmethod
     def shared_mask(params) -> dict:

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _task_tree
+from mtl_jax.models._stacking import call, path_mask
 
 __all__ = ["HardParameterSharing", "MultiHeadDense"]
 
@@ -61,10 +61,13 @@ class MultiHeadDense(nn.Module):
 class HardParameterSharing(nn.Module):
     """A shared encoder followed by ``K`` task heads.
 
-    ``__call__(x)`` returns the stacked head outputs ``[K, batch, out]``;
-    ``encode(x)`` returns the shared representation and ``decode(z)`` applies the
-    heads to it, so ``decode(encode(x)) == __call__(x)``. Parameters live under
-    ``"encoder"`` (shared) and ``"heads"`` (task-specific, leading task axis).
+    ``__call__(x, *, train=False)`` returns the stacked head outputs
+    ``[K, batch, out]``; ``encode(x, *, train=False)`` returns the shared
+    representation and ``decode(z)`` applies the heads to it, so
+    ``decode(encode(x)) == __call__(x)``. ``train`` is passed on to the encoder
+    when its ``__call__`` declares it (see :mod:`mtl_jax.models`: Dropout and
+    BatchNorm in the encoder follow it). Parameters live under ``"encoder"``
+    (shared) and ``"heads"`` (task-specific, leading task axis).
 
     Attributes:
       encoder: any Flax module mapping inputs to a ``[batch, d]`` representation.
@@ -79,8 +82,8 @@ class HardParameterSharing(nn.Module):
     def setup(self):
         self.heads = MultiHeadDense(self.num_tasks, self.head_features)
 
-    def encode(self, x: jax.Array) -> jax.Array:
-        return self.encoder(x)
+    def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return call(self.encoder, x, train=train)
 
     def decode(self, z: jax.Array) -> jax.Array:
         return self.heads(z)
@@ -94,16 +97,16 @@ class HardParameterSharing(nn.Module):
         """
         return self.heads(zs, per_task=True)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.decode(self.encode(x))
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.decode(self.encode(x, train=train))
 
     @staticmethod
     def shared_mask(params) -> dict:
         """A ``shared=`` mask: True on the encoder's leaves, False on the heads'.
 
-        Equivalent to passing ``shared="encoder"`` (see
-        :func:`mtl_jax._task_tree.resolve_mask`); accepts either the ``"params"``
-        collection or the whole variables dict returned by ``init``.
+        On the ``"params"`` collection this equals passing ``shared="encoder"``;
+        it also accepts the whole variables dict returned by ``init`` (an
+        encoder's ``"batch_stats"`` are marked shared too).
 
         Args:
           params: the model's parameters.
@@ -111,4 +114,4 @@ class HardParameterSharing(nn.Module):
         Returns:
           A pytree of bools with the structure of ``params``.
         """
-        return _task_tree.resolve_mask("encoder", params)
+        return path_mask(params, lambda p: p[0] == "encoder")

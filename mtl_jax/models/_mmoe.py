@@ -42,13 +42,17 @@ class MMoE(nn.Module):
     :math:`s(x)` is the flattened raw input (the paper) or, with ``gate_stem``,
     a small shared network of the user's choice (for wide inputs such as images).
 
-    ``__call__(x)`` returns the stacked tower outputs ``[K, B, ...]``;
-    ``encode(x)`` returns the shared representation (the experts' outputs ``[B, E, ...]``
-    (batch first, so data-parallel sharding carries over) and, with
-    a stem, the gate input) and ``decode(z, x)`` the tower outputs from it, so
+    ``__call__(x, *, train=False)`` returns the stacked tower outputs ``[K, B, ...]``;
+    ``encode(x, *, train=False)`` returns the shared representation (the
+    experts' outputs ``[B, E, ...]`` (batch first, so data-parallel sharding
+    carries over) and, with a stem, the gate input) and
+    ``decode(z, x, *, train=False)`` the tower outputs from it, so
     ``decode(encode(x), x) == __call__(x)`` and representation mode
-    (:class:`mtl_jax.training.Representation`) applies. ``gates(x)`` returns the
-    gate weights ``[K, B, E]``.
+    (:class:`mtl_jax.training.Representation`) applies.
+    ``gates(x, *, train=False)`` returns the gate weights ``[K, B, E]``.
+    ``train`` is passed on to the expert, tower and stem modules that declare it
+    (see :mod:`mtl_jax.models`); every expert and tower copy draws its own
+    dropout masks and keeps its own BatchNorm statistics.
 
     Attributes:
       expert: any Flax module ``x -> [B, ...]``; ``num_experts`` independently
@@ -74,24 +78,25 @@ class MMoE(nn.Module):
         self.gate = MultiHeadDense(self.num_tasks, self.num_experts)
         self.towers = Stacked(self.tower, self.num_tasks, in_axis=0)
 
-    def encode(self, x: jax.Array) -> dict:
-        z = {"experts": jnp.moveaxis(self.experts(x), 0, 1)}  # batch first: [B, E, ...]
+    def encode(self, x: jax.Array, *, train: bool = False) -> dict:
+        z = {"experts": jnp.moveaxis(self.experts(x, train=train), 0, 1)}  # batch first
         if self.gate_stem is not None:
-            z["gate_input"] = gate_features(x, self.gate_stem)
+            z["gate_input"] = gate_features(x, self.gate_stem, train=train)
         return z
 
     def _gates(self, z: dict, x: jax.Array) -> jax.Array:
         gate_in = z["gate_input"] if "gate_input" in z else gate_features(x, None)
         return jax.nn.softmax(self.gate(gate_in), axis=-1)
 
-    def decode(self, z: dict, x: jax.Array) -> jax.Array:
-        return self.towers(mix_experts(self._gates(z, x), jnp.moveaxis(z["experts"], 1, 0)))
+    def decode(self, z: dict, x: jax.Array, *, train: bool = False) -> jax.Array:
+        mixed = mix_experts(self._gates(z, x), jnp.moveaxis(z["experts"], 1, 0))
+        return self.towers(mixed, train=train)
 
-    def gates(self, x: jax.Array) -> jax.Array:
-        return self._gates(self.encode(x), x)
+    def gates(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self._gates(self.encode(x, train=train), x)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.decode(self.encode(x), x)
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.decode(self.encode(x, train=train), x, train=train)
 
     @staticmethod
     def shared_mask(params) -> dict:

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.models._stacking import Stacked, check_positive, path_mask
+from mtl_jax.models._stacking import Stacked, call, check_positive, path_mask
 
 __all__ = ["MTAN"]
 
@@ -26,33 +26,52 @@ def _split(out):
     return {"p": out}
 
 
-class _Attention(nn.Module):
-    """One task's attention module at one stage: ``â = σ(g([u; f(â_prev)])) ⊙ p``."""
+def _norm(h, *, on: bool, train: bool, name: str):
+    if not on:
+        return h
+    return nn.BatchNorm(use_running_average=not train, name=name)(h)
 
-    hidden: int | None
+
+class _Extractor(nn.Module):
+    """The paper's shared feature extractor ``f``: 3×3 conv, BatchNorm, ReLU.
+
+    On ``[B, H, W, C]`` (any number of spatial axes) a ``3 × … × 3`` convolution
+    with "same" padding; on ``[B, d]`` features a dense layer. The output width is
+    the next stage's ``u`` channels, given at call time.
+    """
+
+    batch_norm: bool = True
 
     @nn.compact
-    def __call__(self, u, p, prev=None):
-        h = u
-        if prev is not None:
-            prev = nn.relu(nn.Dense(u.shape[-1], name="f")(prev))
-            if prev.shape[1:-1] != u.shape[1:-1]:
-                ratio = tuple(a // b for a, b in zip(prev.shape[1:-1], u.shape[1:-1]))
-                if any(r < 1 for r in ratio) or any(
-                    b * r != a for a, b, r in zip(prev.shape[1:-1], u.shape[1:-1], ratio)
-                ):
-                    raise ValueError(
-                        f"MTAN cannot pool spatial shape {prev.shape[1:-1]} to {u.shape[1:-1]}"
-                    )
-                prev = nn.avg_pool(prev, ratio, strides=ratio)
-            h = jnp.concatenate([u, prev], axis=-1)
-        h = nn.relu(nn.Dense(self.hidden or u.shape[-1], name="g_0")(h))
-        mask = nn.sigmoid(nn.Dense(p.shape[-1], name="g_1")(h))
-        if mask.shape != p.shape:
+    def __call__(self, x, *, features: int, train: bool = False):
+        if x.ndim > 2:
+            h = nn.Conv(features, (3,) * (x.ndim - 2), padding="SAME", name="conv")(x)
+        else:
+            h = nn.Dense(features, name="conv")(x)
+        return nn.relu(_norm(h, on=self.batch_norm, train=train, name="bn"))
+
+
+class _Attention(nn.Module):
+    """One task's attention module ``g`` at one stage, applied: ``σ(g(v)) ⊙ p``.
+
+    ``g`` is the paper's two 1×1 convolutions (dense layers on the channel axis),
+    each followed by BatchNorm, with a ReLU between them and a sigmoid at the end.
+    """
+
+    hidden: int | None
+    batch_norm: bool = True
+
+    @nn.compact
+    def __call__(self, u, p, prev=None, train: bool = False):
+        if u.shape[:-1] != p.shape[:-1]:
             raise ValueError(
                 f"MTAN: a stage's u {u.shape} and p {p.shape} must share their spatial shape"
             )
-        return mask * p
+        v = u if prev is None else jnp.concatenate([u, prev], axis=-1)
+        h = nn.Dense(self.hidden or u.shape[-1], name="g_0")(v)
+        h = nn.relu(_norm(h, on=self.batch_norm, train=train, name="bn_0"))
+        h = nn.Dense(p.shape[-1], name="g_1")(h)
+        return nn.sigmoid(_norm(h, on=self.batch_norm, train=train, name="bn_1")) * p
 
 
 class MTAN(nn.Module):
@@ -63,26 +82,48 @@ class MTAN(nn.Module):
 
     .. math::
 
-        \\hat a_k^{j} = \\sigma\\big(g_k^{j}([u^{j};\\, f_k^{j}(\\hat a_k^{j-1})])\\big)
-        \\odot p^{j},
+        \\hat a_k^{1} = \\sigma\\big(g_k^{1}(u^{1})\\big) \\odot p^{1}, \\qquad
+        \\hat a_k^{j} = \\sigma\\big(g_k^{j}([u^{j};\\,
+            \\mathrm{pool}(f^{j}(\\hat a_k^{j-1}))])\\big) \\odot p^{j},
 
-    (only :math:`u^1` at the first stage), where :math:`g_k^j` is two 1×1
-    layers (ReLU, then sigmoid) and :math:`f_k^j` a 1×1 layer with ReLU followed by
-    average pooling to :math:`u^j`'s resolution; task ``k``'s head reads
-    :math:`\\hat a_k^{L}`. A stage may return ``(u, p)`` (e.g. the output of its
-    first layer and of its last, as in the paper) or just ``p`` (then ``u = p``);
-    ``u`` and ``p`` share their spatial shape (pool at the start of the next
-    stage, as the paper's :math:`f` does). Features are channels-last, ``[B, d]``
-    or ``[B, H, W, C]``.
+    where the attention module :math:`g_k^j` (task-specific) is two 1×1 layers,
+    each followed by BatchNorm, with a ReLU between them, and the feature
+    extractor :math:`f^j` is **shared by all tasks**: by default the paper's 3×3
+    convolution with BatchNorm and ReLU (a dense layer on ``[B, d]`` features),
+    mapping to :math:`u^j`'s channels, followed by max-pooling to :math:`u^j`'s
+    resolution. Task ``k``'s head reads :math:`\\hat a_k^{L}`. A stage may return
+    ``(u, p)`` (the output of its first layer and of its last, as in the paper)
+    or just ``p`` (then ``u = p``); ``u`` and ``p`` share their spatial shape
+    (pool at the start of the next stage, as the paper's encoder does). Features
+    are channels-last, ``[B, d]`` or ``[B, H, W, C]``.
 
-    ``__call__(x)`` returns ``[K, B, ...]``; ``encode(x)`` returns every stage's
-    ``u``/``p`` (the shared representation) and ``decode(z)`` the heads' outputs.
+    ``__call__(x, *, train=False)`` returns ``[K, B, ...]``;
+    ``encode(x, *, train=False)`` returns every stage's ``u``/``p`` (the shared
+    representation) and ``decode(z, *, train=False)`` the heads' outputs.
+    ``train`` drives the BatchNorm layers of ``f`` and ``g`` (batch statistics,
+    updated with ``mutable=["batch_stats"]``, in training; running ones at
+    evaluation) and is passed on to the stages, extractors and head that
+    declare it (see :mod:`mtl_jax.models`).
+
+    Deviations from the paper: only the encoder half of the paper's SegNet-MTAN
+    is built (the user's ``head`` plays the decoder, whose attention modules
+    mirror the encoder's); and the shared ``f`` is applied once to all tasks'
+    attended features stacked along the batch axis, so in training its
+    BatchNorm statistics are pooled over the tasks (the authors' code calls it
+    once per task). At evaluation the two are identical.
 
     Attributes:
       stages: shared Flax modules applied in order.
       head: any Flax module; one copy per task.
       num_tasks: ``K``.
-      attention_features: hidden width of :math:`g` (default: ``u``'s channels).
+      attention_features: hidden width of :math:`g` (default: ``u``'s channels,
+        as in the paper); a positive int or ``None``.
+      extractor: the shared :math:`f` between stages: ``None`` (the paper's
+        form), one Flax module (independently initialised for each of the
+        ``L - 1`` transitions) or a sequence of ``L - 1`` modules. Its output is
+        max-pooled to the next stage's resolution and concatenated with ``u``.
+      batch_norm: BatchNorm in :math:`g` and in the default :math:`f` (the
+        paper's form); ``False`` drops it (no ``"batch_stats"`` collection).
 
     References:
       Liu et al., CVPR 2019, https://arxiv.org/abs/1803.10704.
@@ -92,44 +133,81 @@ class MTAN(nn.Module):
     head: nn.Module
     num_tasks: int
     attention_features: int | None = None
+    extractor: nn.Module | Sequence[nn.Module] | None = None
+    batch_norm: bool = True
 
     def setup(self):
         check_positive(num_tasks=self.num_tasks)
+        if self.attention_features is not None:
+            check_positive(attention_features=self.attention_features)
         if not self.stages:
             raise ValueError("stages must hold at least one module")
-        kt = self.num_tasks
+        n, kt = len(self.stages), self.num_tasks
+        if self.extractor is None:
+            extractors = [_Extractor(self.batch_norm) for _ in range(n - 1)]
+        elif isinstance(self.extractor, nn.Module):
+            extractors = [self.extractor.clone(parent=None) for _ in range(n - 1)]
+        else:
+            if len(self.extractor) != n - 1:
+                raise ValueError(
+                    f"extractor needs one module per transition between stages "
+                    f"({n - 1}), got {len(self.extractor)}"
+                )
+            extractors = [m.clone(parent=None) for m in self.extractor]
+        self.extractors = extractors
         self.attention = [
             Stacked(
-                _Attention(self.attention_features),
+                _Attention(self.attention_features, self.batch_norm),
                 kt,
                 in_axis=(None, None) if j == 0 else (None, None, 0),
             )
-            for j in range(len(self.stages))
+            for j in range(n)
         ]
         self.heads = Stacked(self.head, kt, in_axis=0)
 
-    def encode(self, x: jax.Array) -> list[dict]:
+    def encode(self, x: jax.Array, *, train: bool = False) -> list[dict]:
         z, h = [], x
         for stage in self.stages:
-            out = _split(stage(h))
+            out = _split(call(stage, h, train=train))
             z.append(out)
             h = out["p"]
         return z
 
-    def decode(self, z: list[dict]) -> jax.Array:
+    def _extract(self, j: int, a: jax.Array, u: jax.Array, train: bool) -> jax.Array:
+        """``pool(f^j(â))`` for all tasks at once: ``[K, B, ...]`` -> ``[K, B, ..., C_u]``."""
+        kt, b = a.shape[:2]
+        flat = jnp.reshape(a, (kt * b, *a.shape[2:]))
+        f = self.extractors[j - 1]
+        if self.extractor is None:
+            h = f(flat, features=u.shape[-1], train=train)
+        else:
+            h = call(f, flat, train=train)
+        src, dst = h.shape[1:-1], u.shape[1:-1]
+        if src != dst:
+            ratio = tuple(s // d if d else 0 for s, d in zip(src, dst))
+            if len(src) != len(dst) or any(r < 1 or d * r != s for s, d, r in zip(src, dst, ratio)):
+                raise ValueError(f"MTAN cannot max-pool spatial shape {src} to {dst}")
+            h = nn.max_pool(h, ratio, strides=ratio)
+        return jnp.reshape(h, (kt, b, *h.shape[1:]))
+
+    def decode(self, z: list[dict], *, train: bool = False) -> jax.Array:
         a = None
         for j, out in enumerate(z):
             u = out.get("u", out["p"])
-            args = (u, out["p"]) if a is None else (u, out["p"], a)
-            a = self.attention[j](*args)
-        return self.heads(a)
+            if a is None:
+                a = self.attention[j](u, out["p"], train=train)
+            else:
+                a = self.attention[j](u, out["p"], self._extract(j, a, u, train), train=train)
+        return self.heads(a, train=train)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.decode(self.encode(x))
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.decode(self.encode(x, train=train), train=train)
 
     @staticmethod
     def shared_mask(params) -> dict:
-        """A ``shared=`` mask: True on the shared stages, False on attention and heads.
+        """A ``shared=`` mask: True on the stages and the extractors ``f``, False elsewhere.
+
+        Task-specific: the attention modules ``g`` and the heads.
 
         Args:
           params: the ``"params"`` collection or the whole variables dict.
@@ -137,4 +215,4 @@ class MTAN(nn.Module):
         Returns:
           A pytree of bools with the structure of ``params``.
         """
-        return path_mask(params, lambda p: p[0].startswith("stages"))
+        return path_mask(params, lambda p: p[0].startswith(("stages", "extractors")))

@@ -44,10 +44,14 @@ class PLE(nn.Module):
     and tower ``k`` maps :math:`q_k^{L}` to task ``k``'s output. One layer is
     :class:`CGC`.
 
-    ``__call__(x)`` returns ``[K, B, ...]``; ``encode(x)``/``decode(z, x)`` split
-    at the last layer (``z``: the shared experts' outputs of the last layer and,
+    ``__call__(x, *, train=False)`` returns ``[K, B, ...]``;
+    ``encode(x, *, train=False)``/``decode(z, x, *, train=False)`` split at the
+    last layer (``z``: the shared experts' outputs of the last layer and,
     for several layers, the task paths entering it); ``gates(x)`` returns the
-    last layer's task gates ``[K, B, m + s]``.
+    last layer's task gates ``[K, B, m + s]``. ``train`` is passed on to the
+    expert, tower and stem modules that declare it (see :mod:`mtl_jax.models`);
+    every expert and tower copy draws its own dropout masks and keeps its own
+    BatchNorm statistics.
 
     Attributes:
       expert: any Flax module, or one per layer; each layer makes ``K·m + s``
@@ -106,11 +110,14 @@ class PLE(nn.Module):
         self.shared_gates = shared_gates
         self.towers = Stacked(self.tower, kt, in_axis=0)
 
-    def _layer(self, j: int, q_tasks, q_shared, gate_tasks, gate_shared, shared_out=None):
+    def _layer(self, j: int, q_tasks, q_shared, gate_tasks, gate_shared, shared_out=None, *, train):
         """One extraction layer -> (task paths ``[K, B, ...]``, shared path or None)."""
         kt = self.num_tasks
-        h_tasks = self.task_experts[j](q_tasks)  # [K, m, B, ...]
-        h_shared = self.shared_experts[j](q_shared) if shared_out is None else shared_out
+        h_tasks = self.task_experts[j](q_tasks, train=train)  # [K, m, B, ...]
+        if shared_out is None:
+            h_shared = self.shared_experts[j](q_shared, train=train)
+        else:
+            h_shared = shared_out
         g = jax.nn.softmax(self.task_gates[j](gate_tasks), axis=-1)  # [K, B, m + s]
         own = jnp.concatenate(
             [h_tasks, jnp.broadcast_to(h_shared[None], (kt, *h_shared.shape))], axis=1
@@ -122,26 +129,24 @@ class PLE(nn.Module):
         gs = jax.nn.softmax(self.shared_gates[j](gate_shared), axis=-1)  # [B, K m + s]
         return out_tasks, jnp.einsum("be,eb...->b...", gs, every)
 
-    def _first_gate_input(self, x):
-        return gate_features(x, self.gate_stem)
-
-    def encode(self, x: jax.Array) -> dict:
+    def encode(self, x: jax.Array, *, train: bool = False) -> dict:
         last = self.num_layers - 1
         if last == 0:
-            z = {"shared_experts": jnp.moveaxis(self.shared_experts[0](x), 0, 1)}
+            z = {"shared_experts": jnp.moveaxis(self.shared_experts[0](x, train=train), 0, 1)}
             if self.gate_stem is not None:
-                z["gate_input"] = self._first_gate_input(x)
+                z["gate_input"] = gate_features(x, self.gate_stem, train=train)
             return z
-        gin = self._first_gate_input(x)
-        q_tasks, q_shared = self._layer(0, x, x, gin, gin)
+        gin = gate_features(x, self.gate_stem, train=train)
+        q_tasks, q_shared = self._layer(0, x, x, gin, gin, train=train)
         for j in range(1, last):
             q_tasks, q_shared = self._layer(
-                j, q_tasks, q_shared, jax.vmap(_flat)(q_tasks), _flat(q_shared)
+                j, q_tasks, q_shared, jax.vmap(_flat)(q_tasks), _flat(q_shared), train=train
             )
         # Batch first in z, so a data-sharded representation stays sharded on axis 0.
+        shared_out = self.shared_experts[last](q_shared, train=train)
         return {
             "task_inputs": jnp.moveaxis(q_tasks, 0, 1),
-            "shared_experts": jnp.moveaxis(self.shared_experts[last](q_shared), 0, 1),
+            "shared_experts": jnp.moveaxis(shared_out, 0, 1),
         }
 
     def _last(self, z: dict, x: jax.Array):
@@ -152,18 +157,18 @@ class PLE(nn.Module):
         q_tasks = jnp.moveaxis(z["task_inputs"], 1, 0)
         return last, q_tasks, jax.vmap(_flat)(q_tasks)
 
-    def decode(self, z: dict, x: jax.Array) -> jax.Array:
+    def decode(self, z: dict, x: jax.Array, *, train: bool = False) -> jax.Array:
         last, q_tasks, gin = self._last(z, x)
         shared_out = jnp.moveaxis(z["shared_experts"], 1, 0)
-        out, _ = self._layer(last, q_tasks, None, gin, None, shared_out=shared_out)
-        return self.towers(out)
+        out, _ = self._layer(last, q_tasks, None, gin, None, shared_out=shared_out, train=train)
+        return self.towers(out, train=train)
 
-    def gates(self, x: jax.Array) -> jax.Array:
-        _, _, gin = self._last(self.encode(x), x)
+    def gates(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        _, _, gin = self._last(self.encode(x, train=train), x)
         return jax.nn.softmax(self.task_gates[self.num_layers - 1](gin), axis=-1)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.decode(self.encode(x), x)
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        return self.decode(self.encode(x, train=train), x, train=train)
 
     def shared_mask(self, params) -> dict:
         """A ``shared=`` mask: True on every leaf that more than one task's output reads.

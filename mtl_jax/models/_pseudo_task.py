@@ -18,6 +18,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -36,6 +37,19 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"{name} must be >= 1, got {value}")
 
 
+def _check_rates(rates: jax.Array) -> None:
+    """Raises for concrete dropout rates outside ``[0, 1)``; traced rates pass."""
+    if isinstance(rates, jax.core.Tracer):
+        return
+    r = np.asarray(rates)
+    bad = ~((r >= 0) & (r < 1))
+    if np.any(bad):
+        raise ValueError(
+            f"dropout_rates must lie in [0, 1), got {r[bad].tolist()} "
+            f"at (task, decoder) {np.argwhere(bad).tolist()}"
+        )
+
+
 class PseudoTaskHeads(nn.Module):
     """``K`` tasks × ``D`` affine decoders on a shared representation.
 
@@ -49,7 +63,7 @@ class PseudoTaskHeads(nn.Module):
     of shape ``[K, D, B, features]``, where ``m_kd`` is a Bernoulli(``1 - p_kd``)
     dropout mask on the decoder's input and ``p_kd`` is decoder ``(k, d)``'s own
     dropout rate (the quantity that hyperperturbation adjusts). Without rates, or
-    with ``deterministic=True``, no dropout is applied, and with ``D = 1`` the
+    with ``train=False`` (the default), no dropout is applied, and with ``D = 1`` the
     module computes exactly :class:`~mtl_jax.models.MultiHeadDense` (one head per
     task).
 
@@ -81,19 +95,25 @@ class PseudoTaskHeads(nn.Module):
         z: jax.Array,
         dropout_rates: jax.Array | None = None,
         *,
-        deterministic: bool = True,
+        train: bool = False,
     ) -> jax.Array:
         """Applies every decoder to ``z``.
 
         Args:
           z: the shared representation, ``[B, d]``.
           dropout_rates: per-decoder input dropout rates ``[K, D]`` in ``[0, 1)``,
-            or ``None`` for no dropout.
-          deterministic: if True, dropout is off; otherwise the ``"dropout"`` RNG
-            stream is used.
+            or ``None`` for no dropout. Concrete rates outside ``[0, 1)`` raise;
+            traced ones (inside ``jit``) cannot be checked here.
+          train: if True, dropout is applied with the ``"dropout"`` RNG stream;
+            otherwise (evaluation) it is off and no RNG is needed.
 
         Returns:
           Logits ``[K, D, B, features]``.
+
+        Raises:
+          ValueError: for a bad ``z`` or ``dropout_rates`` shape, or concrete
+            rates outside ``[0, 1)`` (a rate of 1 drops every input and divides
+            by zero; a negative one is not a probability).
         """
         _check_positive_int("num_tasks", self.num_tasks)
         _check_positive_int("num_decoders", self.num_decoders)
@@ -114,14 +134,17 @@ class PseudoTaskHeads(nn.Module):
 
         kernel = self.param("kernel", kernel_init, (k, n, d, self.features))
         bias = self.param("bias", bias_init, (k, n, self.features))
-        if dropout_rates is None or deterministic:
-            y = jnp.einsum("bi,kdif->kdbf", z, kernel)
-        else:
+        if dropout_rates is not None:
+            dropout_rates = jnp.asarray(dropout_rates)
             if dropout_rates.shape != (k, n):
                 raise ValueError(
                     f"dropout_rates must have shape (num_tasks, num_decoders) = {(k, n)}, "
                     f"got {dropout_rates.shape}"
                 )
+            _check_rates(dropout_rates)
+        if dropout_rates is None or not train:
+            y = jnp.einsum("bi,kdif->kdbf", z, kernel)
+        else:
             keep = 1.0 - dropout_rates.astype(z.dtype)
             mask = jax.random.bernoulli(
                 self.make_rng("dropout"), keep[:, :, None, None], (k, n, *z.shape)

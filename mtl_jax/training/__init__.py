@@ -2,6 +2,8 @@
 
 from mtl_jax.training._checkpoint import Checkpointer as Checkpointer
 from mtl_jax.training._checkpoint import CorruptCheckpointError as CorruptCheckpointError
+from mtl_jax.training._nnx import NNXLoss as NNXLoss
+from mtl_jax.training._nnx import nnx_loss as nnx_loss
 from mtl_jax.training._precision import mixed_precision as mixed_precision
 from mtl_jax.training._step import Representation as Representation
 from mtl_jax.training._step import TrainState as TrainState
@@ -12,10 +14,12 @@ from mtl_jax.training._step import shard_batch as shard_batch
 __all__ = [
     "Checkpointer",
     "CorruptCheckpointError",
+    "NNXLoss",
     "Representation",
     "TrainState",
     "TrainStep",
     "make_train_step",
     "mixed_precision",
+    "nnx_loss",
     "shard_batch",
 ]

@@ -159,12 +159,6 @@ def test_ltb_gumbel_in_training_only():
     a = apply(model, v, inputs, key=jax.random.key(0))
     b = apply(model, v, inputs, key=jax.random.key(1))
     assert not np.allclose(a, b)
-    sched = mtl.models.LTB.temperature_schedule(
-        initial=4.0, final=0.5, decay_rate=0.5, decay_steps=10
-    )
-    np.testing.assert_allclose([sched(0), sched(10), sched(20), sched(1000)], [4.0, 2.0, 1.0, 0.5])
-    with pytest.raises(ValueError, match="decay_rate"):
-        mtl.models.LTB.temperature_schedule(decay_rate=1.5, decay_steps=10)
 
 
 def test_validation(inputs):
@@ -180,3 +174,66 @@ def test_validation(inputs):
         mtl.models.LTB([nn.Dense(2), nn.Dense(2)], nn.Dense(1), num_tasks=2, widths=(2, 2)).init(
             jax.random.key(0), inputs
         )
+
+
+@pytest.mark.parametrize(
+    "initial, final, rate, steps",
+    [(5.0, 0.1, 1.0, 10), (1.0, 2.0, 0.5, 10), (4.0, 0.5, 0.5, 3), (2.0, 2.0, 0.9, 1)],
+)
+def test_ltb_temperature_schedule_is_the_documented_formula(initial, final, rate, steps):
+    sched = jax.jit(
+        mtl.models.LTB.temperature_schedule(
+            initial=initial, final=final, decay_rate=rate, decay_steps=steps
+        )
+    )
+    t = np.array([0, 1, 2, 5, 10, 37, 1000])
+    ref = np.maximum(final, initial * np.float64(rate) ** (t / steps))  # τ = max(τ_f, τ_0 r^{t/T})
+    np.testing.assert_allclose([sched(s) for s in t], ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"initial": 0.0}, "initial"),
+        ({"final": -1.0}, "final"),
+        ({"initial": float("inf")}, "initial"),
+        ({"final": float("nan")}, "final"),
+        ({"decay_rate": 0.0}, "decay_rate"),
+        ({"decay_rate": 1.5}, "decay_rate"),
+        ({"decay_steps": 0}, "decay_steps"),
+        ({"decay_steps": 2.5}, "decay_steps"),
+    ],
+)
+def test_ltb_temperature_schedule_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mtl.models.LTB.temperature_schedule(**{"decay_steps": 10, **kwargs})
+
+
+def test_bad_hyperparameters_raise(inputs):
+    key = jax.random.key(0)
+    # PseudoTaskHeads: dropout rates outside [0, 1) (1.0 gave all-NaN gradients).
+    heads = mtl.models.PseudoTaskHeads(2, 2, 3)
+    z = inputs[:, :4]
+    hv = heads.init(key, z)
+    for rate in (1.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match=r"dropout_rates must lie in \[0, 1\)"):
+            heads.apply(hv, z, jnp.full((2, 2), rate), train=True, rngs={"dropout": key})
+    ok = heads.apply(hv, z, jnp.full((2, 2), 0.5), train=True, rngs={"dropout": key})
+    assert np.all(np.isfinite(ok))
+    # LTB: a zero or negative temperature in training (gave NaN outputs).
+    ltb = mtl.models.LTB([nn.Dense(2), nn.Dense(2)], nn.Dense(1), num_tasks=2)
+    lv = ltb.init(key, inputs)
+    for t in (0.0, -1.0, jnp.array(0.0)):
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            ltb.apply(lv, inputs, temperature=t, train=True, rngs={"gumbel": key})
+    # DSelect-k: more selectors than experts.
+    with pytest.raises(ValueError, match=r"k must be at most num_experts=4.*k=8"):
+        mtl.models.DSelectK(nn.Dense(2), nn.Dense(1), num_tasks=2, num_experts=4, k=8).init(
+            key, inputs
+        )
+    # MTAN: attention_features=0 was silently read as None.
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="attention_features"):
+            mtl.models.MTAN([nn.Dense(3)], nn.Dense(1), num_tasks=2, attention_features=bad).init(
+                key, inputs
+            )

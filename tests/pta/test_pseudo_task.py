@@ -146,8 +146,8 @@ class _Net(nn.Module):
         self.trunk = nn.Dense(8)
         self.heads = M.PseudoTaskHeads(self.k, self.n, C)
 
-    def __call__(self, x, rates=None, deterministic=True):
-        return self.heads(nn.relu(self.trunk(x)), rates, deterministic=deterministic)
+    def __call__(self, x, rates=None, train=False):
+        return self.heads(nn.relu(self.trunk(x)), rates, train=train)
 
 
 def _problem(k, n):
@@ -157,7 +157,7 @@ def _problem(k, n):
     params = net.init(jax.random.key(5), x[0])
 
     def loss_fn(p, batch, rates, kk):
-        logits = net.apply(p, batch[0], rates, False, rngs={"dropout": kk})
+        logits = net.apply(p, batch[0], rates, True, rngs={"dropout": kk})
         return M.pseudo_task_losses(logits, batch[1])
 
     def score_fn(p):

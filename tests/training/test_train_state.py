@@ -211,6 +211,14 @@ def test_model_state_errors_say_what_to_do():
         ts(_init(ts), _batch())
 
 
+def test_model_state_with_representation_is_refused():
+    rep = mtl.training.Representation(lambda p, b: b, lambda p, z, b: jnp.stack([jnp.sum(z)]))
+    with pytest.raises(ValueError, match="has_model_state=True does not combine"):
+        mtl.training.make_train_step(
+            loss_fn, mtl.balancers.mgda(), optax.sgd(1), representation=rep, has_model_state=True
+        )
+
+
 def test_integer_params_name_the_leaf():
     ts = mtl.training.make_train_step(
         lambda p, b: jnp.stack([jnp.sum(p["w"]), jnp.sum(p["n"])]),
