@@ -133,7 +133,8 @@ def _dataset(name: str, seed: int) -> data.MultiTaskDigits:
 def _loss_fn(model: nn.Module, schedule):
     """The ``[K]`` per-task losses of ``model`` as its paper trains it.
 
-    Softmax cross-entropy per task; for :class:`~mtl_jax.models.DSelectK` plus
+    Softmax cross-entropy per task of the model called with ``train=True`` (the
+    evaluation calls it with ``train=False``); for :class:`~mtl_jax.models.DSelectK` plus
     ``λ`` times task ``t``'s selector entropy; for :class:`~mtl_jax.models.LTB`
     Gumbel-softmax branching sampled with the step's ``key`` at the annealed
     temperature ``schedule(step)``.
@@ -149,14 +150,14 @@ def _loss_fn(model: nn.Module, schedule):
             out, entropy = model.apply(p, x, method=_logits_and_entropy)
             reg = DSELECT_K_ENTROPY * entropy  # [K]: task t's selectors
         else:
-            out, reg = model.apply(p, x), 0.0
+            out, reg = model.apply(p, x, train=True), 0.0
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y), axis=1) + reg
 
     return loss_fn
 
 
 def _logits_and_entropy(module, x):
-    return module(x), module.selector_entropy(x)
+    return module(x, train=True), module.selector_entropy(x, train=True)
 
 
 def compare(
