@@ -84,16 +84,19 @@ def test_ltb_noise_comes_from_the_key_and_dselect_k_adds_its_regulariser():
     ltb = architectures.build("ltb", 4, 2)
     p = jax.jit(ltb.init)(jax.random.key(0), batch["x"][:1])
     loss = jax.jit(architectures._loss_fn(ltb, schedule))
-    a, b = loss(p, batch, key=jax.random.key(1)), loss(p, batch, key=jax.random.key(2))
+    a, _ = loss(p, batch, key=jax.random.key(1), model_state={})
+    b, _ = loss(p, batch, key=jax.random.key(2), model_state={})
     assert not np.allclose(a, b)
-    np.testing.assert_array_equal(a, loss(p, batch, key=jax.random.key(1)))
+    np.testing.assert_array_equal(a, loss(p, batch, key=jax.random.key(1), model_state={})[0])
     # DSelect-k: cross-entropy plus lambda times each task's selector entropy.
     dsk = architectures.build("dselect_k", 4, 2)
     p = jax.jit(dsk.init)(jax.random.key(0), batch["x"][:1])
 
     @jax.jit
     def both(p, batch):
-        got = architectures._loss_fn(dsk, schedule)(p, batch, key=jax.random.key(0))
+        got, _ = architectures._loss_fn(dsk, schedule)(
+            p, batch, key=jax.random.key(0), model_state={}
+        )
         logits = dsk.apply(p, batch["x"])
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"].T)
         return got, jnp.mean(ce, axis=1), dsk.apply(p, batch["x"], method="selector_entropy")
