@@ -14,6 +14,7 @@ parameters.
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 import textwrap
@@ -128,6 +129,20 @@ def _seeds_text(exp: _registry.Experiment) -> str:
 def _experiment_parser(exp: _registry.Experiment) -> argparse.ArgumentParser:
     """``mtl-jax run NAME``'s parser: the options ``exp`` takes, its claim and its seeds."""
     lines = [exp.summary, "", _seeds_text(exp), f"claim checked: {exp.claim}"]
+    for part in exp.parts:
+        fast, full = (part.detectable(n) for n in exp.num_seeds)
+        effect = (
+            ""
+            if fast is None and full is None
+            else "; detects a mean difference of "
+            + ", ".join(
+                f"{d:.3g} ({form})" for d, form in ((fast, "fast"), (full, "full")) if d is not None
+            )
+            + f" with 80% power at the stated sd {part.sd:g}"
+        )
+        lines.append(
+            f"  part: {part.name} ({part.statistic}, one-sided, alpha={part.alpha:g}{effect})"
+        )
     p = _Parser(
         prog=f"mtl-jax run {exp.name}",
         description="\n".join(textwrap.fill(line, 79, break_on_hyphens=False) for line in lines),
@@ -149,7 +164,7 @@ def _unknown(name: str) -> int:
     return _usage_error(f"unknown experiment {name!r}; available: {names}")
 
 
-def _run(exp: _registry.Experiment, options: dict) -> int:
+def _run(exp: _registry.Experiment, options: dict, command: list[str] | None = None) -> int:
     """Runs ``exp`` with the parsed ``options`` (only those it takes; see ``exp.options``)."""
     name, fast, seed, out = exp.name, not options["full"], options["seed"], options["out"]
     kwargs = {}
@@ -164,25 +179,73 @@ def _run(exp: _registry.Experiment, options: dict) -> int:
     print(f"mtl-jax: running {name!r} ({form} form, --seed {seed}) -> {out_dir}")
     _registry.set_quiet(options.get("quiet", False))
     _tfds.set_data_dir(data_dir)  # where mtl_jax.data.load prepares the offline builders
+    # The wall time of a resumed run counts its earlier, interrupted parts too.
+    parts_file = out_dir / "wall_time_parts.json"
+    earlier = _earlier_parts(parts_file) if options.get("resume") else []
     t0 = time.perf_counter()
+    finished = False
     try:
         result = exp.fn(fast=fast, out_dir=out_dir, seed=seed, **kwargs)
+        finished = True
     finally:
         _registry.set_quiet(False)
         _tfds.set_data_dir(None)
-    wall = time.perf_counter() - t0
-    path = _registry.write_results(result, out_dir, name=name, form=form, wall_time_s=wall)
+        parts = [*earlier, time.perf_counter() - t0]
+        if finished:
+            parts_file.unlink(missing_ok=True)
+        elif exp.supports_resume:
+            parts_file.write_text(json.dumps(parts))
+    wall = float(sum(parts))
+    path = _registry.write_results(
+        result,
+        out_dir,
+        name=name,
+        form=form,
+        wall_time_s=wall,
+        command=command,
+        wall_time_parts_s=parts,
+    )
     print()
     print(result.format_table())
     if result.claim:
-        held = {True: "HELD", False: "NOT HELD", None: "not tested"}[result.claim_held]
-        print(f"\nclaim: {result.claim}\n  -> {held} on seeds {result.seeds}")
+        label = json.loads(path.read_text())["verdict"]
+        print(f"\nclaim: {result.claim}\n  -> {label.upper()} on seeds {result.seeds}")
+        for part in result.claims:
+            figures = _part_figures(part)
+            print(f"     {part['name']}: {part['verdict']}{figures}")
+            if part.get("reason"):
+                print(f"       ({part['reason']})")
         if result.claim_held is None and result.claim_test.get("reason"):
             print(f"     ({result.claim_test['reason']})")
     for f in [*result.files, path]:
         print(f"wrote {f}")
     print(f"done in {wall:.1f} s")
     return 0
+
+
+def _earlier_parts(path: pathlib.Path) -> list[float]:
+    """Wall times of the interrupted parts of a run, recorded in ``path`` (or none)."""
+    try:
+        parts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [float(t) for t in parts] if isinstance(parts, list) else []
+
+
+def _part_figures(part: dict) -> str:
+    """`` (t = 2.1, p = 0.03, effect +0.041, 90% CI [..])`` for a tested claim part."""
+    bits = []
+    if part.get("value") is not None:
+        symbol = {"paired_t": "t", "sign": "wins", "bootstrap": "mean"}.get(part["statistic"], "")
+        bits.append(f"{symbol} = {part['value']:.3g}")
+    if part.get("p_value") is not None:
+        bits.append(f"p = {part['p_value']:.3g}")
+    if part.get("effect_size") is not None:
+        bits.append(f"effect {part['effect_size']:+.3g}")
+    if part.get("interval") is not None:
+        lo, hi = part["interval"]
+        bits.append(f"{100 * (1 - 2 * part['alpha']):.0f}% CI [{lo:.3g}, {hi:.3g}]")
+    return f" ({', '.join(bits)})" if bits else ""
 
 
 def _run_command(name: str, argv: list[str]) -> int:
@@ -192,7 +255,7 @@ def _run_command(name: str, argv: list[str]) -> int:
         return _unknown(name)
     exp = exps[name]
     options = vars(_experiment_parser(exp).parse_args(argv))
-    return _run(exp, options)
+    return _run(exp, options, command=["run", name, *argv])
 
 
 def main(argv: list[str] | None = None) -> int:
