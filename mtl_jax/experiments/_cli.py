@@ -1,7 +1,9 @@
 """The ``mtl-jax`` console script.
 
 ``mtl-jax`` with no arguments runs the default experiment (the GradNorm paper's toy
-regression, fast form); ``mtl-jax list`` names every packaged experiment;
+regression, fast form); ``mtl-jax list`` names every packaged experiment; ``mtl-jax report
+[--results DIR] [--write | --check]`` builds the README's experiment table from the
+recorded full runs in ``DIR/NAME/results.json``;
 ``mtl-jax run NAME [--full] [--seed S] [--out DIR] [--quiet] ...`` runs one and
 writes its PNG and ``results.json`` into ``DIR/NAME``; ``mtl-jax run NAME --help``
 describes that experiment: what it runs, the seeds it uses, the claim it checks
@@ -113,6 +115,22 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         usage="mtl-jax run NAME [options]  (`mtl-jax run NAME --help` lists NAME's options)",
     )
     run.add_argument("name", help="experiment name (see `mtl-jax list`)")
+    report = sub.add_parser(
+        "report",
+        help="the README's experiment table from recorded full runs (results/NAME/results.json)",
+    )
+    report.add_argument(
+        "--results",
+        type=pathlib.Path,
+        default=pathlib.Path("results"),
+        help="folder of recorded full runs, `mtl-jax run NAME --full --out DIR` (default results)",
+    )
+    report.add_argument(
+        "--readme", type=pathlib.Path, default=pathlib.Path("README.md"), help="default README.md"
+    )
+    mode = report.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 when the README's table differs")
+    mode.add_argument("--write", action="store_true", help="replace the README's table")
     add_data_parser(sub)
     return p, run
 
@@ -258,6 +276,31 @@ def _run_command(name: str, argv: list[str]) -> int:
     return _run(exp, options, command=["run", name, *argv])
 
 
+def _report_command(args) -> int:
+    """``mtl-jax report``: prints the table, or ``--write``s / ``--check``s it in the README."""
+    from mtl_jax.experiments import _report
+
+    try:
+        if args.check:
+            if _report.check(args.readme, args.results):
+                print(f"{args.readme}: the experiment table matches {args.results}")
+                return 0
+            print(
+                f"{args.readme}: the experiment table differs from the recorded runs in "
+                f"{args.results}; run `mtl-jax report --write --results {args.results}`",
+                file=sys.stderr,
+            )
+            return 1
+        if args.write:
+            changed = _report.write(args.readme, args.results)
+            print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
+            return 0
+    except (OSError, ValueError) as err:
+        return _usage_error(str(err))
+    print(_report.table(args.results), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mtl-jax`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -276,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "data":
             return run_data_command(args)
+        if args.command == "report":
+            return _report_command(args)
         return _run_command(args.name, [])  # not reached: a name is caught above
     except _UsageError as err:
         return err.status
