@@ -157,7 +157,8 @@ def write_results(
     The one writer of every experiment's results. For each method or variant: the
     headline metric's mean, sample standard deviation (``ddof=1``; ``None`` for one
     seed) and per-seed values. Then the claim, its parts as tested (``claims``: each
-    part's statistic, value, one-sided p-value or interval, effect size and verdict),
+    part's statistic, value, one-sided p-value or interval, effect size and verdict;
+    ``declared_parts``: the parts as registered, with the effect each form detects),
     the summary verdict (``claim_held`` true / false / null and ``verdict``), the
     experiment's own ``summary`` (paired gains, tests, per-condition numbers), the
     command line, the package version, the git commit of the source tree (``None``
@@ -203,6 +204,7 @@ def write_results(
         "std": "sample standard deviation over seeds (ddof=1)",
         "methods": methods,
         "claim": result.claim,
+        "declared_parts": _declared(name),
         "claims": claims,
         "claim_held": result.claim_held,
         "verdict": _verdict.verdict_label(result.claim_held, claims)
@@ -220,6 +222,14 @@ def write_results(
     path = pathlib.Path(out_dir) / "results.json"
     path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return path
+
+
+def _declared(name: str) -> list[dict[str, Any]]:
+    """The registered experiment's declared parts, with detectable effects per form."""
+    exp = _REGISTRY.get(name)
+    if exp is None:
+        return []
+    return [_jsonable(p.declaration(exp.num_seeds)) for p in exp.parts]
 
 
 def _finite(x) -> float | None:

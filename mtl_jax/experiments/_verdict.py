@@ -194,7 +194,8 @@ class ClaimPart:
           direction; ``None`` for the bootstrap), ``interval`` (two-sided
           ``1 - 2 alpha`` interval of the mean difference), ``effect_size`` (the mean
           difference ``mean(a) - mean(b)``), ``n``, ``alpha``, ``alternative``,
-          ``min_effect``, ``verdict`` and, when not decided, ``reason``.
+          ``min_effect``, ``detectable_effect`` (:meth:`detectable` at this ``n`` and
+          the declared ``sd``), ``verdict`` and, when not decided, ``reason``.
 
         Raises:
           ValueError: non-finite values, or ``a`` and ``b`` of different lengths
@@ -230,6 +231,7 @@ class ClaimPart:
             "alpha": self.alpha,
             "alternative": self.alternative,
             "min_effect": self.min_effect,
+            "detectable_effect": self.detectable(n) if n else None,
         }
         reason = None
         if n < self.min_seeds():

@@ -66,6 +66,9 @@ def test_results_json_has_claims_summary_provenance_and_resumed_wall_time(
         held
     )
     assert held["verdict"] == "held" and held["effect_size"] == pytest.approx(0.35)
+    assert held["detectable_effect"] == pytest.approx(PART.detectable(4))
+    (declared,) = got["declared_parts"]
+    assert declared["detectable_effect"]["4"] == pytest.approx(PART.detectable(4))
     assert omitted["verdict"] == "not tested" and omitted["reason"] == "omits c"
     assert got["claim_held"] is None and got["verdict"] == "inconclusive"
     assert got["summary"] == {"gain": [pytest.approx(0.1), [1, 2]], "bad": None}
