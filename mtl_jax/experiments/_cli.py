@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import signal
 import sys
 import textwrap
 import time
@@ -202,10 +203,13 @@ def _run(exp: _registry.Experiment, options: dict, command: list[str] | None = N
     earlier = _earlier_parts(parts_file) if options.get("resume") else []
     t0 = time.perf_counter()
     finished = False
+    previous = _exit_on_sigterm()  # a killed run (timeout, job scheduler) records its time too
     try:
         result = exp.fn(fast=fast, out_dir=out_dir, seed=seed, **kwargs)
         finished = True
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         _registry.set_quiet(False)
         _tfds.set_data_dir(None)
         parts = [*earlier, time.perf_counter() - t0]
@@ -239,6 +243,19 @@ def _run(exp: _registry.Experiment, options: dict, command: list[str] | None = N
         print(f"wrote {f}")
     print(f"done in {wall:.1f} s")
     return 0
+
+
+def _exit_on_sigterm():
+    """Makes SIGTERM raise ``SystemExit`` (so ``finally`` blocks run); returns the old handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _earlier_parts(path: pathlib.Path) -> list[float]:
