@@ -37,6 +37,10 @@ from mtl_jax.balancers._nash_mtl import NashMTLState as NashMTLState
 from mtl_jax.balancers._nash_mtl import nash_mtl as nash_mtl
 from mtl_jax.balancers._pcgrad import PCGradState as PCGradState
 from mtl_jax.balancers._pcgrad import pcgrad as pcgrad
+from mtl_jax.balancers._registry import METHODS as METHODS
+from mtl_jax.balancers._registry import MethodInfo as MethodInfo
+from mtl_jax.balancers._registry import make as make
+from mtl_jax.balancers._registry import names as names
 from mtl_jax.balancers._rlw import RLWState as RLWState
 from mtl_jax.balancers._rlw import rlw as rlw
 from mtl_jax.balancers._stch import STCHState as STCHState
@@ -50,6 +54,8 @@ from mtl_jax.balancers._uncertainty_weighting import (
 from mtl_jax.balancers._upgrad import upgrad as upgrad
 
 __all__ = [
+    "METHODS",
+    "MethodInfo",
     "Balancer",
     "BalancerSpec",
     "DBMTLState",
@@ -82,7 +88,9 @@ __all__ = [
     "imtl",
     "jacobian_balancer",
     "loss_balancer",
+    "make",
     "mgda",
+    "names",
     "nash_mtl",
     "pcgrad",
     "rlw",
