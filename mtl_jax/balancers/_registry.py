@@ -215,6 +215,14 @@ METHODS: dict[str, MethodInfo] = {
         "MoCo",
         "",
     ),
+    # bilevel: a validation batch and a second-order term.
+    "auto_lambda": _M(
+        "bilevel",
+        "`task_loss_fn`, `inner_lr`, a validation batch",
+        "Liu et al. 2022, https://arxiv.org/abs/2202.03091",
+        "Auto-Lambda",
+        "",
+    ),
 }
 
 
@@ -228,7 +236,8 @@ def make(name: str, *, num_tasks: int, shared: Any = None, **overrides: Any):
 
     Every factory gets ``num_tasks`` (when it takes it) and ``shared``; ``constant``
     gets unit weights (equal weighting) and ``cosmos``/``pbi`` the uniform
-    preference ``1/K`` unless ``overrides`` say otherwise. Loss-only methods
+    preference ``1/K`` unless ``overrides`` say otherwise; ``auto_lambda`` must be
+    given ``task_loss_fn=`` and ``inner_lr=``. Loss-only methods
     weight only the losses, so ``shared`` does not change their update.
 
     Args:
@@ -256,6 +265,11 @@ def make(name: str, *, num_tasks: int, shared: Any = None, **overrides: Any):
         kwargs["num_tasks"] = int(num_tasks)
     if name == "constant":
         kwargs["weights"] = np.ones(num_tasks, np.float32)
+    if name == "auto_lambda" and not {"task_loss_fn", "inner_lr"} <= set(overrides):
+        raise ValueError(
+            "auto_lambda needs task_loss_fn= and inner_lr= in make's overrides (and a "
+            f"validation batch at each meta_update); got {sorted(overrides)}"
+        )
     if name in ("cosmos", "pbi"):
         kwargs["pref_vector"] = np.full(num_tasks, 1.0 / num_tasks, np.float32)
     kwargs.update(overrides)

@@ -11,7 +11,7 @@ import mtl_jax as mtl
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HELPERS = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
 HELPERS |= {"make", "names"}
-KIND = {"loss-only": "loss", "Gram": "gram", "Jacobian": "jacobian"}
+KIND = {"loss-only": "loss", "Gram": "gram", "Jacobian": "jacobian", "bilevel": "loss"}
 
 # The two peers' lists and the 2025 baseline set (NTKMTL, Table 1) the table must cover.
 LIBMTL = (
@@ -33,7 +33,10 @@ def test_every_exported_balancer_is_registered():
 @pytest.mark.parametrize("name", mtl.balancers.names())
 def test_make_builds_each_name_of_its_cost_class(name):
     info = mtl.balancers.METHODS[name]
-    tx = mtl.balancers.make(name, num_tasks=3, shared=None)
+    extra = {}
+    if name == "auto_lambda":
+        extra = {"task_loss_fn": lambda p, b: jnp.zeros(3), "inner_lr": 0.1}
+    tx = mtl.balancers.make(name, num_tasks=3, shared=None, **extra)
     if info.cost in KIND:
         assert tx.spec.kind == KIND[info.cost], (name, tx.spec.kind, info.cost)
     assert "Cost: " + info.cost in getattr(mtl.balancers, name).__doc__
@@ -63,6 +66,7 @@ def test_make_defaults_and_overrides():
         ({"name": "nope", "num_tasks": 2}, "name must be one of"),
         ({"name": "mgda", "num_tasks": 0}, "num_tasks must be a positive int, got 0"),
         ({"name": "mgda", "num_tasks": True}, "num_tasks must be a positive int"),
+        ({"name": "auto_lambda", "num_tasks": 2}, "auto_lambda needs task_loss_fn= and inner_lr="),
     ],
 )
 def test_make_rejects_bad_arguments(kwargs, match):
@@ -97,5 +101,6 @@ def _covered(column):
 
 def test_both_peers_lists_are_covered():
     assert set(LIBMTL) <= _covered("libmtl"), set(LIBMTL) - _covered("libmtl")
+    assert "Auto-Lambda" in _covered("libmtl")  # the bilevel method of LibMTL's trainer
     assert set(TORCHJD) <= _covered("torchjd"), set(TORCHJD) - _covered("torchjd")
     assert len(LIBMTL) == 23
