@@ -10,7 +10,7 @@ from mtl_jax.experiments import balancers as experiment
 
 
 def test_fast_form_end_to_end_through_the_cli(tmp_path, capsys):
-    argv = ["run", "balancers", "--balancer", "equal_weighting,mgda", "--out", str(tmp_path)]
+    argv = ["run", "balancers", "--balancer", "mgda,auto_lambda", "--out", str(tmp_path)]
     assert _cli.main([*argv, "--quiet"]) == 0
     out_dir = tmp_path / "balancers"
     res = json.loads((out_dir / "results.json").read_text())
@@ -19,7 +19,7 @@ def test_fast_form_end_to_end_through_the_cli(tmp_path, capsys):
     assert res["claim_held"] is None and res["verdict"] == "not tested"
     assert "No claim" in res["claim"]
     assert (out_dir / "balancers.png").stat().st_size > 0
-    expected = {f"{d}/{m}" for d in experiment.DATASETS for m in ("equal_weighting", "mgda")}
+    expected = {f"{d}/{m}" for d in experiment.DATASETS for m in ("mgda", "auto_lambda")}
     assert set(res["methods"]) == expected
     for key, m in res["methods"].items():
         v = np.asarray(m["per_seed"])

@@ -149,11 +149,13 @@ def compare(
             params0 = _init(model, x_tr, s)
             if step is None:
                 shared = models.HardParameterSharing.shared_mask(params0)
-                tx = balancers.make(name, num_tasks=k, shared=shared)
+                extra = {"task_loss_fn": loss_fn, "inner_lr": lr} if name == "auto_lambda" else {}
+                tx = balancers.make(name, num_tasks=k, shared=shared, **extra)
                 step = training.make_train_step(loss_fn, tx, optax.adam(lr))
-                run_chunk = jax.jit(_chunk_fn(step))
+                run_chunk = jax.jit(_chunk_fn(step, getattr(tx, "meta_update", None)))
             state = step.init(params0, key=jax.random.key(s))
-            idx = np.random.default_rng(s).integers(0, len(x_tr), (num_steps, batch_size))
+            rng = np.random.default_rng(s)
+            idx = rng.integers(0, len(x_tr), (num_steps, 2, batch_size))  # [:, 1]: validation
             xs, ys = jnp.asarray(x_tr), jnp.asarray(y_tr)
             for c in progress(range(num_steps // chunk), f"{dataset} {name} seed {s}"):
                 sel = jnp.asarray(idx[c * chunk : (c + 1) * chunk])
@@ -173,10 +175,15 @@ def _init(model, x, seed):
     return model.init(jax.random.key(seed), jnp.asarray(x[:1]).reshape(1, -1))
 
 
-def _chunk_fn(step):
+def _chunk_fn(step, meta_update=None):
     def run_chunk(state, xs, ys, sel):
-        def body(st, i):
-            st, _ = step.step(st, (xs[i], ys[i]))
+        def body(st, i):  # i: [2, batch] training and validation indices
+            batch = (xs[i[0]], ys[i[0]])
+            if meta_update is not None:  # Auto-Lambda: λ's look-ahead step first
+                val = (xs[i[1]], ys[i[1]])
+                bstate = meta_update(st.balancer_state, st.params, batch, val)
+                st = st._replace(balancer_state=bstate)
+            st, _ = step.step(st, batch)
             return st, None
 
         state, _ = jax.lax.scan(body, state, sel)
