@@ -7,6 +7,9 @@ private module; this package re-exports the public names.
 from mtl_jax.balancers._aligned_mtl import aligned_mtl as aligned_mtl
 from mtl_jax.balancers._auto_lambda import AutoLambdaState as AutoLambdaState
 from mtl_jax.balancers._auto_lambda import auto_lambda as auto_lambda
+from mtl_jax.balancers._auto_lambda_hypergradient import (
+    auto_lambda_hypergradient as auto_lambda_hypergradient,
+)
 from mtl_jax.balancers._base import Balancer as Balancer
 from mtl_jax.balancers._base import BalancerSpec as BalancerSpec
 from mtl_jax.balancers._base import WeightsState as WeightsState
@@ -59,6 +62,7 @@ from mtl_jax.balancers._upgrad import upgrad as upgrad
 __all__ = [
     "AutoLambdaState",
     "auto_lambda",
+    "auto_lambda_hypergradient",
     "METHODS",
     "MethodInfo",
     "Balancer",

@@ -1,7 +1,7 @@
 """Auto-Lambda: task weights learned by a one-step look-ahead on a validation batch.
 
 Liu, Davison & Johns, TMLR 2022, https://arxiv.org/abs/2202.03091. The weights'
-meta-gradient is :func:`mtl_jax.weighting.auto_lambda_hypergradient`.
+meta-gradient is :func:`mtl_jax.balancers.auto_lambda_hypergradient`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import optax
 
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
-from mtl_jax.weighting._auto_lambda import METHODS, auto_lambda_hypergradient
+from mtl_jax.balancers._auto_lambda_hypergradient import METHODS, auto_lambda_hypergradient
 
 __all__ = ["AutoLambdaState", "auto_lambda"]
 

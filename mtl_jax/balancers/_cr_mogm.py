@@ -89,7 +89,7 @@ def cr_mogm(
             raise ValueError(
                 f"normalization must be one of {_mgda._NORMALIZATIONS}, got {normalization!r}"
             )
-        _qp._check_solver_args(num_iters, tol, polish_iters)
+        _qp.check_solver_args(num_iters, tol, polish_iters)
     init_w = None
     if initial_weights is not None:
         init_w = jnp.asarray(initial_weights, jnp.float32)

@@ -5,9 +5,6 @@ research code can, e.g., solve MGDA on a Gram matrix directly.
 """
 
 from mtl_jax.weighting._aligned_mtl import aligned_mtl_weights as aligned_mtl_weights
-from mtl_jax.weighting._auto_lambda import (
-    auto_lambda_hypergradient as auto_lambda_hypergradient,
-)
 from mtl_jax.weighting._cagrad import cagrad_dual as cagrad_dual
 from mtl_jax.weighting._cagrad import cagrad_weights as cagrad_weights
 from mtl_jax.weighting._conflict_free import conflict_free_weights as conflict_free_weights
@@ -45,7 +42,6 @@ from mtl_jax.weighting._uncertainty import uncertainty_weights as uncertainty_we
 from mtl_jax.weighting._upgrad import upgrad_weights as upgrad_weights
 
 __all__ = [
-    "auto_lambda_hypergradient",
     "aligned_mtl_weights",
     "box_qp",
     "cagrad_dual",

@@ -70,7 +70,7 @@ def test_closed_form_is_the_derivative_of_the_lookahead_objective():
 def test_hypergradient_matches_float64_closed_form(method):
     lam = np.array([0.3, 1.2, 0.7])
     got, val = jax.jit(
-        lambda p, w: mtl.weighting.auto_lambda_hypergradient(
+        lambda p, w: mtl.balancers.auto_lambda_hypergradient(
             task_losses, p, TRAIN, VAL, w, inner_lr=ALPHA, method=method
         )
     )(PARAMS, jnp.asarray(lam, jnp.float32))
@@ -83,7 +83,7 @@ def test_primary_tasks_and_presence():
     lam = np.array([0.3, 1.2, 0.7])
     primary = np.array([True, False, False])  # auxiliary learning: only task 0 is scored
     present = np.array([True, True, False])
-    got, _ = mtl.weighting.auto_lambda_hypergradient(
+    got, _ = mtl.balancers.auto_lambda_hypergradient(
         task_losses,
         PARAMS,
         TRAIN,

@@ -10,7 +10,7 @@ import mtl_jax as mtl
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HELPERS = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
-HELPERS |= {"make", "names"}
+HELPERS |= {"make", "names", "auto_lambda_hypergradient"}
 KIND = {"loss-only": "loss", "Gram": "gram", "Jacobian": "jacobian", "bilevel": "loss"}
 
 # The two peers' lists and the 2025 baseline set (NTKMTL, Table 1) the table must cover.

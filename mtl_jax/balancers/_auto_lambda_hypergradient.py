@@ -1,7 +1,9 @@
 """Auto-Lambda's hypergradient: how the validation loss after one look-ahead step moves with λ.
 
 Liu, Davison & Johns, "Auto-Lambda: Disentangling Dynamic Task Relationships",
-TMLR 2022, https://arxiv.org/abs/2202.03091.
+TMLR 2022, https://arxiv.org/abs/2202.03091. It lives with the balancers, not in
+:mod:`mtl_jax.weighting`, because it needs the loss function, the parameters and
+two batches rather than a Gram matrix or losses.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def auto_lambda_hypergradient(
     Cost: one backward pass for the look-ahead step, one forward and backward pass
     on the validation batch, then two forward passes (finite difference) or one
     forward-mode pass (exact) on the training batch.
+
+    An absent task's loss must be finite (as :func:`mtl_jax.masked_task_losses`
+    gives it: 0), since its gradient enters the look-ahead's backward pass with
+    weight 0 and a NaN there would still propagate.
 
     Args:
       task_loss_fn: ``(params, batch) -> [K]`` per-task losses.
