@@ -92,7 +92,7 @@ def auto_lambda(
       shared: leaves to weight; the others receive the plain sum over tasks.
 
     Returns:
-      An :class:`AutoLambda` balancer of kind ``"loss"``; its ``meta_update(state,
+      A balancer of kind ``"loss"`` (an ``AutoLambda``); its ``meta_update(state,
       params, train_batch, val_batch, *, task_presence=None, val_presence=None)``
       returns the state with ``λ`` updated.
 
