@@ -71,6 +71,7 @@ def _help(name, capsys) -> tuple[str, set[str]]:
 # here by hand as an independent check of what the CLI derives from the declarations.
 EXTRA_OPTIONS = {
     "architectures": {"--data-dir"},
+    "balancers": {"--balancer", "--data-dir"},
     "celeba": {"--balancer", "--data-dir"},
     "dsmt": {"--data-dir"},
     "label-shift-digits": {"--data-dir"},
