@@ -13,7 +13,6 @@ plots are in ``benchmarks/__main__.py``.
 
 from __future__ import annotations
 
-import inspect
 import typing
 from collections.abc import Callable
 from typing import Any

@@ -28,6 +28,7 @@ and the full form every method.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 
@@ -68,10 +69,12 @@ METRIC = {
 }
 
 
-def _problem(dataset: str, seed: int):
+def _problem(dataset: str, seed: int, data_dir=None, quiet: bool = False):
     """``(model, loss_fn, x_train, y_train, x_test, y_test, metric)`` for ``dataset``."""
     if dataset == "toy_regression":
-        ds = _data.toy_regression(TOY_TASKS, num_train=TOY_TRAIN, num_test=1000, seed=seed)
+        ds = _data.toy_regression(
+            TOY_TASKS, num_train=TOY_TRAIN, num_test=1000, seed=seed, data_dir=data_dir, quiet=quiet
+        )
         model = models.mlp_hps(TOY_TASKS)
 
         def losses(p, x, y):  # y: [K, N, 100]
@@ -85,7 +88,9 @@ def _problem(dataset: str, seed: int):
             return float(jnp.sum(losses(p, x_te, yt) / losses(p0, x_te, yt)))
 
     elif dataset in ("multi_digits", "digits_attributes"):
-        ds = _data.multitask_digits(dataset, seed=seed, num_train=4000, num_test=1000)
+        ds = _data.multitask_digits(
+            dataset, seed=seed, num_train=4000, num_test=1000, data_dir=data_dir, quiet=quiet
+        )
         k = len(ds.task_names)
         trunk = models.MLPTrunk((64, 32))
         model = models.HardParameterSharing(trunk, num_tasks=k, head_features=ds.num_classes[0])
@@ -117,6 +122,8 @@ def compare(
     methods=None,
     seeds=(0, 1, 2),
     num_steps: int = FULL[0],
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
 ) -> dict[str, dict]:
     """Trains every method in ``methods`` on ``dataset`` for each seed.
 
@@ -125,6 +132,8 @@ def compare(
       methods: names of :data:`mtl_jax.balancers.METHODS` (all by default).
       seeds: one run per seed (data, initialisation, batches).
       num_steps: Adam steps, a positive multiple of :data:`CHUNK` or smaller than it.
+      data_dir: the data cache (``None``: :func:`mtl_jax.data.default_data_dir`).
+      quiet: hide the data preparation's progress bar.
 
     Returns:
       Per method: ``values`` (the metric per seed) and ``ms_per_step`` (median over
@@ -137,7 +146,7 @@ def compare(
     if num_steps % chunk:
         raise ValueError(f"num_steps must be a multiple of {CHUNK} or below it, got {num_steps}")
     batch_size, lr, _ = SETUP[dataset]
-    problems = {s: _problem(dataset, s) for s in seeds}
+    problems = {s: _problem(dataset, s, data_dir, quiet) for s in seeds}
     model, loss_fn, x0, y0, _ = problems[seeds[0]]
     k = int(jax.eval_shape(loss_fn, _init(model, x0, 0), (x0[:2], y0[:2])).shape[0])
     out = {}
@@ -212,7 +221,13 @@ def _methods(balancer: str | None, fast: bool) -> tuple[str, ...]:
     num_seeds=(FAST[1], FULL[1]),
 )
 def run(
-    *, fast: bool, out_dir: pathlib.Path, seed: int, balancer: str | None = None
+    *,
+    fast: bool,
+    out_dir: pathlib.Path,
+    seed: int,
+    balancer: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
 ) -> ExperimentResult:
     """Every balancer (or ``--balancer a,b``) on three problems; metric mean ± std, no claim."""
     num_steps, n_seeds = FAST if fast else FULL
@@ -221,7 +236,15 @@ def run(
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {
-        ds: compare(ds, methods=methods, seeds=seeds, num_steps=num_steps) for ds in DATASETS
+        ds: compare(
+            ds,
+            methods=methods,
+            seeds=seeds,
+            num_steps=num_steps,
+            data_dir=data_dir,
+            quiet=quiet,
+        )
+        for ds in DATASETS
     }
     rows, per_seed = [], {}
     for ds, res in results.items():
