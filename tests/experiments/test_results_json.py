@@ -39,7 +39,12 @@ def flaky_experiment():
         )
 
     _registry.register(
-        "zz-flaky", help="flaky", claim="a beats b", num_seeds=(4, 4), parts=(PART,)
+        "zz-flaky",
+        help="flaky",
+        claim="a beats b",
+        num_seeds=(4, 4),
+        parts=(PART,),
+        reads_data=False,
     )(flaky)
     yield state
     _registry._REGISTRY.pop("zz-flaky")
