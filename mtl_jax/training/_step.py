@@ -176,6 +176,8 @@ class TrainStep(NamedTuple):
     ``lax.scan`` and ``jax.vmap`` (e.g. ``lax.scan(train_step.step, state,
     batches)``; over seeds, ``vmap`` over ``init(params, key=k)``), except that
     the ``"raise"`` policy needs a host read and raises a ``ValueError`` there.
+    ``jax.jit(train_step)`` itself fails (JAX cannot take a weak reference to a
+    tuple): jit ``train_step.step`` or a function that calls ``train_step``.
 
     Attributes:
       init: ``(params, *, key=None, model_state=None, num_tasks=None) ->
