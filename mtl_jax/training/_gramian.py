@@ -136,11 +136,10 @@ def split_applies(representation, balancer: Balancer, params, batch, has_aux: bo
     shared = _flags(balancer.spec.shared, params, "shared")
     z = jax.eval_shape(representation.encode, params, batch)
     out = jax.eval_shape(representation.decode, params, z, batch)  # K, from shapes only
-    k = (out[0] if has_aux else out).shape[0]  # normalised: always (losses, aux)
+    out = out[0] if has_aux else out
+    k = (out.losses if isinstance(out, _presence.TaskLosses) else out).shape[0]
     zs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((k, *x.shape), x.dtype), z)
-    reads = reads_leaves(
-        lambda p, zz, b: representation.decode_tasks(p, zz, b)[0], params, zs, batch
-    )
+    reads = reads_leaves(representation.decode_tasks, params, zs, batch)
     return not any(r and s for r, s in zip(reads, shared))
 
 

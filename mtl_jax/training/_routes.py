@@ -6,8 +6,8 @@ flag saying whether the loss and the per-task gradients the route saw are
 finite, the tasks the loss function said are present and the tasks the route
 balanced.
 
-**Task presence.** The routes run on a loss function normalised by
-:func:`with_presence`: it returns ``(losses, (presence, aux))``, where
+**Task presence.** Each route normalises its loss function with
+:func:`with_presence`, which returns ``(losses, (presence, aux))``, where
 ``presence`` is the ``[K]`` bool array of a :class:`~mtl_jax.TaskLosses` the
 user's function returned (``None`` when it returned a plain array). Every route
 hands ``presence`` to the balancer, zeroes an absent task's per-task gradient
@@ -104,6 +104,17 @@ def with_presence(fn: Callable | None, has_aux: bool, name: str) -> Callable | N
     return wrapped
 
 
+def normalised(representation, has_aux: bool):
+    """``representation`` with its decoders normalised (:func:`with_presence`)."""
+    if representation is None:
+        return None
+    return type(representation)(
+        representation.encode,
+        with_presence(representation.decode, has_aux, "representation.decode"),
+        with_presence(representation.decode_tasks, has_aux, "representation.decode_tasks"),
+    )
+
+
 def sanitised(vjp_fn: Any, when: jax.Array) -> Any:
     """``vjp_fn`` with its non-finite saved forward values set to 0 where ``when`` is true.
 
@@ -186,14 +197,25 @@ def _recorded_or(state: Any, k: int, fallback: Callable[[], jax.Array]) -> jax.A
     return fallback()
 
 
-def loss_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, per_task=False):
+def loss_route(
+    loss_fn,
+    balancer: Balancer,
+    params,
+    bal_state,
+    batch,
+    *,
+    has_aux,
+    name="loss_fn",
+    per_task=False,
+):
     """``w = f(losses)``, then one backward pass with cotangent ``w``.
 
-    ``loss_fn`` is normalised (:func:`with_presence`). Under ``per_task`` a task
+    ``loss_fn`` may return a ``TaskLosses`` (:func:`with_presence`). Under ``per_task`` a task
     with a non-finite loss is absent; a non-finite gradient of a finite loss
     cannot be attributed in one backward pass (the step then skips).
     """
     spec = balancer.spec
+    loss_fn = with_presence(loss_fn, has_aux, name)
     losses, vjp_fn, (presence, aux) = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=True)
     k = losses.shape[0]
     _checks.check_num_tasks(k, bal_state)
@@ -222,14 +244,15 @@ def loss_route(loss_fn, balancer: Balancer, params, bal_state, batch, *, per_tas
 
 
 def jacobian_route(
-    loss_fn, balancer: Balancer, params, bal_state, batch, *, chunk_size, per_task=False
+    loss_fn, balancer: Balancer, params, bal_state, batch, *, has_aux, chunk_size, per_task=False
 ):
     """The full task Jacobian w.r.t. the parameters, then the balancer.
 
-    ``loss_fn`` is normalised (:func:`with_presence`). The rows of the absent
-    (and, under ``per_task``, non-finite) tasks are zeroed with ``where`` before
-    the balancer sees them.
+    ``loss_fn`` may return a ``TaskLosses`` (:func:`with_presence`). The rows of
+    the absent (and, under ``per_task``, non-finite) tasks are zeroed with
+    ``where`` before the balancer sees them.
     """
+    loss_fn = with_presence(loss_fn, has_aux, "loss_fn")
     if per_task:
         # Own VJPs, so that a non-finite loss's branch can be sanitised.
         losses, vjp_fn, (presence, aux) = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=True)
@@ -266,6 +289,7 @@ def gramian_route(
     bal_state,
     batch,
     *,
+    has_aux,
     chunk_size,
     representation=None,
     per_task=False,
@@ -275,18 +299,19 @@ def gramian_route(
     With a ``representation`` that has ``decode_tasks`` (and whose
     ``decode_tasks`` reads no shared leaf), the per-task backward passes run
     through the encoder only (:func:`mtl_jax.training._gramian.gramian_route`).
-    ``loss_fn`` and ``representation`` are normalised (:func:`with_presence`).
+    ``loss_fn`` and ``representation``'s decoders may return a ``TaskLosses``
+    (:func:`with_presence`).
     """
     return RouteOut(
         *_gramian.gramian_route(
-            loss_fn,
+            with_presence(loss_fn, has_aux, "loss_fn"),
             balancer,
             params,
             bal_state,
             batch,
             has_aux=True,
             chunk_size=chunk_size,
-            representation=representation,
+            representation=normalised(representation, has_aux),
             per_task_copies=_per_task_copies,
             per_task=per_task,
         )
@@ -334,20 +359,46 @@ def _per_task_copies(representation, params, z, batch, has_aux, per_task=False):
 
 
 def representation_route(
-    loss_fn, balancer: Balancer, representation, params, bal_state, batch, *, per_task=False
+    loss_fn,
+    balancer: Balancer,
+    representation,
+    params,
+    bal_state,
+    batch,
+    *,
+    has_aux,
+    per_task=False,
 ):
     """Balances the per-task gradients w.r.t. ``z = encode(params, batch)`` (MGDA-UB).
 
-    ``representation`` is normalised (:func:`with_presence`).
+    ``representation``'s decoders may return a ``TaskLosses`` (:func:`with_presence`).
     """
     spec = balancer.spec
+    if spec.kind == "loss":
+        raw = representation.decode
+        composed = lambda p, b: raw(p, representation.encode(p, b), b)
+        _checks.check_decode_uses_z(
+            normalised(representation, has_aux).decode,
+            params,
+            jax.eval_shape(representation.encode, params, batch),
+            batch,
+            True,
+        )
+        return loss_route(
+            composed,
+            balancer,
+            params,
+            bal_state,
+            batch,
+            has_aux=has_aux,
+            name="decode",
+            per_task=per_task,
+        )
+    representation = normalised(representation, has_aux)
     encode, decode = representation.encode, representation.decode
     # Shapes only: an un-jitted step would otherwise run the encoder twice.
     z = jax.eval_shape(encode, params, batch)
     _checks.check_decode_uses_z(decode, params, z, batch, True)
-    if spec.kind == "loss":
-        composed = lambda p, b: decode(p, encode(p, b), b)
-        return loss_route(composed, balancer, params, bal_state, batch, per_task=per_task)
     z, enc_vjp = jax.vjp(lambda p: encode(p, batch), params)
     if representation.decode_tasks is None:
         dec = lambda p, zz: decode(p, zz, batch)

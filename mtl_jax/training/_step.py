@@ -497,16 +497,9 @@ def make_train_step(
     per_task = on_nonfinite == "skip_task"
 
     def route(f, rep, params, bal_state, batch) -> _routes.RouteOut:
-        aux_ = has_aux or has_model_state
-        f = _routes.with_presence(f, aux_, "loss_fn")
-        if rep is not None:
-            rep = Representation(
-                rep.encode,
-                _routes.with_presence(rep.decode, aux_, "representation.decode"),
-                _routes.with_presence(rep.decode_tasks, aux_, "representation.decode_tasks"),
-            )
+        kw = {"has_aux": has_aux or has_model_state, "per_task": per_task}
         if resolved == "loss":
-            return _routes.loss_route(f, balancer, params, bal_state, batch, per_task=per_task)
+            return _routes.loss_route(f, balancer, params, bal_state, batch, **kw)
         if resolved == "gramian":
             return _routes.gramian_route(
                 f,
@@ -516,15 +509,13 @@ def make_train_step(
                 batch,
                 chunk_size=chunk_size,
                 representation=rep,
-                per_task=per_task,
+                **kw,
             )
         if resolved == "jacobian":
             return _routes.jacobian_route(
-                f, balancer, params, bal_state, batch, chunk_size=chunk_size, per_task=per_task
+                f, balancer, params, bal_state, batch, chunk_size=chunk_size, **kw
             )
-        return _routes.representation_route(
-            f, balancer, rep, params, bal_state, batch, per_task=per_task
-        )
+        return _routes.representation_route(f, balancer, rep, params, bal_state, batch, **kw)
 
     def step(state: TrainState, batch) -> tuple[TrainState, dict]:
         if not isinstance(state, TrainState):
