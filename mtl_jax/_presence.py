@@ -54,8 +54,12 @@ def masked_task_losses(
         \\textstyle\\sum_b m_{bk} = 0), \\qquad \\mathrm{present}_k = \\exists b:\\ m_{bk} = 1.
 
     An unlabelled entry is dropped with ``where``, not multiplied by 0, so a NaN or
-    an infinity in an unlabelled example (a loss computed against a placeholder
-    label) reaches neither the losses nor their gradient.
+    an infinity in an unlabelled example reaches neither the losses nor their
+    gradient with respect to ``per_example_losses`` (which is 0 there). The chain
+    rule further up still multiplies that 0 by the loss's own derivative: if an
+    unlabelled entry's loss was computed against a NaN placeholder label, that
+    derivative is NaN and ``0 × NaN = NaN``. Replace placeholder labels before
+    computing the losses (e.g. ``jnp.where(label_mask, labels, 0)``).
 
     Args:
       per_example_losses: ``[B, K]`` float, the loss of example ``b`` on task ``k``
@@ -204,3 +208,20 @@ def masked_mean(values: jax.Array, presence: jax.Array | None) -> jax.Array:
     n = jnp.sum(presence).astype(values.dtype)
     total = jnp.sum(jnp.where(presence, values, jnp.zeros((), values.dtype)))
     return total / jnp.maximum(n, jnp.ones((), values.dtype))
+
+
+def keep_absent_tree(new: Any, old: Any, presence: jax.Array | None, num_tasks: int) -> Any:
+    """:func:`keep_absent` on every leaf with a leading task axis of size ``num_tasks``.
+
+    Meant for the state of an optimiser of ``[K]`` per-task parameters (Adam's
+    moments keep the absent tasks' values; its step count, a scalar, advances).
+    """
+    if presence is None:
+        return new
+
+    def pick(n, o):
+        if jnp.ndim(n) >= 1 and jnp.shape(n)[0] == num_tasks:
+            return keep_absent(n, o, presence)
+        return n
+
+    return jax.tree_util.tree_map(pick, new, old)

@@ -78,6 +78,11 @@ class BalancerSpec(NamedTuple):
     :func:`gram_balancer`, :func:`jacobian_balancer`), so every field below is
     what the method actually does.
 
+    Each callable takes ``presence``, a ``[K]`` bool array or ``None`` (every task
+    present, the behaviour without presence): an absent task's weight is 0, its
+    rows of ``G``, of the Jacobian and its loss are replaced by 0, and the
+    balancer's problem and state update cover the present tasks only.
+
     Attributes:
       kind: ``"loss"``, ``"gram"`` or ``"jacobian"`` (see the module docstring).
       shared: the ``shared=`` mask spec the balancer was built with.
@@ -89,11 +94,6 @@ class BalancerSpec(NamedTuple):
         (weights, state)``.
       gram_weights: for ``kind="gram"``: ``(G, losses, state, presence=None) ->
         (weights, state)``.
-
-    Each callable takes ``presence``, a ``[K]`` bool array or ``None`` (every task
-    present, the behaviour without presence): an absent task's weight is 0, its
-    rows of ``G``, of the Jacobian and its loss are replaced by 0, and the
-    balancer's problem and state update cover the present tasks only.
       gram_mask: for ``kind="gram"``: the leaves, among the shared ones, whose Gram
         matrix the weights depend on (``None``: all shared leaves; a
         :class:`~mtl_jax._task_tree.TreeMask` for a rule that looks at the whole

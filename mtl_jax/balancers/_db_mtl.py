@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _db_mtl
@@ -58,6 +59,9 @@ def db_mtl(
     act on the current gradients; the following optimiser's momentum supplies
     the smoothing of the direction. With ``beta=0`` both agree exactly.
 
+    Presence: the maximum norm is over the present tasks, an absent task gets
+    weight 0 and its moving-average norm is left unchanged.
+
     Scale: each task contributes a vector of norm ``max_j ‖∇ log L_j‖`` (so
     typically far from equal weighting's scale; Adam absorbs it).
 
@@ -86,13 +90,14 @@ def db_mtl(
             jnp.zeros((), jnp.int32), jnp.zeros((k,), jnp.float32), _base.init_weights(k)
         )
 
-    def weights_fn(gram, losses, state):
+    def weights_fn(gram, losses, state, presence=None):
         _base.check_losses(losses, num_tasks)
         step = state.step + 1
         beta_t = beta / step.astype(jnp.float32) ** beta_sigma
         n_now = _db_mtl.db_mtl_log_grad_norms(gram, losses, eps=eps).astype(jnp.float32)
         norms = beta_t * state.norms + (1.0 - beta_t) * n_now
-        w = _db_mtl.db_mtl_weights(norms, losses.astype(jnp.float32), eps=eps)
+        norms = _presence.keep_absent(norms, state.norms, presence)
+        w = _db_mtl.db_mtl_weights(norms, losses.astype(jnp.float32), eps=eps, presence=presence)
         return w, DBMTLState(step, norms, w)
 
     # The weights read only diag(G): the Gramian route forms just the per-task

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _dwa
@@ -22,6 +23,7 @@ __all__ = ["DWAState", "dwa"]
 class DWAState(NamedTuple):
     step: jax.Array  # [] int32, calls so far
     epoch_sum: jax.Array  # [K], losses summed over the current epoch
+    epoch_count: jax.Array  # [K] int32, calls of the current epoch in which the task was present
     prev_losses: jax.Array  # [K], mean losses of the last completed epoch, L(t−1)
     prev_prev_losses: jax.Array  # [K], mean losses of the epoch before, L(t−2)
     epochs_done: jax.Array  # [] int32, completed epochs
@@ -43,6 +45,12 @@ def dwa(
     default ``steps_per_epoch=1`` is the per-step variant: step ``t`` uses the
     losses of steps ``t−1`` and ``t−2``. Until two epochs have completed the
     weights are all 1 (equal weighting).
+
+    Presence: the softmax is over the present tasks and scaled to their number
+    (before two epochs have completed, each present task gets 1); an absent task
+    gets weight 0 and its loss is not recorded. An epoch's mean loss of a task is
+    over the calls in which it was present; a task absent for a whole epoch keeps
+    its loss history unchanged.
 
     Scale: the weights sum to ``K``, so the update is equal weighting's when the
     loss ratios agree.
@@ -70,22 +78,32 @@ def dwa(
         del params
         zeros = jnp.zeros((num_tasks,), jnp.float32)
         i0 = jnp.zeros((), jnp.int32)
-        return DWAState(i0, zeros, zeros, zeros, i0, jnp.ones((num_tasks,), jnp.float32))
+        counts = jnp.zeros((num_tasks,), jnp.int32)
+        ones = jnp.ones((num_tasks,), jnp.float32)
+        return DWAState(i0, zeros, counts, zeros, zeros, i0, ones)
 
-    def weights_fn(losses, state):
+    def weights_fn(losses, state, presence=None):
         _base.check_losses(losses, num_tasks)
         ready = state.epochs_done >= 2
-        w = _dwa.dwa_weights(state.prev_losses, state.prev_prev_losses, temperature=temperature)
-        w = jnp.where(ready, w, jnp.ones_like(w)).astype(jnp.float32)
-        epoch_sum = state.epoch_sum + losses.astype(jnp.float32)
+        w = _dwa.dwa_weights(
+            state.prev_losses, state.prev_prev_losses, temperature=temperature, presence=presence
+        )
+        start = jnp.ones_like(w) if presence is None else presence.astype(w.dtype)
+        w = jnp.where(ready, w, start).astype(jnp.float32)
+        present = jnp.ones((num_tasks,), bool) if presence is None else presence
+        epoch_sum = state.epoch_sum + _presence.zero_absent(losses.astype(jnp.float32), presence)
+        epoch_count = state.epoch_count + present.astype(jnp.int32)
         step = state.step + 1
         closes = step % steps_per_epoch == 0
-        mean = epoch_sum / steps_per_epoch
+        # A task absent for the whole epoch keeps its history.
+        record = closes & (epoch_count > 0)
+        mean = epoch_sum / jnp.maximum(epoch_count, 1).astype(jnp.float32)
         new_state = DWAState(
             step=step,
             epoch_sum=jnp.where(closes, jnp.zeros_like(epoch_sum), epoch_sum),
-            prev_losses=jnp.where(closes, mean, state.prev_losses),
-            prev_prev_losses=jnp.where(closes, state.prev_losses, state.prev_prev_losses),
+            epoch_count=jnp.where(closes, jnp.zeros_like(epoch_count), epoch_count),
+            prev_losses=jnp.where(record, mean, state.prev_losses),
+            prev_prev_losses=jnp.where(record, state.prev_losses, state.prev_prev_losses),
             epochs_done=state.epochs_done + closes.astype(jnp.int32),
             weights=w,
         )

@@ -17,6 +17,8 @@ def equal_weighting(*, shared: MaskSpec = None, num_tasks: int | None = None) ->
     its scale relative to this one. A training step differentiates ``Σ_k L_k``
     once (it is a loss-only method).
 
+    Presence: an absent task gets weight 0 and every present task weight 1.
+
     Args:
       shared: leaves to weight (all by default); the others are summed anyway,
         so the mask does not change the result.
@@ -40,8 +42,8 @@ def equal_weighting(*, shared: MaskSpec = None, num_tasks: int | None = None) ->
         del params
         return _base.init_weights_state(num_tasks)
 
-    def weights_fn(losses, state):
-        w = jnp.ones_like(losses)
+    def weights_fn(losses, state, presence=None):
+        w = jnp.ones_like(losses) if presence is None else presence.astype(losses.dtype)
         return w, _base.WeightsState(_base.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

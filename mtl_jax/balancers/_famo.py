@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtl_jax import _presence
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _famo
@@ -24,7 +25,7 @@ class FAMOState(NamedTuple):
     logits: jax.Array  # [K], ξ; z = softmax(ξ)
     inner_state: Any  # state of the logits' optimiser
     prev_losses: jax.Array  # [K], losses seen at the previous update
-    has_prev: jax.Array  # [] bool, whether prev_losses holds a real record
+    has_prev: jax.Array  # [K] bool, whether prev_losses[k] holds a real record
     weights: jax.Array  # [K], weights on the raw losses used at the last update
 
 
@@ -54,6 +55,13 @@ def famo(
     weights of step ``t`` therefore use the improvement ``L_{t−1} → L_t`` — the same
     timing as the paper, with the new batch's losses standing in for the
     re-evaluated old batch. The first call leaves ``ξ`` unchanged.
+
+    Presence: the softmax of the logits and the normalisation of the weights run
+    over the present tasks, and an absent task gets weight 0. Only the tasks
+    present now and at an earlier call (``has_prev``) move their logits (and
+    optimiser moments); an absent task's logit and previous loss are left
+    unchanged, so when it returns its improvement is measured from the last call
+    in which it was present.
 
     Scale: the weights sum to 1 (``1/K`` of equal weighting at ``ξ = 0`` and equal
     losses).
@@ -91,19 +99,36 @@ def famo(
         del params
         xi = jnp.zeros((num_tasks,), jnp.float32)
         w = jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32)
-        return FAMOState(xi, optimizer.init(xi), jnp.zeros_like(xi), jnp.zeros((), bool), w)
+        no_prev = jnp.zeros((num_tasks,), bool)
+        return FAMOState(xi, optimizer.init(xi), jnp.zeros_like(xi), no_prev, w)
 
-    def weights_fn(losses, state):
+    def weights_fn(losses, state, presence=None):
         _base.check_losses(losses, num_tasks)
         losses = losses.astype(jnp.float32)
         xi = state.logits
-        grad = _famo.famo_logit_grad(xi, state.prev_losses, losses, min_losses=min_losses, eps=eps)
+        if presence is None:
+            moving = state.has_prev
+            grad = _famo.famo_logit_grad(
+                xi, state.prev_losses, losses, min_losses=min_losses, eps=eps
+            )
+        else:
+            moving = state.has_prev & presence
+            grad = _famo.famo_logit_grad(
+                xi, state.prev_losses, losses, min_losses=min_losses, eps=eps, presence=moving
+            )
         step, inner = optimizer.update(grad, state.inner_state, xi)
-        xi = jnp.where(state.has_prev, optax.apply_updates(xi, step), xi)
+        xi = jnp.where(moving, optax.apply_updates(xi, step), xi)
+        # The step count advances when any logit moves; the moments only for those.
+        any_moving = jnp.any(moving)
         inner = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(state.has_prev, new, old), inner, state.inner_state
+            lambda new, old: jnp.where(moving if jnp.ndim(new) == 1 else any_moving, new, old),
+            inner,
+            state.inner_state,
         )
-        w = _famo.famo_weights(xi, losses, min_losses=min_losses, eps=eps)
-        return w, FAMOState(xi, inner, losses, jnp.ones((), bool), w)
+        w = _famo.famo_weights(xi, losses, min_losses=min_losses, eps=eps, presence=presence)
+        if presence is None:
+            return w, FAMOState(xi, inner, losses, jnp.ones((num_tasks,), bool), w)
+        prev = _presence.keep_absent(losses, state.prev_losses, presence)
+        return w, FAMOState(xi, inner, prev, state.has_prev | presence, w)
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

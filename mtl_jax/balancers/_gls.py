@@ -27,6 +27,9 @@ def gls(
 
     Scale: with equal losses every weight is ``1/K`` (``1/K`` of equal weighting).
 
+    Presence: the geometric mean is over the present tasks only (``K`` becomes
+    the number present); an absent task gets weight 0.
+
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k``).
 
     Args:
@@ -48,8 +51,8 @@ def gls(
         del params
         return _base.init_weights_state(num_tasks)
 
-    def weights_fn(losses, state):
-        w = _gls.gls_weights(losses, eps=eps)
+    def weights_fn(losses, state, presence=None):
+        w = _gls.gls_weights(losses, eps=eps, presence=presence)
         return w, _base.WeightsState(_base.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

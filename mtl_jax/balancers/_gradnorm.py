@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax import _task_tree
+from mtl_jax import _presence, _task_tree
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _gradnorm
@@ -24,9 +24,10 @@ __all__ = ["GradNormState", "gradnorm"]
 class GradNormState(NamedTuple):
     weights: jax.Array  # [K] float32, the weights w applied at the last update (ones before)
     next_weights: jax.Array  # [K] float32, the weights the next update applies (Σw = K)
-    initial_losses: jax.Array  # [K] float32, L_i(0), recorded at the first update
+    initial_losses: jax.Array  # [K] float32, L_i(0), recorded when task i is first present
     count: jax.Array  # [] int32, number of updates so far
     inner_state: Any  # state of the optimiser of w
+    seen: jax.Array  # [K] bool, whether task i has been present (L_i(0) is recorded)
 
 
 def _default_layer(shared_flags: list[bool], shapes: list[tuple]) -> list[bool]:
@@ -86,6 +87,13 @@ def gradnorm(
     precedes ``Dense_2``: with ten or more layers, or any other layout, pass
     ``layer=`` explicitly (a pytree of bools or ``fn(path, leaf) -> bool``).
 
+    Presence: an absent task gets weight 0 and its state (``L_i(0)``, its next
+    weight, its optimiser moments) is left unchanged; ``L_i(0)`` is recorded at
+    the first update in which task ``i`` is present. The means of the weight
+    objective run over the present tasks, and their new weights are renormalised
+    to sum to the number of present tasks (the paper's ``Σ w = K`` over the tasks
+    in play).
+
     Scale: ``Σ w = K``, so at ``w = 1`` the update is :func:`equal_weighting`'s.
 
     Modes: full-parameter (norms on ``W``) and representation mode (norms of
@@ -120,9 +128,10 @@ def gradnorm(
     def init(params):
         del params
         w = jnp.ones((num_tasks,), jnp.float32)
-        return GradNormState(w, w, w, jnp.zeros((), jnp.int32), optimizer.init(w))
+        seen = jnp.zeros((num_tasks,), bool)
+        return GradNormState(w, w, w, jnp.zeros((), jnp.int32), optimizer.init(w), seen)
 
-    def weights_fn(gram, losses, state):
+    def weights_fn(gram, losses, state, presence=None):
         if gram.shape != (num_tasks, num_tasks):
             raise ValueError(
                 f"the balancer was built with num_tasks={num_tasks} but the task Jacobian "
@@ -130,15 +139,27 @@ def gradnorm(
             )
         w = state.next_weights
         losses = losses.astype(w.dtype)
-        l0 = jnp.where(state.count == 0, losses, state.initial_losses)
+        present = jnp.ones((num_tasks,), bool) if presence is None else presence
+        l0 = jnp.where(present & ~state.seen, losses, state.initial_losses)
         norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0)).astype(w.dtype)
-        grad = _gradnorm.gradnorm_weights_grad(w, norms, losses, l0, alpha=alpha)
+        grad = _gradnorm.gradnorm_weights_grad(w, norms, losses, l0, alpha=alpha, presence=presence)
         step, inner = optimizer.update(grad, state.inner_state, w)
         w_new = jnp.maximum(optax.apply_updates(w, step), 0.0)
-        total = jnp.sum(w_new)
-        ok = total > jnp.finfo(w.dtype).tiny
-        w_new = jnp.where(ok, num_tasks * w_new / jnp.where(ok, total, 1.0), 1.0)
-        return w, GradNormState(w, w_new, l0, state.count + 1, inner)
+        if presence is None:
+            total = jnp.sum(w_new)
+            ok = total > jnp.finfo(w.dtype).tiny
+            w_new = jnp.where(ok, num_tasks * w_new / jnp.where(ok, total, 1.0), 1.0)
+        else:
+            w_new = _presence.zero_absent(w_new, presence)
+            total = jnp.sum(w_new)
+            ok = total > jnp.finfo(w.dtype).tiny
+            scale = _presence.num_present(presence, num_tasks, w.dtype)
+            w_new = jnp.where(ok, scale * w_new / jnp.where(ok, total, 1.0), 1.0)
+            w_new = _presence.keep_absent(w_new, w, presence)
+            inner = _presence.keep_absent_tree(inner, state.inner_state, presence, num_tasks)
+            w = _presence.zero_absent(w, presence)
+        seen = state.seen | present
+        return w, GradNormState(w, w_new, l0, state.count + 1, inner, seen)
 
     # In representation mode the norms are taken w.r.t. the whole representation
     # (as LibMTL does); on parameters, on W.

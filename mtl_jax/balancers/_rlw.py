@@ -36,6 +36,11 @@ def rlw(
     The key lives in the state and is split at every call, so a jitted step is
     reproducible from ``seed``.
 
+    Presence: the weights are drawn on the simplex of the present tasks (an
+    absent task gets 0): they have the distribution of an ``|S|``-task draw, not
+    its values (see :func:`mtl_jax.weighting.rlw_weights`). The key is split at
+    every call, present tasks or not.
+
     Scale: the weights sum to 1, so on average the update is ``1/K`` of
     :func:`equal_weighting`'s (as in the paper and LibMTL).
 
@@ -63,10 +68,10 @@ def rlw(
         del params
         return RLWState(_base.key_data(seed), _base.init_weights(num_tasks))
 
-    def weights_fn(losses, state):
+    def weights_fn(losses, state, presence=None):
         _base.check_losses(losses, num_tasks)
         key, (sub,) = _base.split_key(state.key)
-        w = _rlw.rlw_weights(sub, num_tasks=num_tasks, distribution=distribution)
+        w = _rlw.rlw_weights(sub, num_tasks=num_tasks, distribution=distribution, presence=presence)
         return w, RLWState(key, w)
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _stch
@@ -24,6 +25,8 @@ class STCHState(NamedTuple):
     nadir_sum: jax.Array  # [K], losses summed over the averaging window of the warm-up
     nadir: jax.Array  # [K], the nadir vector once known (ones before)
     weights: jax.Array  # [K], weights on the raw losses used at the last update
+    nadir_count: jax.Array  # [K] int32, calls of the averaging window in which the task was present
+    nadir_known: jax.Array  # [K] bool, whether nadir[k] is final
 
 
 @_base.positional_num_tasks
@@ -48,6 +51,14 @@ def stch(
     count in epochs (warm-up 4 epochs, nadir = mean of the 5th); here in steps.
     ``nadir=`` fixes ``n`` instead; with neither a warm-up nor ``nadir=``, ``n`` is
     the losses of the first call.
+
+    Presence: the objective is over the present tasks (``K`` becomes their
+    number, the softmax runs over them) and an absent task gets weight 0 (also
+    during the warm-up). The nadir of a task is the mean of its losses over the
+    calls of the averaging window in which it was present; it is fixed at the
+    first call after the warm-up in which the task is present (from that call's
+    loss if the task was absent for the whole window, or if there is no warm-up).
+    An absent task's nadir records are left unchanged.
 
     Scale: at ``L = n`` the weights are ``1 / L_k`` (the gradient of
     ``Σ_k log L_k``), i.e. equal weighting's scaled by ``1 / L_k`` per task.
@@ -91,21 +102,30 @@ def stch(
         del params
         ones = jnp.ones((num_tasks,), jnp.float32)
         n0 = ones if nadir is None else nadir
-        return STCHState(jnp.zeros((), jnp.int32), jnp.zeros_like(ones), n0, ones)
+        counts = jnp.zeros((num_tasks,), jnp.int32)
+        known = jnp.full((num_tasks,), nadir is not None)
+        return STCHState(jnp.zeros((), jnp.int32), jnp.zeros_like(ones), n0, ones, counts, known)
 
-    def weights_fn(losses, state):
+    def weights_fn(losses, state, presence=None):
         _base.check_losses(losses, num_tasks)
         losses = losses.astype(jnp.float32)
+        present = jnp.ones((num_tasks,), bool) if presence is None else presence
         t = state.step
         in_warmup = t < warmup_steps
-        averaging = in_warmup & (t >= window_start)
+        averaging = in_warmup & (t >= window_start) & present
         nadir_sum = state.nadir_sum + jnp.where(averaging, losses, 0.0)
+        nadir_count = state.nadir_count + averaging.astype(jnp.int32)
         n = state.nadir
+        known = state.nadir_known
         if nadir is None:
-            estimate = nadir_sum / nadir_steps if warmup_steps > 0 else losses
-            n = jnp.where(t == warmup_steps, estimate, n)
-        w_warm = 1.0 / jnp.maximum(losses, eps)
-        w = jnp.where(in_warmup, w_warm, _stch.stch_weights(losses, n, mu=mu, eps=eps))
-        return w, STCHState(t + 1, nadir_sum, n, w)
+            fix = (~in_warmup) & present & ~known
+            mean = nadir_sum / jnp.maximum(nadir_count, 1).astype(jnp.float32)
+            estimate = jnp.where(nadir_count > 0, mean, losses)
+            n = jnp.where(fix, estimate, n)
+            known = known | fix
+        w_warm = _presence.zero_absent(1.0 / jnp.maximum(losses, eps), presence)
+        w_stch = _stch.stch_weights(losses, n, mu=mu, eps=eps, presence=presence)
+        w = jnp.where(in_warmup, w_warm, w_stch)
+        return w, STCHState(t + 1, nadir_sum, n, w, nadir_count, known)
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtl_jax import _presence
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _uncertainty
@@ -44,6 +45,9 @@ def uncertainty_weighting(
 
     Scale: at ``s = 0`` the update is ½ of :func:`equal_weighting`'s.
 
+    Presence: an absent task gets weight 0 and its log-variance (with its
+    optimiser moments) is left unchanged; the optimiser's step count advances.
+
     Args:
       num_tasks: ``K`` (required, keyword-only; the positional ``K`` is deprecated).
       learning_rate: Adam learning rate for ``s`` (ignored if ``optimizer`` is given).
@@ -70,13 +74,16 @@ def uncertainty_weighting(
         s = jnp.full((num_tasks,), init_log_variance, jnp.float32)
         return UncertaintyWeightingState(s, optimizer.init(s), _uncertainty.uncertainty_weights(s))
 
-    def weights_fn(losses, state):
+    def weights_fn(losses, state, presence=None):
         _base.check_losses(losses, num_tasks)
         s = state.log_variances
-        w = _uncertainty.uncertainty_weights(s)
-        grad = _uncertainty.uncertainty_log_variance_grad(s, losses.astype(s.dtype))
+        w = _uncertainty.uncertainty_weights(s, presence=presence)
+        grad = _uncertainty.uncertainty_log_variance_grad(
+            s, losses.astype(s.dtype), presence=presence
+        )
         step, inner = optimizer.update(grad, state.inner_state, s)
-        s_new = optax.apply_updates(s, step)
+        s_new = _presence.keep_absent(optax.apply_updates(s, step), s, presence)
+        inner = _presence.keep_absent_tree(inner, state.inner_state, presence, num_tasks)
         return w, UncertaintyWeightingState(s_new, inner, w)
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
+
 __all__ = ["db_mtl_log_grad_norms", "db_mtl_weights"]
 
 
@@ -29,21 +31,32 @@ def db_mtl_log_grad_norms(
 
 
 def db_mtl_weights(
-    log_grad_norms: jax.typing.ArrayLike, losses: jax.typing.ArrayLike, *, eps: float = 1e-8
+    log_grad_norms: jax.typing.ArrayLike,
+    losses: jax.typing.ArrayLike,
+    *,
+    eps: float = 1e-8,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
     """Weights on the raw losses: ``w_k = α_k / (L_k + eps)``, ``α_k = max_j n_j / n_k``.
+
+    With ``presence``, the maximum is over the present tasks and the absent tasks
+    get 0.
 
     Args:
       log_grad_norms: ``[K]`` norms ``n_k`` of the log-loss gradients (or their moving
         average).
       losses: ``[K]`` task losses (positive).
       eps: added to the losses inside the logarithm, as in LibMTL.
+      presence: optional ``[K]`` bool array of the present tasks (``None``: all).
 
     Returns:
       ``[K]`` weights. A task with ``n_k = 0`` (no gradient) gets ``α_k = 0``.
     """
     n = jnp.asarray(log_grad_norms)
     n = n.astype(jnp.promote_types(n.dtype, jnp.float32))
+    if presence is not None:
+        n = _presence.zero_absent(n, presence)
     ok = n > 0
     alpha = jnp.where(ok, jnp.max(n) / jnp.where(ok, n, 1.0), 0.0)
-    return alpha / (jnp.asarray(losses, n.dtype) + eps)
+    w = alpha / (jnp.asarray(losses, n.dtype) + eps)
+    return _presence.zero_absent(w, presence)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
+
 __all__ = ["famo_logit_grad", "famo_weights"]
 
 
@@ -32,22 +34,33 @@ def famo_weights(
     *,
     min_losses: jax.typing.ArrayLike | None = None,
     eps: float = 1e-8,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
     """Weights on the raw losses, ``w_k = z_k / (c D_k)``, ``D = L − b + eps``, ``c = Σ z/D``.
+
+    With ``presence``, ``z`` is the softmax of the present tasks' logits and ``c``
+    sums over them; the absent tasks get 0.
 
     Args:
       logits: ``[K]`` FAMO logits ``ξ``.
       losses: ``[K]`` current task losses.
       min_losses: ``[K]`` lower bounds ``b`` of the losses (default 0).
       eps: added to the loss gaps before the logarithm, as in the authors' code.
+      presence: optional ``[K]`` bool array of the present tasks (``None``: all).
 
     Returns:
-      ``[K]`` non-negative weights summing to 1.
+      ``[K]`` non-negative weights summing to 1 (to 0 if no task is present).
     """
-    z = jax.nn.softmax(jnp.asarray(logits))
-    inv_d = jnp.exp(-_log_gap(losses, min_losses, eps)).astype(z.dtype)
-    zd = z * inv_d
-    return zd / jnp.sum(zd)
+    if presence is None:
+        z = jax.nn.softmax(jnp.asarray(logits))
+        inv_d = jnp.exp(-_log_gap(losses, min_losses, eps)).astype(z.dtype)
+        zd = z * inv_d
+        return zd / jnp.sum(zd)
+    z = _presence.masked_softmax(jnp.asarray(logits), presence)
+    inv_d = jnp.exp(-_log_gap(_presence.zero_absent(losses, presence), min_losses, eps))
+    zd = _presence.zero_absent(z * inv_d.astype(z.dtype), presence)
+    total = jnp.sum(zd)
+    return zd / jnp.where(total > 0, total, 1.0)
 
 
 def famo_logit_grad(
@@ -57,12 +70,21 @@ def famo_logit_grad(
     *,
     min_losses: jax.typing.ArrayLike | None = None,
     eps: float = 1e-8,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
     """The logit "gradient" ``δ = J_softmax(ξ)ᵀ (log D_prev − log D_now)``, shape ``[K]``.
 
     ``J_softmax(ξ)ᵀ v = z ⊙ (v − ⟨z, v⟩)``. Descending along ``δ`` moves weight
-    towards the tasks whose log-loss decreased least.
+    towards the tasks whose log-loss decreased least. With ``presence`` (a ``[K]``
+    bool array) the softmax is over the present tasks and the absent entries are 0.
     """
+    if presence is not None:
+        z = _presence.masked_softmax(jnp.asarray(logits), presence)
+        gap = _log_gap(_presence.zero_absent(prev_losses, presence), min_losses, eps) - _log_gap(
+            _presence.zero_absent(losses, presence), min_losses, eps
+        )
+        delta = _presence.zero_absent(gap.astype(z.dtype), presence)
+        return _presence.zero_absent(z * (delta - jnp.sum(z * delta)), presence)
     z = jax.nn.softmax(jnp.asarray(logits))
     delta = (_log_gap(prev_losses, min_losses, eps) - _log_gap(losses, min_losses, eps)).astype(
         z.dtype

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
+
 __all__ = ["gls_objective", "gls_weights"]
 
 
@@ -28,17 +30,28 @@ def gls_objective(losses: jax.typing.ArrayLike, *, eps: float = 1e-8) -> jax.Arr
     return jnp.exp(jnp.mean(_safe_log(losses, eps)))
 
 
-def gls_weights(losses: jax.typing.ArrayLike, *, eps: float = 1e-8) -> jax.Array:
+def gls_weights(
+    losses: jax.typing.ArrayLike, *, eps: float = 1e-8, presence: jax.Array | None = None
+) -> jax.Array:
     """Weights on the raw losses whose combination is the gradient of the geometric mean.
+
+    With ``presence``, the geometric mean is over the present tasks ``S`` only:
+    ``w_k = (Π_{j∈S} L_j)^{1/|S|} / (|S| L_k)`` for ``k ∈ S`` and 0 otherwise.
 
     Args:
       losses: ``[K]`` positive task losses.
       eps: losses are clipped below at ``eps`` (the geometric mean of a zero loss
         has an infinite derivative; the clip keeps the weights finite).
+      presence: optional ``[K]`` bool array of the present tasks (``None``: all).
 
     Returns:
       ``[K]`` weights ``w_k = (Π_j L_j)^{1/K} / (K L_k)``; all equal to ``1/K`` when
       the losses are equal.
     """
     log_l = _safe_log(losses, eps)
-    return jnp.exp(jnp.mean(log_l) - log_l) / log_l.shape[0]
+    if presence is None:
+        return jnp.exp(jnp.mean(log_l) - log_l) / log_l.shape[0]
+    log_l = _presence.zero_absent(log_l, presence)
+    n = jnp.maximum(_presence.num_present(presence, log_l.shape[0], log_l.dtype), 1.0)
+    w = jnp.exp(_presence.masked_mean(log_l, presence) - log_l) / n
+    return _presence.zero_absent(w, presence)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
+
 __all__ = ["gradnorm_objective", "gradnorm_targets", "gradnorm_weights_grad"]
 
 
@@ -31,17 +33,23 @@ def gradnorm_targets(
     initial_losses: jax.typing.ArrayLike,
     *,
     alpha: float,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
     """The targets ``Ḡ r_i^α`` (as constants: gradients are stopped), shape ``[K]``.
 
     A zero initial loss gives ``L̃_i = 1``; a zero mean of ``L̃`` gives ``r_i = 1``.
+    With ``presence`` (a ``[K]`` bool array) the means ``Ḡ`` and ``mean_j L̃_j`` are
+    over the present tasks and the absent tasks' targets are 0.
     """
     w = jnp.asarray(weights)
     n = jnp.asarray(layer_norms, w.dtype)
+    if presence is not None:
+        n = _presence.zero_absent(n, presence)
+        losses = _presence.zero_absent(jnp.asarray(losses, w.dtype), presence)
     ratio = _safe_div(jnp.asarray(losses, w.dtype), jnp.asarray(initial_losses, w.dtype))
-    r = _safe_div(ratio, jnp.mean(ratio))
-    target = jnp.mean(w * n) * jnp.maximum(r, 0.0) ** alpha
-    return jax.lax.stop_gradient(target)
+    r = _safe_div(ratio, _presence.masked_mean(ratio, presence))
+    target = _presence.masked_mean(w * n, presence) * jnp.maximum(r, 0.0) ** alpha
+    return jax.lax.stop_gradient(_presence.zero_absent(target, presence))
 
 
 def gradnorm_objective(
@@ -51,11 +59,18 @@ def gradnorm_objective(
     initial_losses: jax.typing.ArrayLike,
     *,
     alpha: float,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
-    """``L_grad(w) = Σ_i |w_i n_i − Ḡ r_i^α|`` with the target held constant."""
+    """``L_grad(w) = Σ_i |w_i n_i − Ḡ r_i^α|`` with the target held constant.
+
+    With ``presence`` the sum and the means run over the present tasks.
+    """
     w = jnp.asarray(weights)
-    target = gradnorm_targets(w, layer_norms, losses, initial_losses, alpha=alpha)
-    return jnp.sum(jnp.abs(w * jnp.asarray(layer_norms, w.dtype) - target))
+    target = gradnorm_targets(
+        w, layer_norms, losses, initial_losses, alpha=alpha, presence=presence
+    )
+    terms = jnp.abs(w * jnp.asarray(layer_norms, w.dtype) - target)
+    return jnp.sum(_presence.zero_absent(terms, presence))
 
 
 def gradnorm_weights_grad(
@@ -65,6 +80,7 @@ def gradnorm_weights_grad(
     initial_losses: jax.typing.ArrayLike,
     *,
     alpha: float,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
     """Closed-form ``∂L_grad/∂w_i = sign(w_i n_i − Ḡ r_i^α) · n_i``, shape ``[K]``.
 
@@ -74,6 +90,8 @@ def gradnorm_weights_grad(
       losses: ``[K]`` current losses ``L_i(t)``.
       initial_losses: ``[K]`` losses ``L_i(0)`` at the first update.
       alpha: the asymmetry ``α`` (0.12 on the paper's toy, 1.5 on NYUv2).
+      presence: optional ``[K]`` bool array of the present tasks (``None``: all);
+        the means are over the present tasks and an absent task's entry is 0.
 
     Returns:
       The gradient of :func:`gradnorm_objective` w.r.t. ``weights``.
@@ -88,5 +106,9 @@ def gradnorm_weights_grad(
     """
     w = jnp.asarray(weights)
     n = jnp.asarray(layer_norms, w.dtype)
-    target = gradnorm_targets(w, n, losses, initial_losses, alpha=alpha)
-    return jnp.sign(w * n - target) * n
+    if presence is None:
+        target = gradnorm_targets(w, n, losses, initial_losses, alpha=alpha)
+        return jnp.sign(w * n - target) * n
+    n = _presence.zero_absent(n, presence)
+    target = gradnorm_targets(w, n, losses, initial_losses, alpha=alpha, presence=presence)
+    return _presence.zero_absent(jnp.sign(w * n - target) * n, presence)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
+
 __all__ = ["stch_objective", "stch_weights"]
 
 
@@ -47,17 +49,27 @@ def stch_weights(
     *,
     mu: float = 1.0,
     eps: float = 1e-8,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
     """Weights on the raw losses: ``w_k = K softmax(log(L / n) / μ)_k / L_k``.
+
+    With ``presence``, the objective is over the present tasks ``S`` only: ``K`` is
+    replaced by ``|S|``, the softmax runs over ``S`` and the absent tasks get 0.
 
     Args:
       losses: ``[K]`` positive task losses.
       nadir: ``[K]`` nadir (normalising) vector ``n``; ``None`` means ones.
       mu: the smoothing parameter ``μ > 0``.
       eps: losses and nadir are clipped below at ``eps``.
+      presence: optional ``[K]`` bool array of the present tasks (``None``: all).
 
     Returns:
-      ``[K]`` weights with ``Σ_k w_k L_k = K``.
+      ``[K]`` weights with ``Σ_k w_k L_k = K`` (``|S|`` with ``presence``).
     """
-    u, safe = _normalised_log(losses, nadir, eps)
-    return u.shape[0] * jax.nn.softmax(u / mu) / safe
+    if presence is None:
+        u, safe = _normalised_log(losses, nadir, eps)
+        return u.shape[0] * jax.nn.softmax(u / mu) / safe
+    u, safe = _normalised_log(_presence.zero_absent(losses, presence), nadir, eps)
+    n = _presence.num_present(presence, u.shape[0], u.dtype)
+    w = n * _presence.masked_softmax(u / mu, presence) / safe
+    return _presence.zero_absent(w, presence)

@@ -13,25 +13,45 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _presence
+
 __all__ = ["uncertainty_log_variance_grad", "uncertainty_objective", "uncertainty_weights"]
 
 
-def uncertainty_weights(log_variances: jax.typing.ArrayLike) -> jax.Array:
-    """``w_k = ½ exp(−s_k)`` for log-variances ``s``."""
-    return 0.5 * jnp.exp(-jnp.asarray(log_variances))
+def uncertainty_weights(
+    log_variances: jax.typing.ArrayLike, *, presence: jax.Array | None = None
+) -> jax.Array:
+    """``w_k = ½ exp(−s_k)`` for log-variances ``s``; 0 for the tasks absent in ``presence``."""
+    return _presence.zero_absent(0.5 * jnp.exp(-jnp.asarray(log_variances)), presence)
 
 
 def uncertainty_objective(
-    log_variances: jax.typing.ArrayLike, losses: jax.typing.ArrayLike
+    log_variances: jax.typing.ArrayLike,
+    losses: jax.typing.ArrayLike,
+    *,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
-    """``Σ_k ½ exp(−s_k) L_k + ½ s_k``."""
+    """``Σ_k ½ exp(−s_k) L_k + ½ s_k``, the sum over the present tasks with ``presence``."""
     s = jnp.asarray(log_variances)
-    return jnp.sum(0.5 * jnp.exp(-s) * jnp.asarray(losses, s.dtype) + 0.5 * s)
+    if presence is None:
+        return jnp.sum(0.5 * jnp.exp(-s) * jnp.asarray(losses, s.dtype) + 0.5 * s)
+    losses = _presence.zero_absent(jnp.asarray(losses, s.dtype), presence)
+    return jnp.sum(_presence.zero_absent(0.5 * jnp.exp(-s) * losses + 0.5 * s, presence))
 
 
 def uncertainty_log_variance_grad(
-    log_variances: jax.typing.ArrayLike, losses: jax.typing.ArrayLike
+    log_variances: jax.typing.ArrayLike,
+    losses: jax.typing.ArrayLike,
+    *,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
-    """Closed-form ``∂/∂s`` of :func:`uncertainty_objective`: ``½ − ½ exp(−s) L``."""
+    """Closed-form ``∂/∂s`` of :func:`uncertainty_objective`: ``½ − ½ exp(−s) L``.
+
+    With ``presence`` (a ``[K]`` bool array) the objective sums over the present
+    tasks, so an absent task's entry is 0.
+    """
     s = jnp.asarray(log_variances)
-    return 0.5 - 0.5 * jnp.exp(-s) * jnp.asarray(losses, s.dtype)
+    if presence is None:
+        return 0.5 - 0.5 * jnp.exp(-s) * jnp.asarray(losses, s.dtype)
+    losses = _presence.zero_absent(jnp.asarray(losses, s.dtype), presence)
+    return _presence.zero_absent(0.5 - 0.5 * jnp.exp(-s) * losses, presence)

@@ -282,3 +282,149 @@ def test_state_is_checkpointable_and_resumes_bit_identically(name, rng, tmp_path
             got, _ = update(j, restored, _losses(3) * 0.5)
             for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# ----------------------------------------------------------------------------- task presence
+
+# The Gram-based methods whose presence handling is still the generic fallback.
+PRESENCE_PENDING = {
+    "mgda",
+    "pcgrad",
+    "gradvac",
+    "graddrop",
+    "imtl",
+    "cagrad",
+    "nash_mtl",
+    "aligned_mtl",
+    "upgrad",
+    "dualproj",
+    "conflict_free",
+    "fairgrad",
+}
+# Randomised weights: the K-task draw restricted to S is not the |S|-task draw.
+PRESENCE_RANDOM = {"rlw"}
+
+
+def restrict_state(state, present_idx, k):
+    """The state of a ``|S|``-task balancer: every leaf with a leading task axis of size
+    ``k`` is sliced to the tasks in ``present_idx``; the other leaves are copied."""
+    idx = np.asarray(present_idx)
+
+    def cut(x):
+        if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == k:
+            return jnp.asarray(x)[idx]
+        return x
+
+    return jax.tree_util.tree_map(cut, state)
+
+
+def _presence_param(name):
+    marks = []
+    if name in PRESENCE_PENDING:
+        marks.append(pytest.mark.xfail(reason="presence: H5", strict=False))
+    return pytest.param(name, marks=marks)
+
+
+@pytest.mark.parametrize("pname", [_presence_param(n) for n in NAMES])
+def test_step_with_absent_task_equals_step_on_present_tasks(pname, rng):
+    """A K-task step with a subset S present equals the |S|-task balancer's step.
+
+    The K-task update is one compiled function taking presence as data (all present
+    for two warm-up steps, then task 1 absent with a NaN loss and NaN gradient). The
+    |S|-task balancer starts from the K-task state restricted to S. For each step with
+    task 1 absent: the updates agree, the absent task's weight is exactly 0, the
+    present tasks' state equals the |S|-task run's and the absent task's state slice is
+    unchanged.
+    """
+    k, present_idx, absent = 3, [0, 2], 1
+    rows = rng.normal(size=(k, 12))
+    losses = jnp.asarray([1.0, 1.7, 0.6], jnp.float32)
+    params = _params()
+    tx = make(pname, k)
+    tx_s = make(pname, len(present_idx))
+
+    @jax.jit
+    def step(jac, state, losses, presence):
+        return tx.update(jac, state, params, task_losses=losses, task_presence=presence)
+
+    step_s = jax.jit(lambda jac, state, losses: tx_s.update(jac, state, params, task_losses=losses))
+
+    state = tx.init(params)
+    for i in range(2):
+        _, state = step(
+            _jac(rows * (1 + 0.3 * i)), state, losses * (1 - 0.2 * i), jnp.ones(k, bool)
+        )
+
+    state_s = restrict_state(state, present_idx, k)
+    assert _signature(state_s) == _signature(tx_s.init(params)), "restricted state does not fit"
+    presence = jnp.asarray([i != absent for i in range(k)])
+    for i in range(2):
+        r = rows * (1 - 0.25 * i) + 0.1 * i
+        l_k = (losses * (0.8 - 0.1 * i)).at[absent].set(jnp.nan)
+        r_k = r.copy()
+        r_k[absent] = np.nan
+        before = state
+        out, state = step(_jac(r_k), state, l_k, presence)
+        out_s, state_s = step_s(_jac(r[present_idx]), state_s, l_k[np.asarray(present_idx)])
+        for leaf in jax.tree_util.tree_leaves(out):
+            assert np.all(np.isfinite(leaf)), (pname, i, out)
+        w = np.asarray(mtl.balancers.task_weights(state))
+        assert w[absent] == 0.0, (pname, i, w)
+        if pname in PRESENCE_RANDOM:
+            continue
+        for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(out_s)):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"update, step {i}")
+        if pname not in NOT_WEIGHTED:
+            np.testing.assert_allclose(
+                w[present_idx], mtl.balancers.task_weights(state_s), rtol=2e-5, atol=2e-6
+            )
+        got_s = jax.tree_util.tree_leaves(restrict_state(state, present_idx, k))
+        for a, b in zip(got_s, jax.tree_util.tree_leaves(state_s)):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"state, step {i}")
+        _check_absent_state(tx, before, state, absent, k)
+
+
+def _check_absent_state(tx, before, after, absent, k):
+    """Every task-axis leaf of the state keeps its absent slice, except the recorded
+    weights (which record the 0 just applied)."""
+    rec_b = mtl.balancers.task_weights(before, None)
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(after), jax.tree_util.tree_leaves(before)
+    ):
+        if not (jnp.ndim(a) >= 1 and jnp.shape(a)[0] == k):
+            continue
+        if jax.tree_util.keystr(path) in (".weights", "[0].weights") and rec_b is not None:
+            continue
+        np.testing.assert_array_equal(
+            np.asarray(a)[absent], np.asarray(b)[absent], err_msg=jax.tree_util.keystr(path)
+        )
+
+
+@pytest.mark.parametrize("pname", [_presence_param(n) for n in NAMES])
+def test_all_tasks_absent_gives_zero_weights(pname, rng):
+    name = pname
+    tx = make(name, 3)
+    params = _params()
+    state = tx.init(params)
+    step = jax.jit(
+        lambda jac, s, p: tx.update(jac, s, params, task_losses=_losses(3), task_presence=p)
+    )
+    _, state = step(_jac(rng.normal(size=(3, 12))), state, jnp.ones(3, bool))
+    out, state = step(_jac(rng.normal(size=(3, 12))), state, jnp.zeros(3, bool))
+    for x in jax.tree_util.tree_leaves(out):
+        np.testing.assert_array_equal(x, np.zeros_like(x))
+    for x in jax.tree_util.tree_leaves(state):
+        if jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            assert np.all(np.isfinite(x)), (name, state)
+    if name not in NOT_WEIGHTED:
+        np.testing.assert_array_equal(mtl.balancers.task_weights(state), np.zeros(3))
+
+
+def test_rejects_bad_task_presence(name, rng):
+    tx = make(name, 3)
+    params = _params()
+    j = _jac(rng.normal(size=(3, 12)))
+    state = tx.init(params)
+    for bad, what in [(jnp.ones(2, bool), "shape"), (jnp.ones(3), "dtype")]:
+        with pytest.raises(ValueError, match=f"task_presence.*{what}"):
+            tx.update(j, state, params, task_losses=_losses(3), task_presence=bad)

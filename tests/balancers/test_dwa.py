@@ -60,3 +60,29 @@ def test_rejects_bad_hyperparameters():
         mtl.balancers.dwa(num_tasks=2, temperature=0.0)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         mtl.balancers.dwa(num_tasks=2, steps_per_epoch=0)
+
+
+def test_epoch_mean_is_over_the_calls_in_which_the_task_was_present():
+    """The fake 0 loss of an absent task is not averaged in; a task absent for a whole
+    epoch keeps its history, and the softmax runs over the present tasks."""
+    tx = mtl.balancers.dwa(num_tasks=2, temperature=1.0, steps_per_epoch=2)
+    fn = jax.jit(tx.spec.loss_weights)
+    seq = [
+        ([4.0, 4.0], [True, True]),
+        ([2.0, 0.0], [True, False]),  # epoch 0: task 1 mean = 4
+        ([3.0, 1.0], [True, True]),
+        ([1.0, 1.0], [True, True]),  # epoch 1: means 2, 1
+        ([5.0, 0.0], [True, False]),
+        ([5.0, 0.0], [True, False]),  # epoch 2: task 1 absent throughout
+    ]
+    state = tx.init(None)
+    ws = []
+    for row, p in seq:
+        w, state = fn(jnp.asarray(row), state, jnp.asarray(p))
+        ws.append(np.asarray(w))
+    np.testing.assert_allclose(ws[1], [1.0, 0.0])
+    np.testing.assert_allclose(ws[4], 1.0 * np.array([1.0, 0.0]))  # one present task
+    np.testing.assert_allclose(state.prev_losses, [5.0, 1.0])
+    np.testing.assert_allclose(state.prev_prev_losses, [2.0, 4.0])
+    w, _ = fn(jnp.array([1.0, 1.0]), state, jnp.ones(2, bool))
+    np.testing.assert_allclose(w, 2 * _softmax(np.array([5.0 / 2.0, 1.0 / 4.0])), rtol=1e-6)

@@ -150,3 +150,24 @@ def test_validation():
         mtl.balancers.gradnorm(num_tasks=2, alpha=-1.0)
     with pytest.raises(ValueError, match="learning_rate"):
         mtl.balancers.gradnorm(num_tasks=2, learning_rate=0.0)
+
+
+def test_initial_loss_is_recorded_when_a_task_is_first_present():
+    """A task absent at the first update (its masked-mean loss is a fake 0) gets its
+    L_i(0) from the first update in which it is present; meanwhile its weight is 0 and
+    the present tasks' new weights sum to the number present."""
+    rng = np.random.default_rng(3)
+    tx = mtl.balancers.gradnorm(num_tasks=3, learning_rate=0.1)
+    params = _params()
+    update = jax.jit(lambda j, s, ls, p: tx.update(j, s, params, task_losses=ls, task_presence=p))
+    state = tx.init(params)
+    absent = jnp.array([True, False, True])
+    _, state = update(_jac(rng, 3), state, jnp.array([1.0, 0.0, 4.0]), absent)
+    np.testing.assert_allclose(state.initial_losses, [1.0, 1.0, 4.0])  # task 1: still unset
+    np.testing.assert_array_equal(state.seen, [True, False, True])
+    assert float(state.weights[1]) == 0.0
+    np.testing.assert_allclose(state.next_weights[np.array([0, 2])].sum(), 2.0, rtol=1e-6)
+    assert float(state.next_weights[1]) == 1.0  # unchanged
+    _, state = update(_jac(rng, 3), state, jnp.array([0.8, 2.5, 3.0]), jnp.ones(3, bool))
+    np.testing.assert_allclose(state.initial_losses, [1.0, 2.5, 4.0])
+    np.testing.assert_array_equal(state.seen, [True, True, True])

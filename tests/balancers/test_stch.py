@@ -78,3 +78,29 @@ def test_rejects_bad_hyperparameters():
         mtl.balancers.stch(num_tasks=2, warmup_steps=2, nadir_steps=3)
     with pytest.raises(ValueError, match="nadir"):
         mtl.balancers.stch(num_tasks=2, nadir=jnp.array([1.0, 0.0]))
+
+
+def test_nadir_of_a_task_absent_at_first_is_its_first_present_loss():
+    tx = mtl.balancers.stch(num_tasks=2, mu=0.5)
+    fn = jax.jit(tx.spec.loss_weights)
+    state = tx.init(None)
+    w, state = fn(jnp.array([2.0, 0.0]), state, jnp.array([True, False]))
+    np.testing.assert_allclose(w, [0.5, 0.0])  # |S| = 1: w = 1 / L on the present task
+    np.testing.assert_array_equal(state.nadir_known, [True, False])
+    np.testing.assert_allclose(state.nadir, [2.0, 1.0])
+    w, state = fn(jnp.array([1.0, 3.0]), state, jnp.array([True, True]))
+    np.testing.assert_allclose(state.nadir, [2.0, 3.0])
+    np.testing.assert_allclose(
+        w, _torch_stch_grad(np.array([1.0, 3.0]), [2.0, 3.0], 0.5), rtol=1e-5
+    )
+
+
+def test_warmup_nadir_averages_the_calls_in_which_the_task_was_present():
+    tx = mtl.balancers.stch(num_tasks=2, warmup_steps=3, nadir_steps=3)
+    fn = jax.jit(tx.spec.loss_weights)
+    state = tx.init(None)
+    rows = [([4.0, 2.0], [True, True]), ([2.0, 0.0], [True, False]), ([1.0, 1.0], [True, True])]
+    for row, p in rows:
+        _, state = fn(jnp.asarray(row), state, jnp.asarray(p))
+    _, state = fn(jnp.array([1.0, 1.0]), state, jnp.ones(2, bool))
+    np.testing.assert_allclose(state.nadir, [7.0 / 3.0, 1.5])

@@ -111,6 +111,12 @@ def test_closing_over_the_module_says_what_to_do():
     ts = mtl.training.make_train_step(loss_fn, mtl.balancers.mgda(), optax.sgd(0.1))
     with pytest.raises(ValueError, match=r"nnx_loss\(.*has_model_state=True"):
         ts(ts.init(params), _batch())
+    # Merging inside the loss with the module's RNG/BatchNorm state from outside the step.
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    merged = lambda p, b: losses(nnx.merge(graphdef, p, rest), b)
+    ts = mtl.training.make_train_step(merged, mtl.balancers.mgda(), optax.sgd(0.1))
+    with pytest.raises(ValueError, match=r"nnx_loss\("):
+        ts(ts.init(params), _batch())
     with pytest.raises(TypeError, match="ToNNX"):
         mtl.training.nnx_loss(losses, mtl.models.mlp_hps(K, hidden=8, out=3))
 
