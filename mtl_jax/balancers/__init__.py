@@ -13,6 +13,7 @@ from mtl_jax.balancers._base import gram_balancer as gram_balancer
 from mtl_jax.balancers._base import jacobian_balancer as jacobian_balancer
 from mtl_jax.balancers._base import loss_balancer as loss_balancer
 from mtl_jax.balancers._base import task_weights as task_weights
+from mtl_jax.balancers._cagrad import CAGradState as CAGradState
 from mtl_jax.balancers._cagrad import cagrad as cagrad
 from mtl_jax.balancers._conflict_free import conflict_free as conflict_free
 from mtl_jax.balancers._db_mtl import DBMTLState as DBMTLState
@@ -52,6 +53,7 @@ from mtl_jax.balancers._upgrad import upgrad as upgrad
 __all__ = [
     "Balancer",
     "BalancerSpec",
+    "CAGradState",
     "DBMTLState",
     "DWAState",
     "FAMOState",

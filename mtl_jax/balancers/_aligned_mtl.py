@@ -64,7 +64,9 @@ def aligned_mtl(
             raise ValueError(f"pref_vector has shape {pref.shape} but num_tasks={num_tasks}")
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _aligned_mtl.aligned_mtl_weights(g, pref, scale_mode=scale_mode),
+        lambda g, losses, presence=None: _aligned_mtl.aligned_mtl_weights(
+            g, pref, scale_mode=scale_mode, presence=presence
+        ),
         shared=shared,
         num_tasks=num_tasks,
     )

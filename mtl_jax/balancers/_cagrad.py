@@ -7,11 +7,32 @@ solver is :func:`mtl_jax.weighting.cagrad_weights`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
-from mtl_jax.weighting import _cagrad, _qp
+from mtl_jax.weighting import _cagrad
 
-__all__ = ["cagrad"]
+__all__ = ["CAGradState", "cagrad"]
+
+
+class CAGradState(NamedTuple):
+    """State of :func:`cagrad`.
+
+    Attributes:
+      weights: ``[K]`` float32 weights of the last update (``None`` without
+        ``num_tasks``), as :func:`~mtl_jax.balancers.task_weights` reads them.
+      converged: scalar bool: whether the last update's dual solve met its
+        tolerance (``True`` before the first update). A ``False`` here means the
+        direction may violate the ball constraint or be far from the optimum:
+        raise ``num_iters`` or inspect the Gram matrix (e.g. for NaNs).
+    """
+
+    weights: jax.Array | None
+    converged: jax.Array
 
 
 def cagrad(
@@ -51,24 +72,34 @@ def cagrad(
       num_tasks: if given, the state records the weights of each update.
 
     Returns:
-      A :class:`~mtl_jax.balancers.Balancer` of kind ``"gram"``.
+      A :class:`~mtl_jax.balancers.Balancer` of kind ``"gram"`` whose state is a
+      :class:`CAGradState` (``converged`` says whether the last dual solve met its
+      tolerance).
 
     References:
       Liu et al. 2021, https://arxiv.org/abs/2110.14048
     """
     _base.check_num_tasks(num_tasks)
-    if not c >= 0:
-        raise ValueError(f"c must be >= 0, got {c!r}")
+    _cagrad.check_args(c, num_iters, tol, polish_iters)
     if rescale not in (0, 1, 2):
         raise ValueError(f"rescale must be 0, 1 or 2, got {rescale!r}")
-    if not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
-    _qp._check_solver_args(1, tol, polish_iters)
 
-    return _base.stateless_gram_balancer(
-        lambda g, losses: _cagrad.cagrad_weights(
-            g, c, rescale=rescale, num_iters=num_iters, tol=tol, polish_iters=polish_iters
-        ),
-        shared=shared,
-        num_tasks=num_tasks,
-    )
+    def init(params):
+        del params
+        return CAGradState(_base.init_weights(num_tasks), jnp.ones((), bool))
+
+    def weights_fn(g, losses, state, presence=None):
+        del losses
+        w, converged = _cagrad.cagrad_weights(
+            g,
+            c,
+            presence=presence,
+            rescale=rescale,
+            num_iters=num_iters,
+            tol=tol,
+            polish_iters=polish_iters,
+            return_converged=True,
+        )
+        return w, CAGradState(_base.record_weights(state.weights, w), converged)
+
+    return _base.gram_balancer(init, weights_fn, shared=shared)

@@ -62,7 +62,9 @@ def conflict_free(
             raise ValueError(f"pref_vector has shape {pref.shape} but num_tasks={num_tasks}")
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _conflict_free.conflict_free_weights(g, pref),
+        lambda g, losses, presence=None: _conflict_free.conflict_free_weights(
+            g, pref, presence=presence
+        ),
         shared=shared,
         num_tasks=num_tasks,
     )

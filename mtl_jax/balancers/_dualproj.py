@@ -12,8 +12,9 @@ import jax.numpy as jnp
 
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
-from mtl_jax.balancers._upgrad import _check_pref, _check_solver
 from mtl_jax.weighting import _dualproj
+from mtl_jax.weighting._gram import check_preference
+from mtl_jax.weighting._qp import check_solver_args
 
 __all__ = ["dualproj"]
 
@@ -59,13 +60,14 @@ def dualproj(
       Quinton & Rey 2024, https://arxiv.org/abs/2406.16232
     """
     _base.check_num_tasks(num_tasks)
-    _check_solver(reg_eps, num_iters, tol, polish_iters)
-    pref = _check_pref(pref_vector, num_tasks)
+    check_solver_args(num_iters, tol, polish_iters, reg_eps)
+    pref = check_preference(pref_vector, num_tasks, nonnegative=True)
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _dualproj.dualproj_weights(
+        lambda g, losses, presence=None: _dualproj.dualproj_weights(
             g,
             pref,
+            presence=presence,
             reg_eps=reg_eps,
             num_iters=num_iters,
             tol=tol,

@@ -59,8 +59,8 @@ def fairgrad(
     num_iters = _base.check_int("num_iters", num_iters)
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _fairgrad.fairgrad_weights(
-            g, alpha=alpha, reg_eps=reg_eps, num_iters=num_iters
+        lambda g, losses, presence=None: _fairgrad.fairgrad_weights(
+            g, alpha=alpha, reg_eps=reg_eps, num_iters=num_iters, presence=presence
         ),
         shared=shared,
         num_tasks=num_tasks,

@@ -98,7 +98,9 @@ def graddrop(
         del params
         return GradDropState(_base.key_data(seed), _base.init_weights(num_tasks))
 
-    def combine(leaves, losses, state):
+    def combine(leaves, losses, state, presence=None):
+        # Absent tasks' rows arrive as zeros: they add nothing to Σ g or Σ |g|, so
+        # the signs kept, and the update, are those of the present tasks alone.
         del losses
         k = leaves[0].shape[0]
         if leak_arr.ndim == 1 and leak_arr.shape[0] != k:
@@ -107,7 +109,10 @@ def graddrop(
         out = []
         for x, sub in zip(leaves, subs):
             out.append(_drop(x, sub, jnp.broadcast_to(leak_arr, (k,))))
-        weights = _base.record_weights(state.weights, jnp.ones((k,), jnp.float32))
+        ones = jnp.ones((k,), jnp.float32)
+        if presence is not None:
+            ones = jnp.where(presence, ones, 0.0)
+        weights = _base.record_weights(state.weights, ones)
         return out, GradDropState(key, weights)
 
     return _base.jacobian_balancer(init, combine, shared=shared)

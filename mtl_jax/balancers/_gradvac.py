@@ -78,7 +78,7 @@ def gradvac(
             _base.key_data(seed), jnp.zeros((k, k), jnp.float32), _base.init_weights(k)
         )
 
-    def weights_fn(gram, losses, state):
+    def weights_fn(gram, losses, state, presence=None):
         del losses
         k = gram.shape[0]
         if k != num_tasks:
@@ -87,7 +87,9 @@ def gradvac(
                 f"has K={k} tasks"
             )
         key, (sub,) = _base.split_key(state.key)
-        w, new_targets = _gradvac.gradvac_weights(gram, state.targets, sub, beta=beta, eps=eps)
+        w, new_targets = _gradvac.gradvac_weights(
+            gram, state.targets, sub, beta=beta, eps=eps, presence=presence
+        )
         return w, GradVacState(key, new_targets, _base.record_weights(state.weights, w))
 
     return _base.gram_balancer(init, weights_fn, shared=shared)

@@ -44,7 +44,7 @@ def imtl(*, shared: MaskSpec = None, num_tasks: int | None = None) -> _base.Bala
     _base.check_num_tasks(num_tasks)
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _imtl.imtl_weights(g),
+        lambda g, losses, presence=None: _imtl.imtl_weights(g, presence=presence),
         shared=shared,
         num_tasks=num_tasks,
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
-from mtl_jax.weighting import _mgda, _qp
+from mtl_jax.weighting import _mgda
+from mtl_jax.weighting._qp import check_solver_args
 
 __all__ = ["mgda"]
 
@@ -57,12 +58,13 @@ def mgda(
         raise ValueError(
             f"normalization must be one of {_mgda._NORMALIZATIONS}, got {normalization!r}"
         )
-    _qp._check_solver_args(num_iters, tol, polish_iters)
+    check_solver_args(num_iters, tol, polish_iters)
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _mgda.mgda_weights(
+        lambda g, losses, presence=None: _mgda.mgda_weights(
             g,
             losses,
+            presence=presence,
             normalization=normalization,
             num_iters=num_iters,
             tol=tol,

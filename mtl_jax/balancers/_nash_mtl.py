@@ -88,7 +88,7 @@ def nash_mtl(
             count=jnp.zeros((), jnp.int32),
         )
 
-    def weights_fn(gram, losses, state):
+    def weights_fn(gram, losses, state, presence=None):
         del losses
         keep = state.alpha is not None
         if keep and state.alpha.shape[0] != gram.shape[0]:
@@ -100,7 +100,11 @@ def nash_mtl(
 
         def solve(_):
             start = jnp.where(warm, state.alpha, jnp.nan) if keep else None
-            a = _nash_mtl.nash_mtl_weights(gram, init=start, reg_eps=reg_eps, num_iters=num_iters)
+            a = _nash_mtl.nash_mtl_weights(
+                gram, init=start, reg_eps=reg_eps, num_iters=num_iters, presence=presence
+            )
+            if keep and presence is not None:  # an absent task's warm start is kept
+                a = jnp.where(presence, a, state.alpha)
             return a.astype(jnp.float32)
 
         if update_weights_every == 1:
@@ -108,9 +112,9 @@ def nash_mtl(
         else:
             due = (state.count % update_weights_every) == 0
             alpha = jax.lax.cond(due, solve, lambda _: state.alpha, None)
-        w = alpha
+        w = alpha if presence is None else jnp.where(presence, alpha, 0.0)
         if max_norm > 0:
-            w = _nash_mtl.clip_update_norm(gram, alpha, max_norm)
+            w = _nash_mtl.clip_update_norm(gram, w, max_norm)
         new = NashMTLState(
             weights=_base.record_weights(state.weights, w),
             alpha=alpha if keep else state.alpha,

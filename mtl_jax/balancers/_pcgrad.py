@@ -58,10 +58,10 @@ def pcgrad(
         del params
         return PCGradState(_base.key_data(seed), _base.init_weights(num_tasks))
 
-    def weights_fn(gram, losses, state):
+    def weights_fn(gram, losses, state, presence=None):
         del losses
         key, (sub,) = _base.split_key(state.key)
-        w = _pcgrad.pcgrad_weights(gram, sub)
+        w = _pcgrad.pcgrad_weights(gram, sub, presence=presence)
         return w, PCGradState(key, _base.record_weights(state.weights, w))
 
     return _base.gram_balancer(init, weights_fn, shared=shared)

@@ -11,26 +11,11 @@ import jax.numpy as jnp
 
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
-from mtl_jax.weighting import _qp, _upgrad
+from mtl_jax.weighting import _upgrad
+from mtl_jax.weighting._gram import check_preference
+from mtl_jax.weighting._qp import check_solver_args
 
 __all__ = ["upgrad"]
-
-
-def _check_solver(reg_eps, num_iters, tol, polish_iters) -> None:
-    if not reg_eps >= 0:
-        raise ValueError(f"reg_eps must be non-negative, got {reg_eps!r}")
-    _qp._check_solver_args(num_iters, tol, polish_iters)
-
-
-def _check_pref(pref_vector, num_tasks):
-    if pref_vector is None:
-        return None
-    p = jnp.asarray(pref_vector, jnp.float32)
-    if p.ndim != 1 or not bool(jnp.all(p >= 0)) or not bool(jnp.any(p > 0)):
-        raise ValueError(f"pref_vector must be a non-negative, non-zero [K] vector, got {p}")
-    if num_tasks is not None and p.shape != (num_tasks,):
-        raise ValueError(f"pref_vector has shape {p.shape} but num_tasks={num_tasks}")
-    return p
 
 
 def upgrad(
@@ -76,13 +61,14 @@ def upgrad(
       Quinton & Rey 2024, https://arxiv.org/abs/2406.16232
     """
     _base.check_num_tasks(num_tasks)
-    _check_solver(reg_eps, num_iters, tol, polish_iters)
-    pref = _check_pref(pref_vector, num_tasks)
+    check_solver_args(num_iters, tol, polish_iters, reg_eps)
+    pref = check_preference(pref_vector, num_tasks, nonnegative=True)
 
     return _base.stateless_gram_balancer(
-        lambda g, losses: _upgrad.upgrad_weights(
+        lambda g, losses, presence=None: _upgrad.upgrad_weights(
             g,
             pref,
+            presence=presence,
             reg_eps=reg_eps,
             num_iters=num_iters,
             tol=tol,

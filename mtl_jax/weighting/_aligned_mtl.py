@@ -20,7 +20,14 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram, preference
+from mtl_jax.weighting._gram import (
+    all_present,
+    as_gram,
+    check_presence,
+    nan_unless_finite,
+    preference,
+    restrict_gram,
+)
 
 __all__ = ["aligned_mtl_weights"]
 
@@ -33,6 +40,7 @@ def aligned_mtl_weights(
     pref_vector: jax.typing.ArrayLike | None = None,
     *,
     scale_mode: ScaleMode = "min",
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """Aligned-MTL task weights ``w = B p`` for a Gram matrix.
 
@@ -42,9 +50,13 @@ def aligned_mtl_weights(
         authors' code, which sum the aligned gradients; torchjd uses ``1/K``).
       scale_mode: ``"min"``, ``"median"`` or ``"rmse"``: which eigenvalue sets the
         norm of the aligned gradients.
+      presence: optional ``[K]`` boolean mask. Absent tasks get weight exactly 0
+        and the weights of the present ones are those of the ``|S|``-task problem
+        on their Gram matrix.
 
     Returns:
-      ``[K]`` weights; the update is ``Jᵀw``.
+      ``[K]`` weights; the update is ``Jᵀw``; all NaN if ``G`` (of the present
+      tasks) or ``p`` has a non-finite entry.
 
     Example:
       >>> import jax.numpy as jnp
@@ -57,7 +69,9 @@ def aligned_mtl_weights(
         raise ValueError(f"scale_mode must be one of {_SCALE_MODES}, got {scale_mode!r}")
     g = as_gram(gram)
     k = g.shape[0]
-    p = preference(pref_vector, k, g.dtype, default=1.0)
+    m = check_presence(presence, k)
+    g = restrict_gram(g, m)
+    p = preference(pref_vector, k, g.dtype, default=1.0, presence=m)
     lam, vec = jnp.linalg.eigh(g)
     tiny = jnp.finfo(g.dtype).tiny
     tol = jnp.maximum(jnp.max(lam) * k * jnp.finfo(g.dtype).eps, tiny)
@@ -74,4 +88,5 @@ def aligned_mtl_weights(
     inv_sqrt = jnp.where(keep, 1.0 / jnp.sqrt(safe), 0.0)
     b = (vec * jnp.reshape(inv_sqrt, (1, k))) @ vec.T
     w = jnp.sqrt(jnp.where(rank > 0, scale, 1.0)) * (b @ p)
-    return jnp.where(rank > 0, w, p)
+    w = jnp.where(all_present(m, k), jnp.where(rank > 0, w, p), 0.0)
+    return nan_unless_finite(w, g, p)

@@ -22,7 +22,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram, preference
+from mtl_jax.weighting._gram import (
+    all_present,
+    as_gram,
+    check_presence,
+    nan_unless_finite,
+    preference,
+    restrict_gram,
+)
 
 __all__ = ["conflict_free_weights", "psd_pinv"]
 
@@ -38,16 +45,23 @@ def psd_pinv(gram: jax.Array) -> jax.Array:
 
 
 def conflict_free_weights(
-    gram: jax.typing.ArrayLike, pref_vector: jax.typing.ArrayLike | None = None
+    gram: jax.typing.ArrayLike,
+    pref_vector: jax.typing.ArrayLike | None = None,
+    *,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """ConFIG task weights for a Gram matrix.
 
     Args:
       gram: ``[K, K]`` Gram matrix ``G = J Jᵀ``.
       pref_vector: ``[K]`` target cosines ``p`` (default ones); only their ratios matter.
+      presence: optional ``[K]`` boolean mask. Absent tasks get weight exactly 0
+        and the weights of the present ones are those of the ``|S|``-task problem
+        on their Gram matrix.
 
     Returns:
-      ``[K]`` weights ``w`` with ``Jᵀw`` the ConFIG update.
+      ``[K]`` weights ``w`` with ``Jᵀw`` the ConFIG update; all NaN if ``G`` (of the
+      present tasks) or ``p`` has a non-finite entry.
 
     Example:
       >>> import jax.numpy as jnp
@@ -58,7 +72,9 @@ def conflict_free_weights(
     """
     g = as_gram(gram)
     k = g.shape[0]
-    p = preference(pref_vector, k, g.dtype, default=1.0)
+    m = check_presence(presence, k)
+    g = restrict_gram(g, m)
+    p = preference(pref_vector, k, g.dtype, default=1.0, presence=m)
     tiny = jnp.finfo(g.dtype).tiny
     norms = jnp.sqrt(jnp.maximum(jnp.diagonal(g), 0.0))
     dinv = jnp.where(norms > tiny, 1.0 / jnp.where(norms > tiny, norms, 1.0), 0.0)
@@ -68,4 +84,5 @@ def conflict_free_weights(
     da = dinv * a
     length = jnp.sum(g @ da)
     ok = u2 > jnp.finfo(g.dtype).eps * jnp.maximum(jnp.sum(p * p), tiny)
-    return jnp.where(ok, (length / jnp.where(ok, u2, 1.0)) * da, 0.0)
+    w = jnp.where(ok & all_present(m, k), (length / jnp.where(ok, u2, 1.0)) * da, 0.0)
+    return nan_unless_finite(w, g, p)

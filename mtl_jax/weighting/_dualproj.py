@@ -14,8 +14,14 @@ from __future__ import annotations
 
 import jax
 
-from mtl_jax.weighting._gram import as_gram, preference
-from mtl_jax.weighting._qp import box_qp, normalize_gram
+from mtl_jax.weighting._gram import (
+    as_gram,
+    check_presence,
+    nan_unless_finite,
+    preference,
+    restrict_gram,
+)
+from mtl_jax.weighting._qp import box_qp, check_solver_args, normalize_gram
 
 __all__ = ["dualproj_weights"]
 
@@ -28,6 +34,7 @@ def dualproj_weights(
     num_iters: int = 1000,
     tol: float = 1e-6,
     polish_iters: int = 20,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """DualProj task weights for a Gram matrix.
 
@@ -38,11 +45,21 @@ def dualproj_weights(
       num_iters: cap on the first-order iterations of :func:`box_qp`.
       tol: stopping tolerance of :func:`box_qp`.
       polish_iters: cap on the active-set steps of :func:`box_qp`.
+      presence: optional ``[K]`` boolean mask. Absent tasks get weight exactly 0
+        and the problem is the ``|S|``-task one on the present tasks: their Gram
+        matrix (trace-normalised over them), their preferences (the default
+        becomes ``1/|S|``).
 
     Returns:
       ``[K]`` weights ``w ≥ p`` with ``Jᵀw`` the projection; ``G w ≥ 0`` up to the
       solver's tolerance and the ridge, ``(G w)_k ≥ −reg_eps·tr(G)·w_k`` (the KKT
       conditions of the ridged problem; ``reg_eps=0`` gives exact non-conflict).
+      All NaN if ``G`` has a non-finite entry among the present tasks.
+
+    Raises:
+      ValueError: for a concrete ``pref_vector`` that is not finite, non-negative,
+        with a positive entry (a traced one that breaks this gives NaN weights),
+        and for invalid solver arguments.
 
     Example:
       >>> import jax.numpy as jnp
@@ -51,9 +68,11 @@ def dualproj_weights(
       >>> [round(float(x), 3) for x in w]
       [1.0, 0.5]
     """
+    check_solver_args(num_iters, tol, polish_iters, reg_eps)
     g = as_gram(gram, symmetrize=False)
-    if reg_eps < 0:
-        raise ValueError(f"reg_eps must be non-negative, got {reg_eps!r}")
-    gn = normalize_gram(g, reg_eps)
-    p = preference(pref_vector, g.shape[0], gn.dtype, default=1.0 / g.shape[0])
-    return box_qp(gn, p, num_iters=num_iters, tol=tol, polish_iters=polish_iters)
+    k = g.shape[0]
+    m = check_presence(presence, k)
+    gn = normalize_gram(g, reg_eps, presence=m)
+    p = preference(pref_vector, k, gn.dtype, default=1.0 / k, nonnegative=True, presence=m)
+    v = box_qp(gn, p, num_iters=num_iters, tol=tol, polish_iters=polish_iters, presence=m)
+    return nan_unless_finite(v, restrict_gram(g, m), p)

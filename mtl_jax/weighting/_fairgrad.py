@@ -37,7 +37,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram
+from mtl_jax.weighting._gram import (
+    all_present,
+    as_gram,
+    check_presence,
+    nan_unless_finite,
+    restrict_gram,
+)
 
 __all__ = ["fairgrad_weights", "solve_alpha_fair"]
 
@@ -93,6 +99,7 @@ def solve_alpha_fair(
     init: jax.typing.ArrayLike | None = None,
     reg_eps: float = 1e-5,
     num_iters: int = 20,
+    presence: jax.Array | None = None,
 ) -> jax.Array:
     """The positive root of ``G w = w^{-1/α}`` (Newton on the convex potential ``f``).
 
@@ -104,9 +111,12 @@ def solve_alpha_fair(
         entries are replaced by that default.
       reg_eps: ridge added to the normalised ``G`` (see the module docstring).
       num_iters: Newton iterations.
+      presence: optional ``[K]`` boolean mask: the system is that of the present
+        tasks (the absent ones are decoupled with an identity row and get 0).
 
     Returns:
-      ``[K]`` positive weights. A zero ``G`` gives ``ones``.
+      ``[K]`` positive weights (0 on absent tasks). A zero ``G`` gives ``ones``; a
+      non-finite entry of ``G`` among the present tasks gives NaN.
     """
     if not alpha > 0:
         raise ValueError(f"alpha must be positive, got {alpha!r}")
@@ -116,6 +126,9 @@ def solve_alpha_fair(
         raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
     g = as_gram(gram)
     k = g.shape[0]
+    m = check_presence(presence, k)
+    g = restrict_gram(g, m)
+    present = all_present(m, k)
     tiny = jnp.finfo(g.dtype).tiny
     if alpha == 1.0:
         # Per-task (Jacobi) scaling: the solution scales as w_i ∝ 1/‖g_i‖, so solving on
@@ -130,21 +143,24 @@ def solve_alpha_fair(
         nonzero = jnp.any(live)
     else:
         # Global scaling: G → cG maps the solution to w · c^{-α/(1+α)}.
-        s = jnp.trace(g) / k
+        s = jnp.trace(g) / jnp.maximum(jnp.sum(present), 1).astype(g.dtype)
         nonzero = s > tiny
         s = jnp.where(nonzero, s, 1.0)
         gn = g / s
         expo = alpha / (1.0 + alpha)
         to_raw = jnp.full((k,), 1.0, g.dtype) * s ** (-expo)
         to_norm = jnp.full((k,), 1.0, g.dtype) * s**expo
+    # Absent tasks: an identity row, decoupled from the others (root w = 1), zeroed below.
+    gn = gn + jnp.diag(jnp.where(present, 0.0, 1.0).astype(g.dtype))
     gn = gn + reg_eps * jnp.eye(k, dtype=g.dtype)
     if init is None:
         w0 = jnp.ones((k,), g.dtype)
     else:
         w0 = jnp.asarray(init, g.dtype) * to_norm
-        w0 = jnp.where(jnp.isfinite(w0) & (w0 > 0), w0, 1.0)
+        w0 = jnp.where(jnp.isfinite(w0) & (w0 > 0) & present, w0, 1.0)
     w = _newton(gn, w0, jnp.asarray(alpha, g.dtype), num_iters, alpha == 1.0) * to_raw
-    return jnp.where(nonzero, w, jnp.ones_like(w))
+    w = jnp.where(present, jnp.where(nonzero, w, jnp.ones_like(w)), 0.0)
+    return nan_unless_finite(w, g)
 
 
 def fairgrad_weights(
@@ -153,6 +169,7 @@ def fairgrad_weights(
     alpha: float = 1.0,
     reg_eps: float = 1e-5,
     num_iters: int = 20,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """FairGrad task weights: ``w > 0`` with ``(G w)_i = w_i^{-1/α}``.
 
@@ -163,9 +180,12 @@ def fairgrad_weights(
         fairness (Nash-MTL's equation); ``α → ∞`` approaches max-min fairness.
       reg_eps: ridge added to the normalised Gram matrix (see the module docstring).
       num_iters: Newton iterations.
+      presence: optional ``[K]`` boolean mask. Absent tasks get weight exactly 0
+        and the present ones solve the ``|S|``-task system.
 
     Returns:
-      ``[K]`` weights; the update is ``Jᵀw``.
+      ``[K]`` weights; the update is ``Jᵀw``; all NaN if ``G`` has a non-finite
+      entry among the present tasks.
 
     Example:
       >>> import jax.numpy as jnp
@@ -176,7 +196,11 @@ def fairgrad_weights(
     """
     if not alpha >= 0:
         raise ValueError(f"alpha must be non-negative, got {alpha!r}")
-    g = jnp.asarray(gram)
+    g = as_gram(gram)
+    k = g.shape[0]
+    m = check_presence(presence, k)
     if alpha == 0:
-        return jnp.full(g.shape[:1], 1.0 / g.shape[0], jnp.promote_types(g.dtype, jnp.float32))
-    return solve_alpha_fair(g, alpha, reg_eps=reg_eps, num_iters=num_iters)
+        present = all_present(m, k)
+        n = jnp.maximum(jnp.sum(present), 1).astype(g.dtype)
+        return nan_unless_finite(jnp.where(present, 1.0 / n, 0.0), restrict_gram(g, m))
+    return solve_alpha_fair(g, alpha, reg_eps=reg_eps, num_iters=num_iters, presence=m)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax.weighting._gram import all_present, check_presence, nan_unless_finite, restrict_gram
 from mtl_jax.weighting._pcgrad import _as_gram, check_orders, random_task_orders
 
 __all__ = ["gradvac_weights"]
@@ -36,6 +37,7 @@ def gradvac_weights(
     beta: float = 0.5,
     eps: float = 1e-8,
     orders: jax.typing.ArrayLike | None = None,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """GradVac task weights and the updated cosine targets.
 
@@ -47,9 +49,16 @@ def gradvac_weights(
       beta: EMA rate of the targets.
       eps: added to the denominators.
       orders: ``[K, K]`` integers; row ``i`` is a permutation of ``0..K-1``.
+      presence: optional ``[K]`` boolean mask. An absent task is neither corrected
+        nor used as a target direction, gets weight exactly 0, and every target
+        ``φ̂_ij`` with ``i`` or ``j`` absent is left unchanged; the present tasks'
+        weights and targets are those of the ``|S|``-task problem with the orders
+        restricted to them (with a ``key``: equal in distribution, as for
+        :func:`~mtl_jax.weighting.pcgrad_weights`).
 
     Returns:
-      ``(weights[K], new_targets[K, K])``.
+      ``(weights[K], new_targets[K, K])``; the weights are all NaN if ``G`` has a
+      non-finite entry among the present tasks (the targets are then unchanged).
     """
     g = _as_gram(gram)
     k = g.shape[0]
@@ -61,11 +70,15 @@ def gradvac_weights(
             raise ValueError("gradvac_weights needs a PRNG key or explicit orders")
         orders = random_task_orders(key, k)
     orders = check_orders(orders, k)
-    return _gradvac_ordered(g, phi_hat, orders, beta, eps)
+    m = check_presence(presence, k)
+    g = restrict_gram(g, m)
+    w, new = _gradvac_ordered(g, phi_hat, orders, beta, eps, all_present(m, k))
+    w = nan_unless_finite(w, g)
+    return w, jnp.where(jnp.all(jnp.isfinite(w)), new, phi_hat)
 
 
 @jax.jit
-def _gradvac_ordered(g, phi_hat, orders, beta, eps):
+def _gradvac_ordered(g, phi_hat, orders, beta, eps, present):
     k = g.shape[0]
     norms = jnp.sqrt(jnp.maximum(jnp.diagonal(g), 0.0))
 
@@ -84,12 +97,13 @@ def _gradvac_ordered(g, phi_hat, orders, beta, eps):
             s_phi = jnp.sqrt(jnp.maximum(1.0 - phi * phi, 0.0))
             s_hat = jnp.sqrt(jnp.maximum(1.0 - hat * hat, 0.0))
             coef = norm_i * (hat * s_phi - phi * s_hat) / (norms[j] * s_hat + eps)
-            active = (j != i) & (phi < hat)
+            pair = (j != i) & present[i] & present[j]
+            active = pair & (phi < hat)
             c = c.at[j].add(jnp.where(active, coef, 0.0))
-            new_hat = jnp.where(j != i, (1.0 - beta) * hat + beta * phi, hat)
+            new_hat = jnp.where(pair, (1.0 - beta) * hat + beta * phi, hat_row[j])
             return c, hat_row.at[j].set(new_hat)
 
-        c0 = jnp.zeros((k,), g.dtype).at[i].set(1.0)
+        c0 = jnp.zeros((k,), g.dtype).at[i].set(jnp.where(present[i], 1.0, 0.0))
         return jax.lax.fori_loop(0, k, body, (c0, hat_row))
 
     coeffs, new_targets = jax.vmap(one_task)(jnp.arange(k), orders, phi_hat)

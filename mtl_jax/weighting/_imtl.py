@@ -20,22 +20,37 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram
+from mtl_jax.weighting._gram import (
+    all_present,
+    as_gram,
+    check_presence,
+    nan_unless_finite,
+    restrict_gram,
+)
 
 __all__ = ["imtl_weights"]
 
 
-def imtl_weights(gram: jax.typing.ArrayLike, *, rtol: float | None = None) -> jax.Array:
+def imtl_weights(
+    gram: jax.typing.ArrayLike,
+    *,
+    rtol: float | None = None,
+    presence: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
     """IMTL-G task weights ``α ∝ G⁺ d`` with ``Σ α = 1``, ``d_k = sqrt(G_kk)``.
 
     Args:
       gram: ``[K, K]`` Gram matrix of the task gradients.
       rtol: relative cut-off on the eigenvalues of ``G`` in the pseudo-inverse;
         ``None`` uses :func:`jax.numpy.linalg.pinv`'s default (``10 K ε``).
+      presence: optional ``[K]`` boolean mask. Absent tasks get weight exactly 0
+        and the weights of the present ones are those of the ``|S|``-task problem
+        on their Gram matrix.
 
     Returns:
       ``[K]`` weights summing to 1, or all zeros when no normalisable solution
-      exists (``|Σ G⁺ d| ≤ 10⁻⁶ Σ |G⁺ d|``, which includes zero gradients).
+      exists (``|Σ G⁺ d| ≤ 10⁻⁶ Σ |G⁺ d|``, which includes zero gradients); all
+      NaN if ``G`` has a non-finite entry among the present tasks.
 
     Example:
       >>> import jax.numpy as jnp
@@ -44,7 +59,12 @@ def imtl_weights(gram: jax.typing.ArrayLike, *, rtol: float | None = None) -> ja
       >>> [round(float(x), 3) for x in imtl_weights(g)]
       [0.667, 0.333]
     """
-    return _imtl(as_gram(gram, symmetrize=False), rtol)
+    g = as_gram(gram, symmetrize=False)
+    m = check_presence(presence, g.shape[0])
+    g = restrict_gram(g, m)
+    # The pseudo-inverse leaves rounding noise on the zeroed rows: absent is exactly 0.
+    w = jnp.where(all_present(m, g.shape[0]), _imtl(g, rtol), 0.0)
+    return nan_unless_finite(w, g)
 
 
 @functools.partial(jax.jit, static_argnums=1)

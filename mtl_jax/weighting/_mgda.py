@@ -26,6 +26,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from mtl_jax.weighting._gram import check_presence, nan_unless_finite, restrict_gram
 from mtl_jax.weighting._qp import simplex_qp
 
 __all__ = ["min_norm_simplex", "mgda_normalizers", "mgda_weights"]
@@ -40,6 +41,7 @@ def min_norm_simplex(
     num_iters: int = 1000,
     tol: float = 1e-6,
     polish_iters: int = 20,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """Solves ``min_{w ∈ Δ} ½ wᵀ G w``: the min-norm point of the gradients' convex hull.
 
@@ -48,11 +50,15 @@ def min_norm_simplex(
       num_iters: cap on the solver's accelerated projected-gradient iterations.
       tol: stopping tolerance of :func:`~mtl_jax.weighting.simplex_qp`.
       polish_iters: cap on its active-set steps.
+      presence: optional ``[K]`` boolean mask: the simplex is that of the present
+        tasks, absent ones get weight 0.
 
     Returns:
       ``[K]`` weights on the probability simplex. A zero ``G`` gives uniform weights.
     """
-    return simplex_qp(gram, num_iters=num_iters, tol=tol, polish_iters=polish_iters)
+    return simplex_qp(
+        gram, num_iters=num_iters, tol=tol, polish_iters=polish_iters, presence=presence
+    )
 
 
 def mgda_normalizers(
@@ -74,7 +80,8 @@ def mgda_normalizers(
         "loss": losses,
         "loss+": losses * norms,
     }[normalization]
-    return jnp.where(jnp.abs(c) > jnp.finfo(g.dtype).tiny, c, 1.0)
+    # Zero normalisers become 1; a NaN one stays NaN (no plausible number from bad input).
+    return jnp.where(jnp.isnan(c) | (jnp.abs(c) > jnp.finfo(g.dtype).tiny), c, 1.0)
 
 
 def mgda_weights(
@@ -85,6 +92,7 @@ def mgda_weights(
     num_iters: int = 1000,
     tol: float = 1e-6,
     polish_iters: int = 20,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """MGDA task weights for a Gram matrix.
 
@@ -95,10 +103,14 @@ def mgda_weights(
       num_iters: cap on the simplex QP solver's first-order iterations.
       tol: the solver's stopping tolerance (see :func:`~mtl_jax.weighting.simplex_qp`).
       polish_iters: cap on the solver's active-set steps.
+      presence: optional ``[K]`` boolean mask. Absent tasks get weight exactly 0
+        and the min-norm point is that of the present tasks' gradients (the
+        ``|S|``-task problem); no task present gives zeros.
 
     Returns:
       ``[K]`` weights ``w`` such that ``Σ_k w_k g_k`` is the min-norm point of the
-      convex hull of the (normalised) gradients, expressed on the raw gradients.
+      convex hull of the (normalised) gradients, expressed on the raw gradients; all
+      NaN if ``G`` or the losses have a non-finite entry among the present tasks.
 
     Example:
       >>> import jax.numpy as jnp
@@ -108,11 +120,21 @@ def mgda_weights(
       [0.8, 0.2]
     """
     g = jnp.asarray(gram)
+    if g.ndim != 2 or g.shape[0] != g.shape[1]:
+        raise ValueError(f"gram must be square [K, K], got shape {g.shape}")
+    k = g.shape[0]
+    m = check_presence(presence, k)
+    g = restrict_gram(g, m)
     if losses is None:
         if normalization in ("loss", "loss+"):
             raise ValueError(f"normalization={normalization!r} needs the losses")
         losses = jnp.ones(g.shape[:1], g.dtype)
+    losses = jnp.asarray(losses)
+    if m is not None:
+        losses = jnp.where(m, losses, jnp.ones((), losses.dtype))
     c = mgda_normalizers(g, losses, normalization)
     c2 = jnp.reshape(c, (-1, 1)) * jnp.reshape(c, (1, -1))
-    w = min_norm_simplex(g / c2, num_iters=num_iters, tol=tol, polish_iters=polish_iters)
-    return w / c
+    w = min_norm_simplex(
+        g / c2, num_iters=num_iters, tol=tol, polish_iters=polish_iters, presence=m
+    )
+    return nan_unless_finite(w / c, g, losses)

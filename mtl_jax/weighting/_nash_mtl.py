@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.weighting._fairgrad import solve_alpha_fair
+from mtl_jax.weighting._gram import as_gram, check_presence, restrict_gram
 
 __all__ = ["nash_mtl_weights"]
 
@@ -30,6 +31,7 @@ def nash_mtl_weights(
     init: jax.typing.ArrayLike | None = None,
     reg_eps: float = 1e-5,
     num_iters: int = 20,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """Nash-MTL task weights for a Gram matrix.
 
@@ -41,9 +43,13 @@ def nash_mtl_weights(
       reg_eps: ridge on the trace-normalised Gram matrix (keeps ``α`` finite when
         the gradients are linearly dependent).
       num_iters: Newton iterations.
+      presence: optional ``[K]`` boolean mask. Absent tasks get weight exactly 0
+        and the bargaining is between the present ones (the ``|S|``-task problem;
+        ``init`` is read on them only).
 
     Returns:
-      ``[K]`` weights ``α`` with ``α ∘ (Gα) ≈ 1`` (before clipping).
+      ``[K]`` weights ``α`` with ``α ∘ (Gα) ≈ 1`` (before clipping); all NaN if ``G``
+      has a non-finite entry among the present tasks.
 
     Example:
       >>> import jax.numpy as jnp
@@ -54,8 +60,10 @@ def nash_mtl_weights(
     """
     if not max_norm >= 0:
         raise ValueError(f"max_norm must be non-negative, got {max_norm!r}")
-    g = jnp.asarray(gram)
-    alpha = solve_alpha_fair(g, 1.0, init=init, reg_eps=reg_eps, num_iters=num_iters)
+    g = as_gram(gram)
+    m = check_presence(presence, g.shape[0])
+    alpha = solve_alpha_fair(g, 1.0, init=init, reg_eps=reg_eps, num_iters=num_iters, presence=m)
+    g = restrict_gram(g, m)
     if max_norm > 0:
         alpha = clip_update_norm(g, alpha, max_norm)
     return alpha

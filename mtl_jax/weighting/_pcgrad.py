@@ -19,7 +19,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram
+from mtl_jax.weighting._gram import (
+    all_present,
+    as_gram,
+    check_presence,
+    nan_unless_finite,
+    restrict_gram,
+)
 
 __all__ = ["pcgrad_weights"]
 
@@ -47,6 +53,7 @@ def pcgrad_weights(
     key: jax.Array | None = None,
     *,
     orders: jax.typing.ArrayLike | None = None,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """PCGrad task weights: ``Σ_i g_i^PC = Σ_k w_k g_k``.
 
@@ -56,10 +63,18 @@ def pcgrad_weights(
         projected against the others (ignored if ``orders`` is given).
       orders: ``[K, K]`` integers; row ``i`` is a permutation of ``0..K-1``
         giving task ``i``'s visiting order (the entry ``i`` itself is skipped).
+      presence: optional ``[K]`` boolean mask. An absent task is neither projected
+        nor projected onto, and gets weight exactly 0. With explicit ``orders`` the
+        weights of the present tasks are exactly those of the ``|S|``-task problem
+        whose orders are these rows restricted to the present tasks; with a
+        ``key``, each present task's order is a uniformly random permutation of
+        the present tasks (the ``K``-task draw restricted to them), so the result
+        has the ``|S|``-task distribution but not its draw.
 
     Returns:
       ``[K]`` weights. Without conflicts (``G ≥ 0`` off the diagonal) they are all 1,
-      i.e. the update equals :func:`~mtl_jax.balancers.equal_weighting`'s.
+      i.e. the update equals :func:`~mtl_jax.balancers.equal_weighting`'s. All NaN
+      if ``G`` has a non-finite entry among the present tasks.
 
     Example:
       >>> import jax.numpy as jnp
@@ -70,15 +85,18 @@ def pcgrad_weights(
     """
     g = _as_gram(gram)
     k = g.shape[0]
+    m = check_presence(presence, k)
+    g = restrict_gram(g, m)
     if orders is None:
         if key is None:
             raise ValueError("pcgrad_weights needs a PRNG key or explicit orders")
         orders = random_task_orders(key, k)
-    return _pcgrad_ordered(g, check_orders(orders, k))
+    w = _pcgrad_ordered(g, check_orders(orders, k), all_present(m, k))
+    return nan_unless_finite(w, g)
 
 
 @jax.jit
-def _pcgrad_ordered(g: jax.Array, orders: jax.Array) -> jax.Array:
+def _pcgrad_ordered(g: jax.Array, orders: jax.Array, present: jax.Array) -> jax.Array:
     k = g.shape[0]
     diag = jnp.diagonal(g)
     tiny = jnp.finfo(g.dtype).tiny
@@ -88,10 +106,10 @@ def _pcgrad_ordered(g: jax.Array, orders: jax.Array) -> jax.Array:
         def body(t, c):
             j = order[t]
             dot = g[j] @ c  # ⟨g_i^PC, g_j⟩
-            conflict = (j != i) & (dot < 0) & (diag[j] > tiny)
+            conflict = (j != i) & present[j] & (dot < 0) & (diag[j] > tiny)
             return c.at[j].add(jnp.where(conflict, -dot / safe_diag[j], 0.0))
 
-        c0 = jnp.zeros((k,), g.dtype).at[i].set(1.0)
+        c0 = jnp.zeros((k,), g.dtype).at[i].set(jnp.where(present[i], 1.0, 0.0))
         return jax.lax.fori_loop(0, k, body, c0)
 
     coeffs = jax.vmap(one_task)(jnp.arange(k), orders)  # [K, K], row i: g_i^PC

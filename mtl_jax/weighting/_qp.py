@@ -56,15 +56,23 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram
+from mtl_jax.weighting._gram import (
+    all_present,
+    as_gram,
+    check_presence,
+    nan_unless_finite,
+    restrict_gram,
+)
 
-__all__ = ["box_qp", "normalize_gram", "simplex_qp"]
+__all__ = ["box_qp", "check_solver_args", "normalize_gram", "simplex_qp"]
 
 _HI = jax.lax.Precision.HIGHEST
 _RIDGE = 1e-7  # ridge on the unit-diagonal free block of the polish's linear solve
 
 
-def normalize_gram(gram: jax.typing.ArrayLike, reg_eps: float = 1e-4) -> jax.Array:
+def normalize_gram(
+    gram: jax.typing.ArrayLike, reg_eps: float = 1e-4, *, presence: jax.Array | None = None
+) -> jax.Array:
     """``G / tr(G) + reg_eps · I`` (``reg_eps · I`` alone when ``tr G`` is zero).
 
     The trace normalisation makes the problem scale-free; the ridge makes it strictly
@@ -72,14 +80,16 @@ def normalize_gram(gram: jax.typing.ArrayLike, reg_eps: float = 1e-4) -> jax.Arr
     regularisation of torchjd's projector, except that torchjd also zeroes ``G``
     whenever ``tr G < 1e-4`` in absolute terms; here only an exactly (sub-normally)
     zero trace is treated that way, so small gradients late in training keep their
-    geometry.
+    geometry. With a ``presence`` mask the absent tasks' rows and columns are zeroed
+    first, so the trace is that of the present tasks' Gram matrix.
     """
     g = jnp.asarray(gram)
     g = g.astype(jnp.promote_types(g.dtype, jnp.float32))
-    g = 0.5 * (g + g.T)
+    g = restrict_gram(0.5 * (g + g.T), presence)
     tr = jnp.trace(g)
     ok = tr > jnp.finfo(g.dtype).tiny
-    g = jnp.where(ok, g / jnp.where(ok, tr, 1.0), 0.0)
+    # A NaN trace keeps the NaNs (a zero trace is the only case mapped to 0).
+    g = jnp.where(ok | jnp.isnan(tr), g / jnp.where(ok, tr, 1.0), 0.0)
     return g + reg_eps * jnp.eye(g.shape[0], dtype=g.dtype)
 
 
@@ -98,36 +108,52 @@ def lu_solve(m: jax.Array, rhs: jax.Array) -> jax.Array:
     return x[:, 0] if rhs.ndim == 1 else x
 
 
-def _project_weighted_simplex(z: jax.Array, a: jax.Array) -> jax.Array:
-    """``argmin_{y ≥ 0, aᵀy = 1} ‖y − z‖`` for ``a > 0`` (exact, sort-based).
+def _project_weighted_simplex(z: jax.Array, a: jax.Array, m: jax.Array) -> jax.Array:
+    """``argmin_{y ≥ 0, aᵀy = 1, y_k = 0 (k ∉ m)} ‖y − z‖`` for ``a > 0`` (exact, sort-based).
 
-    ``y = max(z − τa, 0)``; with the breakpoints ``z_k / a_k`` sorted in decreasing
-    order and the first ``j`` coordinates free, ``τ_j = (Σ_{i≤j} a_i z_i − 1) /
-    Σ_{i≤j} a_i²``; the free set is the largest ``j`` whose breakpoint exceeds ``τ_j``.
+    ``y = max(z − τa, 0)`` on the coordinates in ``m``; with the breakpoints
+    ``z_k / a_k`` of those coordinates sorted in decreasing order and the first ``j``
+    free, ``τ_j = (Σ_{i≤j} a_i z_i − 1) / Σ_{i≤j} a_i²``; the free set is the largest
+    ``j`` whose breakpoint exceeds ``τ_j``. The coordinates outside ``m`` sort last
+    and add nothing to the sums; with ``m`` empty the result is 0.
     """
-    order = jnp.argsort(-(z / a))
-    zs, as_ = z[order], a[order]
-    tau = (jnp.cumsum(as_ * zs) - 1.0) / jnp.cumsum(as_ * as_)
-    valid = zs / as_ > tau
+    ratio = z / a
+    order = jnp.argsort(-jnp.where(m, ratio, -jnp.inf))
+    ms = m[order]
+    zs = jnp.where(ms, z[order], 0.0)
+    as_ = jnp.where(ms, a[order], 0.0)
+    den = jnp.cumsum(as_ * as_)
+    tau = (jnp.cumsum(as_ * zs) - 1.0) / jnp.where(den > 0.0, den, 1.0)
+    valid = ms & (ratio[order] > tau)
     j = jnp.max(jnp.where(valid, jnp.arange(z.shape[0]), 0))
-    return jnp.maximum(z - tau[j] * a, 0.0)
+    return jnp.where(m, jnp.maximum(z - tau[j] * a, 0.0), 0.0)
 
 
 class _Problem:
-    """The rescaled problem: ``Q'`` (unit diagonal), ``q'``, bounds, simplex weights."""
+    """The rescaled problem: ``Q'`` (unit diagonal), ``q'``, bounds, simplex weights.
 
-    def __init__(self, q, lin, lower, simplex):
+    The variables outside the mask ``m`` are fixed at 0: their rows and columns of
+    ``Q'`` are replaced by those of the identity (so the problem on the others is
+    exactly the ``|m|``-variable problem, and ``λ_max(Q')`` is unchanged: the unit
+    diagonal makes it ``≥ 1`` already), their linear terms and bounds by 0, and the
+    projection keeps them at 0.
+    """
+
+    def __init__(self, q, lin, lower, simplex, m):
         k = q.shape[0]
         dg = jnp.diagonal(q)
-        big = jnp.max(dg)
+        big = jnp.max(jnp.where(m, dg, 0.0))
         floor = jnp.where(big > 0.0, big, 1.0)
-        d = jnp.sqrt(jnp.where(dg > 1e-12 * floor, dg, floor))
+        d = jnp.sqrt(jnp.where(m & (dg > 1e-12 * floor), dg, floor))
+        both = m[:, None] & m[None, :]
+        eye = jnp.diag(jnp.where(m, 0.0, 1.0).astype(q.dtype))
+        self.m = m
         self.d = d
-        self.q = q / (d[:, None] * d[None, :])
-        self.lin = lin / d
+        self.q = jnp.where(both, q / (d[:, None] * d[None, :]), 0.0) + eye
+        self.lin = jnp.where(m, lin / d, 0.0)
         self.simplex = simplex
         self.a = 1.0 / d  # simplex: Σ_k a_k y_k = 1
-        self.lower = jnp.zeros((k,), q.dtype) if simplex else lower * d
+        self.lower = jnp.zeros((k,), q.dtype) if simplex else jnp.where(m, lower * d, 0.0)
         lam = jnp.max(jnp.linalg.eigvalsh(self.q))
         self.lip = jnp.where(lam > jnp.finfo(q.dtype).tiny, lam, 1.0)
         self.scale_q = jnp.max(jnp.abs(self.lin))
@@ -137,8 +163,8 @@ class _Problem:
 
     def project(self, z):
         if self.simplex:
-            return _project_weighted_simplex(z, self.a)
-        return jnp.maximum(z, self.lower)
+            return _project_weighted_simplex(z, self.a, self.m)
+        return jnp.where(self.m, jnp.maximum(z, self.lower), 0.0)
 
     def residual(self, y):
         """Natural residual ``L‖y − Π(y − ∇f(y)/L)‖_∞``, relative to the scale of ``y``."""
@@ -220,7 +246,7 @@ def _polish(p: _Problem, y0: jax.Array, num_iters: int, tol: float) -> jax.Array
         free_part = free.at[hit].set(False)
         # Feasible: accept; free the most negative multiplier, if any.
         mult = p.grad(cand) - (nu * p.a if p.simplex else 0.0)
-        mult = jnp.where(free, jnp.inf, mult)
+        mult = jnp.where(free | ~p.m, jnp.inf, mult)
         worst = jnp.argmin(mult)
         optimal = mult[worst] >= -tol * p.scale(cand)
         free_full = free.at[worst].set(free[worst] | ~optimal)
@@ -231,16 +257,17 @@ def _polish(p: _Problem, y0: jax.Array, num_iters: int, tol: float) -> jax.Array
         y_next = jnp.where(ok, y_next, y)
         return y_next, free_next, it + 1, done
 
-    free0 = y0 > p.lower
+    free0 = (y0 > p.lower) & p.m
     if p.simplex:  # the face must contain a point of the simplex
-        free0 = free0 | ~jnp.any(free0)
+        free0 = jnp.where(jnp.any(free0), free0, p.m)
     y, *_ = jax.lax.while_loop(cond, body, (y0, free0, 0, jnp.zeros((), bool)))
     del k
     return y
 
 
-def _solve_one(q, lin, lower, x0, simplex, num_iters, tol, polish_iters):
-    p = _Problem(q, lin, lower, simplex)
+def _solve_one(q, lin, lower, x0, simplex, num_iters, tol, polish_iters, m=None):
+    m = jnp.ones(q.shape[:1], bool) if m is None else m
+    p = _Problem(q, lin, lower, simplex, m)
     y0 = p.project(x0 * p.d)
     y = _apg(p, y0, num_iters, tol)
     if polish_iters:
@@ -251,21 +278,43 @@ def _solve_one(q, lin, lower, x0, simplex, num_iters, tol, polish_iters):
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
-def _solve(q, lin, lower, x0, simplex, num_iters, tol, polish_iters):
+def _solve(q, lin, lower, x0, simplex, num_iters, tol, polish_iters, m):
     # Jitted so that eager callers (and un-jitted training steps) compile once per shape.
     fn = functools.partial(
-        _solve_one, simplex=simplex, num_iters=num_iters, tol=tol, polish_iters=polish_iters
+        _solve_one, simplex=simplex, num_iters=num_iters, tol=tol, polish_iters=polish_iters, m=m
     )
-    return jax.vmap(fn, in_axes=(None, 0, 0, 0))(q, lin, lower, x0)
+    out = jax.vmap(fn, in_axes=(None, 0, 0, 0))(q, lin, lower, x0)
+    # A non-finite entry among the present variables' data makes the solution NaN.
+    both = m[:, None] & m[None, :]
+    return nan_unless_finite(
+        out, jnp.where(both, q, 0.0), jnp.where(m, lin, 0.0), jnp.where(m, lower, 0.0)
+    )
 
 
-def _check_solver_args(num_iters, tol, polish_iters) -> None:
-    if not isinstance(num_iters, int) or num_iters < 1:
+def check_solver_args(num_iters, tol, polish_iters, reg_eps=None) -> None:
+    """Raises ``ValueError`` naming the first invalid solver argument.
+
+    The one validator of the QP solver's arguments, used by the weighting
+    functions and by the balancers built on them (MGDA, UPGrad, DualProj, CAGrad).
+
+    Args:
+      num_iters: a positive int.
+      tol: a positive finite float.
+      polish_iters: a non-negative int.
+      reg_eps: if not None, a non-negative finite float.
+    """
+    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
         raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
-    if not isinstance(polish_iters, int) or polish_iters < 0:
+    if isinstance(polish_iters, bool) or not isinstance(polish_iters, int) or polish_iters < 0:
         raise ValueError(f"polish_iters must be a non-negative int, got {polish_iters!r}")
-    if not isinstance(tol, (int, float)) or not tol > 0:
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol < float("inf"):
         raise ValueError(f"tol must be a positive float, got {tol!r}")
+    if reg_eps is not None and (
+        isinstance(reg_eps, bool)
+        or not isinstance(reg_eps, int | float)
+        or not 0 <= reg_eps < float("inf")
+    ):
+        raise ValueError(f"reg_eps must be a non-negative float, got {reg_eps!r}")
 
 
 def box_qp(
@@ -275,6 +324,7 @@ def box_qp(
     num_iters: int = 1000,
     tol: float = 1e-6,
     polish_iters: int = 20,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """Solves ``min_v ½ vᵀ G v`` subject to ``v ≥ lower``.
 
@@ -290,9 +340,13 @@ def box_qp(
       num_iters: cap on the accelerated projected-gradient iterations.
       tol: stopping tolerance on the rescaled natural residual (module docstring).
       polish_iters: cap on the active-set steps (0 disables polishing).
+      presence: optional ``[K]`` boolean mask; the variables of absent (``False``)
+        tasks are fixed at 0 and the problem is solved over the others, exactly as
+        the problem restricted to them.
 
     Returns:
-      The solutions ``v``, with ``lower``'s shape.
+      The solutions ``v``, with ``lower``'s shape (all NaN if ``G`` or ``lower`` has a
+      non-finite entry among the present variables).
 
     Example:
       >>> import jax.numpy as jnp
@@ -301,15 +355,16 @@ def box_qp(
       >>> [round(float(x), 4) for x in v]
       [1.0, 0.5]
     """
-    _check_solver_args(num_iters, tol, polish_iters)
+    check_solver_args(num_iters, tol, polish_iters)
     g = as_gram(gram)
+    k = g.shape[0]
+    m = all_present(check_presence(presence, k), k)
     u = jnp.asarray(lower, g.dtype)
     if u.shape[-1:] != g.shape[:1]:
-        raise ValueError(f"lower has shape {u.shape}, expected [..., {g.shape[0]}]")
-    flat = jnp.reshape(u, (-1, g.shape[0]))
-    out = _solve(
-        g, jnp.zeros_like(flat), flat, jnp.maximum(flat, 0.0), False, num_iters, tol, polish_iters
-    )
+        raise ValueError(f"lower has shape {u.shape}, expected [..., {k}]")
+    flat = jnp.reshape(u, (-1, k))
+    x0 = jnp.maximum(flat, 0.0)
+    out = _solve(g, jnp.zeros_like(flat), flat, x0, False, num_iters, tol, polish_iters, m)
     return jnp.reshape(out, u.shape)
 
 
@@ -321,6 +376,7 @@ def simplex_qp(
     num_iters: int = 1000,
     tol: float = 1e-6,
     polish_iters: int = 20,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """Solves ``min_w ½ wᵀGw + qᵀw`` over the probability simplex.
 
@@ -332,10 +388,13 @@ def simplex_qp(
       num_iters: cap on the accelerated projected-gradient iterations.
       tol: stopping tolerance on the rescaled natural residual (module docstring).
       polish_iters: cap on the active-set steps (0 disables polishing).
+      presence: optional ``[K]`` boolean mask; absent (``False``) tasks get weight 0
+        and the simplex is that of the present tasks.
 
     Returns:
       ``[..., K]`` weights on the simplex. A zero ``G`` (and ``q``) gives uniform
-      weights.
+      weights (over the present tasks); no task present gives zeros; a non-finite
+      entry of ``G`` or ``q`` among the present tasks gives NaN.
 
     Example:
       >>> import jax.numpy as jnp
@@ -343,16 +402,16 @@ def simplex_qp(
       >>> [round(float(x), 3) for x in simplex_qp(jnp.array([[1.0, 0.0], [0.0, 4.0]]))]
       [0.8, 0.2]
     """
-    _check_solver_args(num_iters, tol, polish_iters)
+    check_solver_args(num_iters, tol, polish_iters)
     g = as_gram(gram)
     k = g.shape[0]
+    m = all_present(check_presence(presence, k), k)
     q = jnp.zeros((k,), g.dtype) if lin is None else jnp.asarray(lin, g.dtype)
     if q.shape[-1:] != (k,):
         raise ValueError(f"lin has shape {q.shape}, expected [..., {k}]")
     x0 = jnp.full(q.shape, 1.0 / k, g.dtype) if init is None else jnp.asarray(init, g.dtype)
     x0 = jnp.broadcast_to(x0, q.shape)
     flat = jnp.reshape(q, (-1, k))
-    out = _solve(
-        g, flat, jnp.zeros_like(flat), jnp.reshape(x0, (-1, k)), True, num_iters, tol, polish_iters
-    )
+    x0 = jnp.reshape(x0, (-1, k))
+    out = _solve(g, flat, jnp.zeros_like(flat), x0, True, num_iters, tol, polish_iters, m)
     return jnp.reshape(out, q.shape)

@@ -16,8 +16,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram, preference
-from mtl_jax.weighting._qp import box_qp, normalize_gram
+from mtl_jax.weighting._gram import (
+    as_gram,
+    check_presence,
+    nan_unless_finite,
+    preference,
+    restrict_gram,
+)
+from mtl_jax.weighting._qp import box_qp, check_solver_args, normalize_gram
 
 __all__ = ["upgrad_weights"]
 
@@ -30,6 +36,7 @@ def upgrad_weights(
     num_iters: int = 1000,
     tol: float = 1e-6,
     polish_iters: int = 20,
+    presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """UPGrad task weights for a Gram matrix.
 
@@ -40,6 +47,10 @@ def upgrad_weights(
       num_iters: cap on the first-order iterations of :func:`box_qp`.
       tol: stopping tolerance of :func:`box_qp`.
       polish_iters: cap on the active-set steps of :func:`box_qp`.
+      presence: optional ``[K]`` boolean mask. Absent tasks get weight exactly 0
+        and the problem is the ``|S|``-task one on the present tasks: their Gram
+        matrix (trace-normalised over them), their preferences (the default
+        becomes ``1/|S|``).
 
     Returns:
       ``[K]`` weights ``w`` with ``Jᵀw`` the UPGrad update; ``G w ≥ 0`` up to the
@@ -47,6 +58,12 @@ def upgrad_weights(
       ``(G w)_k ≥ −reg_eps·tr(G)·w_k``, so a task whose squared gradient norm is
       below ``reg_eps·tr(G)`` can see a small conflict (pass ``reg_eps=0`` for exact
       non-conflict). ``w ≥ p`` elementwise.
+      All NaN if ``G`` has a non-finite entry among the present tasks.
+
+    Raises:
+      ValueError: for a concrete ``pref_vector`` that is not finite, non-negative,
+        with a positive entry (a traced one that breaks this gives NaN weights),
+        and for invalid solver arguments.
 
     Example:
       >>> import jax.numpy as jnp
@@ -55,10 +72,11 @@ def upgrad_weights(
       >>> [round(float(x), 3) for x in w]
       [0.5, 0.5]
     """
+    check_solver_args(num_iters, tol, polish_iters, reg_eps)
     g = as_gram(gram, symmetrize=False)
-    if reg_eps < 0:
-        raise ValueError(f"reg_eps must be non-negative, got {reg_eps!r}")
-    gn = normalize_gram(g, reg_eps)
-    p = preference(pref_vector, g.shape[0], gn.dtype, default=1.0 / g.shape[0])
-    v = box_qp(gn, jnp.diag(p), num_iters=num_iters, tol=tol, polish_iters=polish_iters)
-    return jnp.sum(v, axis=0)
+    k = g.shape[0]
+    m = check_presence(presence, k)
+    gn = normalize_gram(g, reg_eps, presence=m)
+    p = preference(pref_vector, k, gn.dtype, default=1.0 / k, nonnegative=True, presence=m)
+    v = box_qp(gn, jnp.diag(p), num_iters=num_iters, tol=tol, polish_iters=polish_iters, presence=m)
+    return nan_unless_finite(jnp.sum(v, axis=0), restrict_gram(g, m), p)
