@@ -116,8 +116,9 @@ class TrainState(NamedTuple):
         task was present but left out because its loss or per-task gradient was
         non-finite (``on_nonfinite="skip_task"``; stays 0 under the other
         policies). ``init`` sets it to zeros when ``K`` is known (``num_tasks=``
-        or a balancer built with ``num_tasks``), else ``None``; a ``None`` (a
-        state from before this field) starts counting from 0 at the first step.
+        or a balancer built with ``num_tasks``; required under ``"skip_task"``),
+        else ``None``, which the other policies keep. Under ``"skip_task"`` a
+        ``None`` (a state from before this field) starts counting from 0.
     """
 
     params: PyTree
@@ -458,6 +459,12 @@ def make_train_step(
             recorded = _checks._recorded_weights(bal_state)
             if recorded is not None and recorded.ndim == 1 and recorded.shape[0] > 0:
                 num_tasks = int(recorded.shape[0])
+        if num_tasks is None and on_nonfinite == "skip_task":
+            raise ValueError(
+                "on_nonfinite='skip_task' counts skipped steps per task in "
+                "TrainState.task_skipped [K], but K is unknown here: pass "
+                "init(params, num_tasks=K) or build the balancer with num_tasks=K"
+            )
         task_skipped = None if num_tasks is None else jnp.zeros((num_tasks,), jnp.int32)
         return TrainState(
             params,
@@ -563,6 +570,7 @@ def make_train_step(
         any_used = jnp.any(r.used)
         skipped = jnp.zeros((), jnp.int32) if state.skipped is None else state.skipped
         task_skipped = state.task_skipped
+        keep_none = task_skipped is None and on_nonfinite != "skip_task"
         if task_skipped is None:
             task_skipped = jnp.zeros((k,), jnp.int32)
         elif task_skipped.shape != (k,):
@@ -572,8 +580,12 @@ def make_train_step(
             )
         if on_nonfinite == "skip_task":
             ok = any_used & grads_ok
-            unattributed = any_used & ~grads_ok
             dropped = r.presence & ~r.used
+            # Every present task dropped, one of them for its gradient alone: a
+            # non-finite value in one task's branch reaches every task's VJP
+            # (0·NaN), so the step cannot say which task it was.
+            ambiguous = ~any_used & jnp.any(dropped & jnp.isfinite(r.losses))
+            unattributed = (any_used & ~grads_ok) | ambiguous
             task_skipped = task_skipped + (dropped & ~unattributed).astype(jnp.int32)
         elif on_nonfinite == "ignore":
             ok = any_used  # a batch without a present task is still skipped
@@ -606,7 +618,7 @@ def make_train_step(
             skipped,
             state.key,
             model_state,
-            task_skipped,
+            None if keep_none else task_skipped,  # the state's structure is kept
         )
         return new_state, metrics
 
