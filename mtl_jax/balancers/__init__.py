@@ -93,3 +93,48 @@ __all__ = [
     "uncertainty_weighting",
     "upgrad",
 ]
+
+# 2025 baselines (torchjd 0.18 / LibMTL parity).
+from mtl_jax.balancers._constant import constant as constant
+from mtl_jax.balancers._cr_mogm import CRMOGMState as CRMOGMState
+from mtl_jax.balancers._cr_mogm import cr_mogm as cr_mogm
+from mtl_jax.balancers._excess_mtl import ExcessMTLState as ExcessMTLState
+from mtl_jax.balancers._excess_mtl import excess_mtl as excess_mtl
+from mtl_jax.balancers._imtl_hybrid import IMTLHybridState as IMTLHybridState
+from mtl_jax.balancers._imtl_hybrid import imtl_hybrid as imtl_hybrid
+from mtl_jax.balancers._moco import MoCoState as MoCoState
+from mtl_jax.balancers._moco import moco as moco
+from mtl_jax.balancers._modo import MoDoState as MoDoState
+from mtl_jax.balancers._modo import modo as modo
+from mtl_jax.balancers._robust import krum as krum
+from mtl_jax.balancers._robust import trimmed_mean as trimmed_mean
+from mtl_jax.balancers._scalarization import cosmos as cosmos
+from mtl_jax.balancers._scalarization import pbi as pbi
+from mtl_jax.balancers._scale_invariant import IMTLLState as IMTLLState
+from mtl_jax.balancers._scale_invariant import imtl_l as imtl_l
+from mtl_jax.balancers._scale_invariant import scale_invariant as scale_invariant
+from mtl_jax.balancers._sdmgrad import SDMGradState as SDMGradState
+from mtl_jax.balancers._sdmgrad import sdmgrad as sdmgrad
+
+__all__ += [
+    "CRMOGMState",
+    "ExcessMTLState",
+    "IMTLHybridState",
+    "IMTLLState",
+    "MoCoState",
+    "MoDoState",
+    "SDMGradState",
+    "constant",
+    "cosmos",
+    "cr_mogm",
+    "excess_mtl",
+    "imtl_hybrid",
+    "imtl_l",
+    "krum",
+    "moco",
+    "modo",
+    "pbi",
+    "scale_invariant",
+    "sdmgrad",
+    "trimmed_mean",
+]

@@ -77,3 +77,52 @@ __all__ = [
     "uncertainty_weights",
     "upgrad_weights",
 ]
+
+# 2025 baselines (torchjd 0.18 / LibMTL parity).
+from mtl_jax.weighting._constant import constant_weights as constant_weights
+from mtl_jax.weighting._cr_mogm import cr_mogm_update as cr_mogm_update
+from mtl_jax.weighting._cr_mogm import mgda_present_weights as mgda_present_weights
+from mtl_jax.weighting._excess_mtl import excess_mtl_risks as excess_mtl_risks
+from mtl_jax.weighting._imtl_hybrid import imtl_hybrid_weights as imtl_hybrid_weights
+from mtl_jax.weighting._moco import moco_track as moco_track
+from mtl_jax.weighting._moco import moco_weight_step as moco_weight_step
+from mtl_jax.weighting._modo import modo_step as modo_step
+from mtl_jax.weighting._modo import task_cross_gram as task_cross_gram
+from mtl_jax.weighting._robust import krum_weights as krum_weights
+from mtl_jax.weighting._robust import trimmed_mean as trimmed_mean
+from mtl_jax.weighting._scalarization import cosmos_objective as cosmos_objective
+from mtl_jax.weighting._scalarization import cosmos_weights as cosmos_weights
+from mtl_jax.weighting._scalarization import pbi_objective as pbi_objective
+from mtl_jax.weighting._scalarization import pbi_weights as pbi_weights
+from mtl_jax.weighting._scale_invariant import imtl_l_objective as imtl_l_objective
+from mtl_jax.weighting._scale_invariant import (
+    imtl_l_scale_grad as imtl_l_scale_grad,
+)
+from mtl_jax.weighting._scale_invariant import imtl_l_weights as imtl_l_weights
+from mtl_jax.weighting._scale_invariant import (
+    scale_invariant_weights as scale_invariant_weights,
+)
+from mtl_jax.weighting._sdmgrad import sdmgrad_step as sdmgrad_step
+
+__all__ += [
+    "constant_weights",
+    "cosmos_objective",
+    "cosmos_weights",
+    "cr_mogm_update",
+    "excess_mtl_risks",
+    "imtl_hybrid_weights",
+    "imtl_l_objective",
+    "imtl_l_scale_grad",
+    "imtl_l_weights",
+    "krum_weights",
+    "mgda_present_weights",
+    "moco_track",
+    "moco_weight_step",
+    "modo_step",
+    "pbi_objective",
+    "pbi_weights",
+    "scale_invariant_weights",
+    "sdmgrad_step",
+    "task_cross_gram",
+    "trimmed_mean",
+]

@@ -42,13 +42,31 @@ NAMES = [
     "db_mtl",
     "famo",
     "stch",
+    "constant",
+    "scale_invariant",
+    "imtl_l",
+    "krum",
+    "trimmed_mean",
+    "cr_mogm",
+    "modo",
+    "sdmgrad",
+    "excess_mtl",
+    "cosmos",
+    "pbi",
+    "moco",
+    "imtl_hybrid",
 ]
 
 
 # Balancers that cannot run without num_tasks (their state needs K).
 NEEDS_K = {"uncertainty_weighting", "gradnorm", "gradvac", "dwa", "rlw", "db_mtl", "famo", "stch"}
+NEEDS_K |= {"constant", "imtl_l", "imtl_hybrid", "cr_mogm", "modo", "sdmgrad", "excess_mtl", "moco"}
 # Balancers whose update is not Σ_k w_k g_k: what they record instead (GradDrop: ones).
-NOT_WEIGHTED = {"graddrop"}
+NOT_WEIGHTED = {"graddrop", "trimmed_mean"}
+# MoCo's update is Σ_k λ_k Y_k on its tracked Jacobian Y; it records λ.
+WEIGHTS_TRACKED_JACOBIAN = {"moco"}
+# Required arguments other than num_tasks, by K.
+REQUIRED = {"constant": lambda k: {"weights": jnp.linspace(0.5, 1.5, k)}}
 
 
 def make(name: str, k: int | None, **kwargs):
@@ -59,6 +77,9 @@ def make(name: str, k: int | None, **kwargs):
         kwargs.setdefault("num_tasks", k)
     if "seed" in sig:
         kwargs.setdefault("seed", 0)
+    if name in REQUIRED:
+        for key, value in REQUIRED[name](3 if k is None else k).items():
+            kwargs.setdefault(key, value)
     return factory(**kwargs)
 
 
@@ -220,6 +241,8 @@ def test_recorded_weights_are_the_weights_applied(name, rng):
         recorded = np.asarray(mtl.balancers.task_weights(state))
         if name in NOT_WEIGHTED:
             np.testing.assert_array_equal(recorded, np.ones(3))
+            continue
+        if name in WEIGHTS_TRACKED_JACOBIAN:
             continue
         applied = np.asarray(rows, np.float32) @ np.asarray(_flat(out))
         np.testing.assert_allclose(recorded, applied, rtol=2e-4, atol=2e-5, err_msg=f"step {i}")

@@ -62,6 +62,13 @@ HELPERS = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balance
 NAMES = [n for n in mtl.balancers.__all__ if n.islower() and n not in HELPERS]
 RANDOMISED = {"pcgrad", "gradvac", "graddrop", "rlw"}
 SCALE_POWER = {"nash_mtl": 0.0, "fairgrad": 0.0}  # others: d(cJ) = c d(J)
+# Step sizes applied to G (MoDo, MoCo) or a first step on raw risks (ExcessMTL): no scale law.
+NO_SCALE_LAW = {"modo", "moco", "excess_mtl"}
+# Fixed per-task weights; Krum at K = f + 3, where the two mutually nearest gradients
+# tie exactly and the lower index wins: not permutation equivariant.
+NOT_EQUIVARIANT = {"constant", "krum"}
+# Required arguments other than num_tasks, by K.
+REQUIRED = {"constant": lambda k: {"weights": jnp.linspace(0.5, 1.5, k)}}
 SIMPLEX = {"mgda", "rlw", "famo"}  # recorded weights on the simplex
 NON_CONFLICT = {"upgrad", "dualproj", "mgda"}
 KS = [1, 2, 3, 5, 64]
@@ -139,6 +146,7 @@ def _balancer(name: str, k: int, invariants: bool):
     kwargs = {"num_tasks": k}
     if "seed" in inspect.signature(factory).parameters:
         kwargs["seed"] = 0
+    kwargs.update(REQUIRED.get(name, lambda k: {})(k))
     tx = factory(**kwargs)
     params = _params()
 
@@ -206,9 +214,11 @@ def _check_balancer(name, rows, losses, dtype, invariants):
         assert np.all(g @ d >= margin - slack), (name, g @ d, margin)
     if name == "pcgrad" and k == 2:
         assert np.all(g @ d >= -1e-4 * gmax * dn), (name, g @ d)
-    if name not in RANDOMISED:
+    if name not in RANDOMISED | NOT_EQUIVARIANT:
         dp = np.asarray(_flat(permuted), np.float64)
         np.testing.assert_allclose(dp, d, rtol=0, atol=2e-3 * max(dn, 1e-6 * gmax), err_msg=name)
+    if name in NO_SCALE_LAW:
+        return
     ds = np.asarray(_flat(scaled), np.float64)
     expect = d * 10.0 ** SCALE_POWER.get(name, 1.0)
     tol = 2e-3 * np.linalg.norm(expect) + 1e-6
@@ -334,6 +344,55 @@ WEIGHTING = {
     "uncertainty_objective": (lambda g, ls: W.uncertainty_objective(jnp.zeros_like(ls), ls), None),
     "uncertainty_weights": (lambda g, ls: W.uncertainty_weights(jnp.log1p(ls)), None),
     "upgrad_weights": (lambda g, ls: W.upgrad_weights(_gram(g)), None),
+    "constant_weights": (lambda g, ls: W.constant_weights(ls[::-1]), None),
+    "scale_invariant_weights": (lambda g, ls: W.scale_invariant_weights(ls), None),
+    "imtl_l_weights": (lambda g, ls: W.imtl_l_weights(-jnp.log1p(ls)), None),
+    "imtl_hybrid_weights": (lambda g, ls: W.imtl_hybrid_weights(_gram(g), -jnp.log1p(ls)), None),
+    "imtl_l_objective": (lambda g, ls: W.imtl_l_objective(-jnp.log1p(ls), ls), None),
+    "imtl_l_scale_grad": (lambda g, ls: W.imtl_l_scale_grad(-jnp.log1p(ls), ls), None),
+    "krum_weights": (lambda g, ls: W.krum_weights(_gram(g)), lambda w, g, ls: _simplex(w)),
+    "trimmed_mean": (
+        lambda g, ls: W.trimmed_mean(jnp.asarray(g, jnp.float32), trim_number=1),
+        None,
+    ),
+    "cr_mogm_update": (
+        lambda g, ls: W.cr_mogm_update(ls / ls.sum(), W.mgda_weights(_gram(g))),
+        lambda w, g, ls: _simplex(w),
+    ),
+    "mgda_present_weights": (
+        lambda g, ls: W.mgda_present_weights(_gram(g), presence=jnp.arange(len(ls)) % 2 == 0),
+        lambda w, g, ls: _simplex(w),
+    ),
+    "modo_step": (
+        lambda g, ls: W.modo_step(jnp.full(len(ls), 1 / len(ls)), _gram(g)),
+        lambda w, g, ls: _simplex(w),
+    ),
+    "sdmgrad_step": (
+        lambda g, ls: W.sdmgrad_step(jnp.full(len(ls), 1 / len(ls)), _gram(g)),
+        lambda out, g, ls: (_simplex(out[0]), _simplex(out[1])),
+    ),
+    "task_cross_gram": (
+        lambda g, ls: W.task_cross_gram(
+            {"w": jnp.asarray(g, jnp.float32)}, {"w": jnp.asarray(g[::-1], jnp.float32)}
+        ),
+        None,
+    ),
+    "excess_mtl_risks": (
+        lambda g, ls: W.excess_mtl_risks([jnp.asarray(g, jnp.float32)], [jnp.zeros(g.shape)]),
+        None,
+    ),
+    "cosmos_objective": (lambda g, ls: W.cosmos_objective(ls), None),
+    "cosmos_weights": (lambda g, ls: W.cosmos_weights(ls), None),
+    "pbi_objective": (lambda g, ls: W.pbi_objective(ls), None),
+    "pbi_weights": (lambda g, ls: W.pbi_weights(ls), None),
+    "moco_track": (
+        lambda g, ls: W.moco_track([jnp.zeros(g.shape)], [jnp.asarray(g, jnp.float32)], 0.5),
+        None,
+    ),
+    "moco_weight_step": (
+        lambda g, ls: W.moco_weight_step(jnp.full(len(ls), 1 / len(ls)), _gram(g), 0.1),
+        lambda w, g, ls: _simplex(w),
+    ),
 }
 
 

@@ -24,6 +24,11 @@ BALANCERS = {
     "rlw": lambda: mtl.balancers.rlw(num_tasks=K, seed=1),
     "stch": lambda: mtl.balancers.stch(num_tasks=K, warmup_steps=2),
     "famo": lambda: mtl.balancers.famo(num_tasks=K),
+    "constant": lambda: mtl.balancers.constant(weights=jnp.array([0.5, 1.0, 2.0])),
+    "scale_invariant": lambda: mtl.balancers.scale_invariant(num_tasks=K),
+    "imtl_l": lambda: mtl.balancers.imtl_l(num_tasks=K, learning_rate=0.1),
+    "cosmos": lambda: mtl.balancers.cosmos(num_tasks=K, pref_vector=jnp.array([0.2, 0.3, 0.5])),
+    "pbi": lambda: mtl.balancers.pbi(num_tasks=K, pref_vector=jnp.array([0.2, 0.3, 0.5])),
 }
 
 
