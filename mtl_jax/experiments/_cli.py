@@ -175,7 +175,7 @@ def _run(exp: _registry.Experiment, options: dict) -> int:
     print()
     print(result.format_table())
     if result.claim:
-        held = {True: "HELD", False: "NOT HELD", None: "not tested"}[result.claim_held]
+        held = _registry.verdict(result).upper().replace("NOT TESTED", "not tested")
         print(f"\nclaim: {result.claim}\n  -> {held} on seeds {result.seeds}")
         if result.claim_held is None and result.claim_test.get("reason"):
             print(f"     ({result.claim_test['reason']})")

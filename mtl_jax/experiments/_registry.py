@@ -150,8 +150,9 @@ def write_results(
 
     For each method or variant: the headline metric's mean, standard deviation
     (``ddof=1``; 0 for one seed) and per-seed values; plus the experiment's name,
-    form (``"fast"``/``"full"``), seeds, claim, verdict (``"held"``, ``"not held"``
-    or ``"not tested"``) with how it was reached (``claim_test``), and wall time.
+    form (``"fast"``/``"full"``), seeds, claim, verdict (``"held"``, ``"not held"``,
+    ``"inconclusive"`` or ``"not tested"``, see :func:`verdict`) with how it was
+    reached (``claim_test``), and wall time.
     """
     import json
 
@@ -173,7 +174,7 @@ def write_results(
         "methods": methods,
         "claim": result.claim,
         "claim_held": result.claim_held,
-        "verdict": {True: "held", False: "not held", None: "not tested"}[result.claim_held],
+        "verdict": verdict(result),
         "claim_test": result.claim_test,
         "wall_time_s": float(wall_time_s),
         "files": [f.name for f in result.files],
@@ -181,6 +182,18 @@ def write_results(
     path = pathlib.Path(out_dir) / "results.json"
     path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return path
+
+
+def verdict(result: ExperimentResult) -> str:
+    """``"held"``, ``"not held"``, ``"inconclusive"`` or ``"not tested"`` for ``result``.
+
+    ``claim_held`` decides the first two; with ``claim_held=None`` the verdict is
+    ``"inconclusive"`` when ``claim_test["verdict"]`` says so (the claim was tested
+    and the statistic could not decide), else ``"not tested"``.
+    """
+    if result.claim_held is None and result.claim_test.get("verdict") == "inconclusive":
+        return "inconclusive"
+    return {True: "held", False: "not held", None: "not tested"}[result.claim_held]
 
 
 def _fmt(value: Any) -> str:
