@@ -16,7 +16,7 @@ balancer of the claim), each in two variants:
   ``(ce * mask).sum(0) / max(mask.sum(0), 1)`` and every task counts as present;
   a task with no label in the batch enters the balancer with loss 0 and a zero
   gradient, which MGDA's min-norm problem then picks (a zero update) and
-  GradNorm reads as a task that is already perfectly trained.
+  GradNorm's weight update reads as a zero loss ratio and a zero gradient norm.
 * ``presence``: the loss returns :func:`mtl_jax.masked_task_losses`, so the
   training step tells the balancer which tasks are present; an absent task gets
   weight 0 and is left out of the balancer's problem and its state update.
