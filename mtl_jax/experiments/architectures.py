@@ -17,7 +17,7 @@ selector to a single expert so that every task uses at most ``k`` experts
 (Hazimeh et al. 2021); without it DSelect-k stays a soft mixture (measured on
 ``digits_attributes``, seed 0, 300 steps: selector entropy 3.4 of a possible 11.1
 and 2.5 experts per task with ``k = 2``; with λ = 1 entropy 0 and at most 2,
-at the same accuracy). LTB draws its Gumbel noise from the training state's
+at about the same accuracy, 0.957 and 0.951). LTB draws its Gumbel noise from the training state's
 per-step key, seeded by the run's seed (``init(params, key=noise_key)``), so
 each seed samples its own branchings and the seed spread is real; its
 temperature is annealed from 5 to 0.5.
@@ -57,7 +57,11 @@ BATCH = 64
 DSELECT_K_ENTROPY = 1.0
 #: Mean test accuracy (over tasks and seeds) every cell must exceed in the fast form.
 #: Chance is 0.1 on MultiDigits and at most 0.6 (the majority class) per attribute.
-FLOOR = {"multi_digits": 0.5, "digits_attributes": 0.8}
+#: Set from the fast form on seeds 0-2 (``--seed 0``), whose lowest cells were LTB's:
+#: 0.861 (MultiDigits, MGDA; lowest seed 0.847) and 0.948 (DigitsAttributes, MGDA;
+#: lowest seed 0.932), every other cell at 0.88 or above and 0.959 or above; the
+#: floors leave a margin of about 0.1 below those.
+FLOOR = {"multi_digits": 0.75, "digits_attributes": 0.85}
 CLAIM = (
     "Every architecture (DSelect-k with its entropy regulariser, LTB with per-seed "
     "Gumbel noise) trains with every balancer (each given its shared_mask) to a mean "
@@ -126,33 +130,46 @@ def _dataset(name: str, seed: int) -> data.MultiTaskDigits:
     raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
 
 
-def _loss_fn(model: nn.Module, schedule):
-    """The ``[K]`` per-task losses of ``model`` as its paper trains it.
+def _loss_fn(model: nn.Module, schedule, collections: Sequence[str] = ()):
+    """``loss_fn(p, batch, *, key, model_state) -> ([K] losses, model_state)`` as published.
 
-    Softmax cross-entropy per task; for :class:`~mtl_jax.models.DSelectK` plus
+    ``collections`` names the model's state collections (e.g. MTAN's
+    ``"batch_stats"``), updated by the ``train=True`` forward pass and carried as
+    the training state's ``model_state``.
+
+    Softmax cross-entropy per task of the model called with ``train=True`` (the
+    evaluation calls it with ``train=False``); for :class:`~mtl_jax.models.DSelectK` plus
     ``λ`` times task ``t``'s selector entropy; for :class:`~mtl_jax.models.LTB`
     Gumbel-softmax branching sampled with the step's ``key`` at the annealed
     temperature ``schedule(step)``.
     """
 
-    def loss_fn(p, batch, *, key):
+    def apply(p, model_state, x, **kwargs):
+        variables = {**p, **model_state}
+        if not collections:
+            return model.apply(variables, x, **kwargs), model_state
+        return model.apply(variables, x, mutable=list(collections), **kwargs)
+
+    def loss_fn(p, batch, *, key, model_state):
         x, y = batch["x"], batch["y"].T
         if isinstance(model, models.LTB):
-            s = batch["step"][0]
-            out = model.apply(p, x, train=True, temperature=schedule(s), rngs={"gumbel": key})
+            t = schedule(batch["step"][0])
+            kw = {"train": True, "temperature": t, "rngs": {"gumbel": key}}
+            out, new_state = apply(p, model_state, x, **kw)
             reg = 0.0
         elif isinstance(model, models.DSelectK):
-            out, entropy = model.apply(p, x, method=_logits_and_entropy)
+            (out, entropy), new_state = apply(p, model_state, x, method=_logits_and_entropy)
             reg = DSELECT_K_ENTROPY * entropy  # [K]: task t's selectors
         else:
-            out, reg = model.apply(p, x), 0.0
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y), axis=1) + reg
+            (out, new_state), reg = apply(p, model_state, x, train=True), 0.0
+        ce = optax.softmax_cross_entropy_with_integer_labels(out, y)
+        return jnp.mean(ce, axis=1) + reg, new_state
 
     return loss_fn
 
 
 def _logits_and_entropy(module, x):
-    return module(x), module.selector_entropy(x)
+    return module(x, train=True), module.selector_entropy(x, train=True)
 
 
 def compare(
@@ -190,23 +207,31 @@ def compare(
     rows = []
     for arch in architectures:
         model = build(arch, k, c)
-        loss_fn = _loss_fn(model, schedule)
-
-        predict = jax.jit(lambda p, x, model=model: jnp.argmax(model.apply(p, x), axis=-1))
         x0 = jnp.asarray(first.x_train[:1])
         shapes = jax.eval_shape(model.init, jax.random.key(0), x0)
-        mask = model.shared_mask(shapes)
-        n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes))
+        collections = tuple(name for name in shapes if name != "params")
+        loss_fn = _loss_fn(model, schedule, collections)
+
+        def predict(state, x, model=model):
+            out = model.apply({**state.params, **state.model_state}, x)  # train=False
+            return jnp.argmax(out, axis=-1)
+
+        predict = jax.jit(predict)
+        mask = model.shared_mask({"params": shapes["params"]})
+        n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes["params"]))
         for bname in balancer_names:
             step = training.make_train_step(
-                loss_fn, _balancer(bname, k, mask), optax.adam(learning_rate)
+                loss_fn, _balancer(bname, k, mask), optax.adam(learning_rate), has_model_state=True
             )
             accs, times = [], []
             for s in seeds:
                 ds = sets[s]
                 init_key, noise_key = jax.random.split(jax.random.key(s))
-                params = model.init(init_key, x0)
-                state = step.init(params, key=noise_key)  # LTB's per-seed Gumbel noise
+                variables = model.init(init_key, x0)
+                params = {"params": variables["params"]}
+                model_state = {name: variables[name] for name in collections}
+                # The per-seed key feeds LTB's Gumbel noise (fold_in(key, step) each step).
+                state = step.init(params, key=noise_key, model_state=model_state)
                 rng = np.random.default_rng(s)
                 idx = rng.integers(0, len(ds.y_train), (num_steps, BATCH))
                 x_tr, y_tr = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
@@ -221,7 +246,7 @@ def compare(
                     jax.block_until_ready(state.params)
                     if i > 0:  # step 0 compiles
                         times.append(time.perf_counter() - t0)
-                pred = np.asarray(predict(state.params, jnp.asarray(ds.x_test)))  # [K, N]
+                pred = np.asarray(predict(state, jnp.asarray(ds.x_test)))  # [K, N]
                 accs.append(np.mean(pred == ds.y_test.T, axis=1))
             rows.append(
                 {
