@@ -76,6 +76,7 @@ EXTRA_OPTIONS = {
     "dsmt": {"--data-dir"},
     "label-shift-digits": {"--data-dir"},
     "mstn-digits": {"--data-dir"},
+    "partial-labels": {"--data-dir"},
     "pta": {"--data-dir"},
     "reform-synthetic": set(),  # synthetic data, read from no cache
     "toy-regression": {"--resume", "--data-dir"},

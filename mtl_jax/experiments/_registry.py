@@ -196,9 +196,7 @@ def write_results(
         "declared_parts": _declared(name),
         "claims": claims,
         "claim_held": result.claim_held,
-        "verdict": _verdict.verdict_label(result.claim_held, claims)
-        if claims
-        else {True: "held", False: "not held", None: "not tested"}[result.claim_held],
+        "verdict": _verdict.verdict_label(result.claim_held, claims) if claims else verdict(result),
         "claim_test": _jsonable(result.claim_test),
         "summary": _jsonable(result.summary),
         "command": " ".join(["mtl-jax", *command] if command is not None else sys.argv),
@@ -211,6 +209,18 @@ def write_results(
     path = pathlib.Path(out_dir) / "results.json"
     path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return path
+
+
+def verdict(result: ExperimentResult) -> str:
+    """The verdict of a result whose claim has no declared parts.
+
+    ``claim_held`` decides ``"held"`` / ``"not held"``; with ``claim_held=None`` it is
+    ``"inconclusive"`` when ``claim_test["verdict"]`` says the claim was tested and the
+    statistic could not decide, else ``"not tested"``.
+    """
+    if result.claim_held is None and (result.claim_test or {}).get("verdict") == "inconclusive":
+        return "inconclusive"
+    return {True: "held", False: "not held", None: "not tested"}[result.claim_held]
 
 
 def _declared(name: str) -> list[dict[str, Any]]:
