@@ -318,20 +318,27 @@ PRESENCE_PENDING: set[str] = set()
 PRESENCE_RANDOM = {"rlw", "pcgrad", "gradvac"}
 
 
-def restrict_state(state, present_idx, k):
+def restrict_state(state, present_idx, k, template=None):
     """The state of a ``|S|``-task balancer: every leaf with a leading task axis of size
     ``k`` is sliced to the tasks in ``present_idx`` (both axes of a ``[K, K]`` pairwise
-    leaf); the other leaves are copied."""
+    leaf); the other leaves are copied. With ``template`` (the ``|S|``-task balancer's own
+    state) a second axis is sliced only where the template's is smaller, so a per-task
+    parameter-shaped leaf ``[K, P, ...]`` whose ``P`` happens to equal ``K`` is kept."""
     idx = np.asarray(present_idx)
 
-    def cut(x):
+    def cut(x, t=None):
         if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == k:
             x = jnp.asarray(x)[idx]
-            if jnp.ndim(x) >= 2 and jnp.shape(x)[1] == k:  # a [K, K] pairwise state
+            pairwise = jnp.ndim(x) >= 2 and jnp.shape(x)[1] == k
+            if t is not None:
+                pairwise = pairwise and jnp.shape(t)[1] != k
+            if pairwise:  # a [K, K] pairwise state
                 x = x[:, idx]
         return x
 
-    return jax.tree_util.tree_map(cut, state)
+    if template is None:
+        return jax.tree_util.tree_map(cut, state)
+    return jax.tree_util.tree_map(cut, state, template)
 
 
 def _presence_param(name):
@@ -371,7 +378,7 @@ def test_step_with_absent_task_equals_step_on_present_tasks(pname, rng):
             _jac(rows * (1 + 0.3 * i)), state, losses * (1 - 0.2 * i), jnp.ones(k, bool)
         )
 
-    state_s = restrict_state(state, present_idx, k)
+    state_s = restrict_state(state, present_idx, k, tx_s.init(params))
     assert _signature(state_s) == _signature(tx_s.init(params)), "restricted state does not fit"
     presence = jnp.asarray([i != absent for i in range(k)])
     for i in range(2):
@@ -395,7 +402,7 @@ def test_step_with_absent_task_equals_step_on_present_tasks(pname, rng):
             np.testing.assert_allclose(
                 w[present_idx], mtl.balancers.task_weights(state_s), rtol=2e-5, atol=2e-6
             )
-        got_s = jax.tree_util.tree_leaves(restrict_state(state, present_idx, k))
+        got_s = jax.tree_util.tree_leaves(restrict_state(state, present_idx, k, tx_s.init(params)))
         for a, b in zip(got_s, jax.tree_util.tree_leaves(state_s)):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"state, step {i}")
         _check_absent_state(tx, before, state, absent, k)

@@ -451,7 +451,7 @@ def _takes_presence(fname):
 # An infinite loss (FAMO) or log-variance (uncertainty weighting) maps to the finite
 # limit weight 0 for that task, a plausible-looking vector (a NaN is propagated): the
 # fuzz gives them NaNs only, and test_inf_input_maps_to_zero_weight records the case.
-INF_TO_ZERO = {"famo_weights", "uncertainty_weights"}
+INF_TO_ZERO = {"famo_weights", "imtl_l_weights", "uncertainty_weights"}
 
 
 @pytest.mark.parametrize("fname", sorted(INF_TO_ZERO))
