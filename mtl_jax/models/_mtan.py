@@ -130,12 +130,16 @@ class MTAN(nn.Module):
         paper's form); ``False`` drops it (no ``"batch_stats"`` collection).
       batch_norm_momentum: decay :math:`m` of those BatchNorm layers' running
         statistics, :math:`r \\leftarrow m\\,r + (1 - m)\\,\\bar x_{\\text{batch}}`,
-        in ``(0, 1)``. The default 0.9 is PyTorch's ``BatchNorm2d`` default
-        (``momentum=0.1`` there weighs the new batch), which the authors' code
-        uses; Flax's own default 0.99 averages over ~100 steps and, while the
-        shared stages still move quickly (short runs, large learning rates),
-        leaves the running statistics far behind the batch statistics the
+        in ``[0, 1)`` (0: the last batch's statistics). The default 0.9 is
+        PyTorch's ``BatchNorm2d`` default (``momentum=0.1`` there weighs the new
+        batch), which the authors' code uses; Flax's own default 0.99 averages
+        over ~100 steps and, while the shared stages still move quickly (short
+        runs, large learning rates), leaves the running statistics far behind
+        the batch statistics the
         network was trained with, so evaluation (``train=False``) degrades.
+        When the statistics drift faster than any running average follows
+        (Adam on the layers before BatchNorm), recompute them at the final
+        parameters with :meth:`recompute_batch_stats` before evaluating.
 
     References:
       Liu et al., CVPR 2019, https://arxiv.org/abs/1803.10704.
@@ -156,8 +160,8 @@ class MTAN(nn.Module):
         if not self.stages:
             raise ValueError("stages must hold at least one module")
         m = self.batch_norm_momentum
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 < m < 1.0:
-            raise ValueError(f"batch_norm_momentum must be a float in (0, 1), got {m!r}")
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m < 1.0:
+            raise ValueError(f"batch_norm_momentum must be a float in [0, 1), got {m!r}")
         n, kt = len(self.stages), self.num_tasks
         if self.extractor is None:
             extractors = [_Extractor(self.batch_norm, m) for _ in range(n - 1)]
@@ -218,6 +222,31 @@ class MTAN(nn.Module):
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         return self.decode(self.encode(x, train=train), train=train)
+
+    def recompute_batch_stats(self, variables, x: jax.Array) -> dict:
+        """The ``"batch_stats"`` collection recomputed at fixed parameters on ``x``.
+
+        Every BatchNorm layer of :math:`f` and :math:`g` gets the mean and the
+        (biased) variance of its input over ``x`` in a ``train=True`` pass, i.e.
+        the statistics the trained network normalises with, instead of a running
+        average over past parameters ("precise BatchNorm", Wu & Johnson 2021,
+        https://arxiv.org/abs/2105.07576). Call it outside ``apply`` on the
+        bound-free module, e.g. ``model.recompute_batch_stats(variables, x_train)``.
+
+        Args:
+          variables: the model's variables (``"params"``, ``"batch_stats"``, and any
+            other collection of the stages or heads).
+          x: a batch of training inputs, ``[N, ...]`` (as large as memory allows).
+
+        Returns:
+          ``{"batch_stats": ...}`` of the structure of ``variables["batch_stats"]``;
+          note that BatchNorm layers inside user stages or heads are recomputed too.
+        """
+        if "batch_stats" not in variables:
+            raise ValueError("variables has no 'batch_stats' collection (batch_norm=False?)")
+        exact = self.clone(parent=None, batch_norm_momentum=0.0)
+        _, new = exact.apply(variables, x, train=True, mutable=["batch_stats"])
+        return {"batch_stats": new["batch_stats"]}
 
     @staticmethod
     def shared_mask(params) -> dict:
