@@ -135,8 +135,7 @@ class MTAN(nn.Module):
         batch), which the authors' code uses; Flax's own default 0.99 averages
         over ~100 steps and, while the shared stages still move quickly (short
         runs, large learning rates), leaves the running statistics far behind
-        the batch statistics the
-        network was trained with, so evaluation (``train=False``) degrades.
+        the batch statistics the network was trained with, so evaluation (``train=False``) degrades.
         When the statistics drift faster than any running average follows
         (Adam on the layers before BatchNorm), recompute them at the final
         parameters with :meth:`recompute_batch_stats` before evaluating.
