@@ -13,7 +13,6 @@ plots are in ``benchmarks/__main__.py``.
 
 from __future__ import annotations
 
-import inspect
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -30,28 +29,22 @@ ALIASES = {"ew": "equal_weighting", "uw": "uncertainty_weighting"}
 
 
 def all_methods() -> list[str]:
-    """Every balancer name the package declares (some may not be implemented yet)."""
-    names = [n for n in mtl.balancers.__all__ if n[0].islower()]
-    skip = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
-    return [n for n in names if n not in skip]
+    """Every balancer of :data:`mtl_jax.balancers.METHODS` a plain training step can time.
+
+    The bilevel methods (Auto-Lambda) are left out: their cost is a separate
+    look-ahead on a validation batch, which these single-batch steps do not take.
+    """
+    return [n for n, info in mtl.balancers.METHODS.items() if info.cost != "bilevel"]
 
 
 def make_balancer(name: str, num_tasks: int, shared: Any) -> mtl.balancers.Balancer:
-    """``mtl.balancers.<name>`` with default hyperparameters for ``num_tasks`` tasks."""
-    factory = getattr(mtl.balancers, name)
-    sig = inspect.signature(factory).parameters
-    kwargs: dict[str, Any] = {}
-    if "num_tasks" in sig:
-        kwargs["num_tasks"] = num_tasks
-    if "seed" in sig:
-        kwargs["seed"] = 0
-    balancer = factory(**kwargs)
-    if balancer.spec.kind != "loss" and "shared" in sig:
-        # Gram / Jacobian methods balance the encoder only; heads get their plain sum.
-        # Loss-only methods weight every leaf, which keeps them on the one-VJP route.
-        kwargs["shared"] = shared
-        balancer = factory(**kwargs)
-    return balancer
+    """``mtl.balancers.make(name, ...)`` with default hyperparameters for ``num_tasks`` tasks.
+
+    Gram / Jacobian methods balance the encoder only (heads get their plain sum);
+    loss-only methods weight every leaf, which keeps them on the one-VJP route.
+    """
+    kind = mtl.balancers.make(name, num_tasks=num_tasks).spec.kind
+    return mtl.balancers.make(name, num_tasks=num_tasks, shared=None if kind == "loss" else shared)
 
 
 def train_modes() -> list[str]:

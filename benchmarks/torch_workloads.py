@@ -32,6 +32,13 @@ AGGREGATORS: dict[str, Callable[[Any, int], Any]] = {
     "gradvac": lambda agg, k: agg.GradVac(),
     "fairgrad": lambda agg, k: agg.FairGrad(alpha=1.0),  # our default α
     "conflict_free": lambda agg, k: agg.ConFIG(),
+    # torchjd 0.18's further aggregators, at our defaults.
+    "constant": lambda agg, k: agg.Constant(__import__("torch").ones(k)),
+    "rlw": lambda agg, k: agg.Random(),
+    "graddrop": lambda agg, k: agg.GradDrop(),
+    "krum": lambda agg, k: agg.Krum(n_byzantine=0, n_selected=1),
+    "trimmed_mean": lambda agg, k: agg.TrimmedMean(trim_number=0),
+    "excess_mtl": lambda agg, k: agg.ExcessMTL(),
 }
 
 

@@ -71,10 +71,12 @@ def _help(name, capsys) -> tuple[str, set[str]]:
 # here by hand as an independent check of what the CLI derives from the declarations.
 EXTRA_OPTIONS = {
     "architectures": {"--data-dir"},
+    "balancers": {"--balancer", "--data-dir"},
     "celeba": {"--balancer", "--data-dir"},
     "dsmt": {"--data-dir"},
     "label-shift-digits": {"--data-dir"},
     "mstn-digits": {"--data-dir"},
+    "partial-labels": {"--data-dir"},
     "pta": {"--data-dir"},
     "reform-synthetic": set(),  # synthetic data, read from no cache
     "toy-regression": {"--resume", "--data-dir"},
@@ -325,3 +327,14 @@ def test_default_experiment_checks_gradnorm_claims(tmp_path, monkeypatch, capsys
         assert w[0] > 2.0 and int(np.argmax(w)) == 0
     assert "Σ L_i/L_i(0)" in out and (tmp_path / "toy-regression" / "toy_regression.png").exists()
     assert (tmp_path / "toy-regression" / "toy_regression.png").stat().st_size > 10_000
+    # results.json holds both parts of the verdict, the σ=1 weight condition included
+    loss, weight = got["claims"]
+    assert loss["name"] == toy_regression.PARTS[0].name and loss["statistic"] == "paired_t"
+    assert loss["effect_size"] == pytest.approx(np.mean(gn) - np.mean(ew))
+    assert weight["statistic"] == "sign" and weight["n"] == n
+    if repro_fast:  # 2 seeds: a sign test cannot reach 5 %, so no verdict from it
+        assert weight["verdict"] == "inconclusive" and got["claim_held"] is None
+    assert len(got["summary"]["final_weights_sigma1_margin"]) == n
+    # one sd formula (ddof=1) in the printed table and in results.json
+    row = {r[0]: r for r in results[0].rows}["gradnorm"]
+    assert row[3] == pytest.approx(methods["gradnorm"]["std"], rel=1e-9)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GUIDES = ["training_loop.md"]
+GUIDES = ["training_loop.md", "missing_labels.md"]
 
 
 def _blocks(page: str) -> list[str]:

@@ -5,6 +5,11 @@ private module; this package re-exports the public names.
 """
 
 from mtl_jax.balancers._aligned_mtl import aligned_mtl as aligned_mtl
+from mtl_jax.balancers._auto_lambda import AutoLambdaState as AutoLambdaState
+from mtl_jax.balancers._auto_lambda import auto_lambda as auto_lambda
+from mtl_jax.balancers._auto_lambda_hypergradient import (
+    auto_lambda_hypergradient as auto_lambda_hypergradient,
+)
 from mtl_jax.balancers._base import Balancer as Balancer
 from mtl_jax.balancers._base import BalancerSpec as BalancerSpec
 from mtl_jax.balancers._base import WeightsState as WeightsState
@@ -38,6 +43,10 @@ from mtl_jax.balancers._nash_mtl import NashMTLState as NashMTLState
 from mtl_jax.balancers._nash_mtl import nash_mtl as nash_mtl
 from mtl_jax.balancers._pcgrad import PCGradState as PCGradState
 from mtl_jax.balancers._pcgrad import pcgrad as pcgrad
+from mtl_jax.balancers._registry import METHODS as METHODS
+from mtl_jax.balancers._registry import MethodInfo as MethodInfo
+from mtl_jax.balancers._registry import make as make
+from mtl_jax.balancers._registry import names as names
 from mtl_jax.balancers._rlw import RLWState as RLWState
 from mtl_jax.balancers._rlw import rlw as rlw
 from mtl_jax.balancers._stch import STCHState as STCHState
@@ -51,6 +60,11 @@ from mtl_jax.balancers._uncertainty_weighting import (
 from mtl_jax.balancers._upgrad import upgrad as upgrad
 
 __all__ = [
+    "AutoLambdaState",
+    "auto_lambda",
+    "auto_lambda_hypergradient",
+    "METHODS",
+    "MethodInfo",
     "Balancer",
     "BalancerSpec",
     "CAGradState",
@@ -84,7 +98,9 @@ __all__ = [
     "imtl",
     "jacobian_balancer",
     "loss_balancer",
+    "make",
     "mgda",
+    "names",
     "nash_mtl",
     "pcgrad",
     "rlw",

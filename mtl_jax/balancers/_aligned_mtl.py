@@ -38,6 +38,8 @@ def aligned_mtl(
 
     Modes: full-parameter and representation mode (the paper's "Aligned-MTL-UB").
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       pref_vector: ``[K]`` task preferences (default ones).
       scale_mode: ``"min"``, ``"median"`` or ``"rmse"`` (eigenvalue setting the norm).

@@ -60,6 +60,8 @@ def cagrad(
     Modes: full-parameter (Gram over the shared leaves) and representation mode
     (Gram of the gradients w.r.t. the shared representation).
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       c: radius of the ball around ``g₀``, relative to ``‖g₀‖`` (paper: 0.4 on
         NYUv2/Cityscapes, 0.5 the LibMTL default).

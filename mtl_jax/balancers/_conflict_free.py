@@ -41,6 +41,8 @@ def conflict_free(
 
     Modes: full-parameter and representation mode.
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       pref_vector: ``[K]`` positive target cosines (default ones).
       shared: leaves to balance; the others receive the plain sum over tasks.

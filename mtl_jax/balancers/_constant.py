@@ -30,6 +30,8 @@ def constant(
     representation modes coincide. An absent task gets weight 0; the present
     tasks keep their ``c_k`` (no renormalisation).
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       weights: ``[K]`` finite real weights ``c`` (``K`` is taken from them).
       shared: leaves to weight (all by default); the others receive the plain sum.

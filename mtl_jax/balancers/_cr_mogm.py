@@ -55,6 +55,8 @@ def cr_mogm(
     absent task gets weight 0 and keeps its ``λ`` and step count; the fresh
     weights are computed over the present tasks only.
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       alpha: ``α ∈ [0, 1]``, the weight of the past (0: no smoothing).

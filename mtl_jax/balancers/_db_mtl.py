@@ -65,6 +65,8 @@ def db_mtl(
     Scale: each task contributes a vector of norm ``max_j ‖∇ log L_j‖`` (so
     typically far from equal weighting's scale; Adam absorbs it).
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       beta: moving-average factor ``β ∈ [0, 1)`` (LibMTL: 0.9).

@@ -58,6 +58,8 @@ def dwa(
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k``); the weights do not
     depend on gradients, so full-parameter and representation modes coincide.
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       temperature: softmax temperature ``T > 0`` (paper: 2).

@@ -19,6 +19,8 @@ def equal_weighting(*, shared: MaskSpec = None, num_tasks: int | None = None) ->
 
     Presence: an absent task gets weight 0 and every present task weight 1.
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       shared: leaves to weight (all by default); the others are summed anyway,
         so the mask does not change the result.

@@ -59,6 +59,8 @@ def excess_mtl(
     task gets weight 0 and its sums, logit, baseline and step count are left
     unchanged; the softmax is over the present tasks.
 
+    Cost: Jacobian (the per-task gradients of the shared leaves).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       step_size: ``η > 0`` of the exponentiated-gradient step (paper's ``η_α``).

@@ -38,6 +38,8 @@ def fairgrad(
 
     Modes: full-parameter and representation mode (only ``G`` is needed).
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       alpha: fairness parameter ``α ≥ 0`` (the paper tunes it per benchmark, e.g. 2).
       reg_eps: ridge on the trace-normalised Gram matrix, which keeps the weights

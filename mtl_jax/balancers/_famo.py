@@ -68,6 +68,8 @@ def famo(
 
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k``).
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       learning_rate: Adam learning rate ``β`` of the logits (paper: 0.025).

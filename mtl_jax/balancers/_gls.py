@@ -32,6 +32,8 @@ def gls(
 
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k``).
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       eps: losses are clipped below at ``eps`` before the logarithm (losses must
         be positive; a zero loss would give an infinite weight).

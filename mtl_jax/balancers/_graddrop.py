@@ -68,6 +68,8 @@ def graddrop(
     Scale: where all task gradients share a sign the update is
     :func:`equal_weighting`'s; elsewhere components of one sign are dropped.
 
+    Cost: Jacobian (the per-task gradients of the shared leaves).
+
     Args:
       seed: seed of the PRNG key drawing ``U``.
       leak: ``ℓ`` in ``[0, 1]``, one float for all tasks or one per task (then

@@ -101,6 +101,8 @@ def gradnorm(
     ``state.weights`` (and :func:`~mtl_jax.balancers.task_weights`) hold the
     weights the last update applied; ``state.next_weights`` those of the next.
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       alpha: the asymmetry ``α ≥ 0`` (paper: 0.12 on the toy, 1.5 on NYUv2).

@@ -46,6 +46,8 @@ def gradvac(
 
     Modes: full-parameter (Gram over the shared leaves) and representation mode.
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       num_tasks: ``K`` (required). The ``[K, K]`` targets live in the state, whose
         shapes are fixed at ``init`` before any data is seen; without them every

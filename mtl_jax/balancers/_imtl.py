@@ -31,6 +31,8 @@ def imtl(*, shared: MaskSpec = None, num_tasks: int | None = None) -> _base.Bala
     (Gram of the gradients w.r.t. the shared representation, as the paper does
     for its encoder output).
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       shared: leaves to balance; the others receive the plain sum over tasks.
       num_tasks: if given, the state records the weights of each update.

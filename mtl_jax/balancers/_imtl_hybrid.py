@@ -52,6 +52,8 @@ def imtl_hybrid(
     absent task gets weight 0, IMTL-G is solved over the present tasks and the
     absent task's ``s_k`` and optimiser moments are unchanged.
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       learning_rate: Adam learning rate for ``s`` (ignored if ``optimizer`` is given).

@@ -35,6 +35,8 @@ def mgda(
     Modes: full-parameter (Gram over the shared leaves) and representation mode
     (MGDA-UB: Gram of the gradients w.r.t. the shared representation).
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       normalization: gradient normalisation before solving — ``"none"``,
         ``"l2"`` (‖g_k‖), ``"loss"`` (L_k) or ``"loss+"`` (L_k‖g_k‖); the weights

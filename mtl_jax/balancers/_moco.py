@@ -69,6 +69,8 @@ def moco(
     weight 0; its rows of ``Y``, ``λ_k`` and step count are left unchanged; the
     weight step is over the present tasks.
 
+    Cost: Jacobian (the per-task gradients of the shared leaves).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       beta: ``β`` of the tracking step, in ``(0, 1]``.

@@ -90,6 +90,8 @@ def modo(
     An absent task gets weight 0 and keeps its ``λ_k``; the step and the simplex
     are over the present tasks.
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       num_tasks: ``K`` (required, keyword-only); ``λ_0 = 1/K``.
       gamma: step size ``γ > 0`` of the weights (paper's ``γ``; torchjd: 0.1).

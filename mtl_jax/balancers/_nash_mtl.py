@@ -51,6 +51,8 @@ def nash_mtl(
 
     Modes: full-parameter and representation mode (only ``G`` is needed).
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       max_norm: clip the update norm to this value (0 disables).
       update_weights_every: recompute ``α`` every this many updates and reuse the

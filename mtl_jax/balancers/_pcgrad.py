@@ -40,6 +40,8 @@ def pcgrad(
     Modes: full-parameter (Gram over the shared leaves) and representation mode
     (Gram of the gradients w.r.t. the shared representation).
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       seed: seed of the PRNG key drawing the projection orders.
       shared: leaves to balance; the others receive the plain sum over tasks.

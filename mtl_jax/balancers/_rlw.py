@@ -46,6 +46,8 @@ def rlw(
 
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k``).
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       seed: seed of the PRNG key kept in the state.

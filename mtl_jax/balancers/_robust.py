@@ -41,6 +41,8 @@ def krum(
 
     Modes: full-parameter and representation mode (only ``G`` is needed).
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       n_byzantine: ``f ≥ 0``, how many task gradients may be adversarial.
       n_selected: ``m ≥ 1``, how many of the best-scored gradients are averaged.
@@ -91,6 +93,8 @@ def trimmed_mean(
 
     Modes: full-parameter and representation mode (per coordinate of whatever
     Jacobian it is given).
+
+    Cost: Jacobian (the per-task gradients of the shared leaves).
 
     Args:
       trim_number: ``b ≥ 0``.

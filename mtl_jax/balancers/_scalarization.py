@@ -68,6 +68,8 @@ def cosmos(
     Modes: loss-only (one backward pass). An absent task's coordinates are
     removed from ``L`` and ``r`` (its weight is 0).
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       pref_vector: ``[K]`` non-negative preference ``r`` (default uniform ``1/K``
         over the present tasks).
@@ -112,6 +114,8 @@ def pbi(
 
     Modes: loss-only (one backward pass). An absent task's coordinates are
     removed from ``L``, ``w`` and ``z*`` (its weight is 0).
+
+    Cost: loss-only (one backward pass of the weighted loss sum).
 
     Args:
       pref_vector: ``[K]`` non-negative direction ``w`` (default uniform).

@@ -37,6 +37,8 @@ def scale_invariant(
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k`` with ``w`` held fixed);
     full-parameter and representation modes coincide. An absent task gets weight 0.
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       eps: positive floor on the losses.
       shared: leaves to weight (all by default); the others receive the plain sum.
@@ -108,6 +110,8 @@ def imtl_l(
 
     Modes: loss-only (one backward pass). An absent task gets weight 0 and its
     ``s_k`` and per-task optimiser moments are left unchanged.
+
+    Cost: loss-only (one backward pass of the weighted loss sum).
 
     Args:
       num_tasks: ``K`` (required, keyword-only).

@@ -86,6 +86,8 @@ def sdmgrad(
     Modes: full-parameter and representation mode. An absent task gets weight 0
     and keeps its ``w_k``; the inner problem is over the present tasks.
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       num_tasks: ``K`` (required, keyword-only); ``w_0 = 1/K``.
       lambda_: ``λ ≥ 0`` (the authors' experiments and torchjd: 0.3).

@@ -65,6 +65,8 @@ def stch(
 
     Modes: loss-only (one backward pass of ``Σ_k w_k L_k``).
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       num_tasks: ``K`` (required, keyword-only).
       mu: smoothing ``μ > 0`` (LibMTL default 1).

@@ -48,6 +48,8 @@ def uncertainty_weighting(
     Presence: an absent task gets weight 0 and its log-variance (with its
     optimiser moments) is left unchanged; the optimiser's step count advances.
 
+    Cost: loss-only (one backward pass of the weighted loss sum).
+
     Args:
       num_tasks: ``K`` (required, keyword-only; the positional ``K`` is deprecated).
       learning_rate: Adam learning rate for ``s`` (ignored if ``optimizer`` is given).

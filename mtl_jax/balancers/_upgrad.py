@@ -44,6 +44,8 @@ def upgrad(
 
     Modes: full-parameter and representation mode (only ``G`` is needed).
 
+    Cost: Gram (the K×K Gram matrix of the task gradients).
+
     Args:
       pref_vector: ``[K]`` non-negative preference ``p`` (default ``1/K``).
       reg_eps: ridge added to the trace-normalised Gram matrix (torchjd's default).

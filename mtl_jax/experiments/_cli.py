@@ -1,7 +1,9 @@
 """The ``mtl-jax`` console script.
 
 ``mtl-jax`` with no arguments runs the default experiment (the GradNorm paper's toy
-regression, fast form); ``mtl-jax list`` names every packaged experiment;
+regression, fast form); ``mtl-jax list`` names every packaged experiment; ``mtl-jax report
+[--results DIR] [--write | --check]`` builds the README's experiment table from the
+recorded full runs in ``DIR/NAME/results.json``;
 ``mtl-jax run NAME [--full] [--seed S] [--out DIR] [--quiet] ...`` runs one and
 writes its PNG and ``results.json`` into ``DIR/NAME``; ``mtl-jax run NAME --help``
 describes that experiment: what it runs, the seeds it uses, the claim it checks
@@ -14,7 +16,9 @@ parameters.
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import signal
 import sys
 import textwrap
 import time
@@ -111,6 +115,22 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         usage="mtl-jax run NAME [options]  (`mtl-jax run NAME --help` lists NAME's options)",
     )
     run.add_argument("name", help="experiment name (see `mtl-jax list`)")
+    report = sub.add_parser(
+        "report",
+        help="the README's experiment table from recorded full runs (results/NAME/results.json)",
+    )
+    report.add_argument(
+        "--results",
+        type=pathlib.Path,
+        default=pathlib.Path("results"),
+        help="folder of recorded full runs, `mtl-jax run NAME --full --out DIR` (default results)",
+    )
+    report.add_argument(
+        "--readme", type=pathlib.Path, default=pathlib.Path("README.md"), help="default README.md"
+    )
+    mode = report.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 when the README's table differs")
+    mode.add_argument("--write", action="store_true", help="replace the README's table")
     add_data_parser(sub)
     return p, run
 
@@ -127,6 +147,20 @@ def _seeds_text(exp: _registry.Experiment) -> str:
 def _experiment_parser(exp: _registry.Experiment) -> argparse.ArgumentParser:
     """``mtl-jax run NAME``'s parser: the options ``exp`` takes, its claim and its seeds."""
     lines = [exp.summary, "", _seeds_text(exp), f"claim checked: {exp.claim}"]
+    for part in exp.parts:
+        fast, full = (part.detectable(n) for n in exp.num_seeds)
+        effect = (
+            ""
+            if fast is None and full is None
+            else "; detects a mean difference of "
+            + ", ".join(
+                f"{d:.3g} ({form})" for d, form in ((fast, "fast"), (full, "full")) if d is not None
+            )
+            + f" with 80% power at the stated sd {part.sd:g}"
+        )
+        lines.append(
+            f"  part: {part.name} ({part.statistic}, one-sided, alpha={part.alpha:g}{effect})"
+        )
     p = _Parser(
         prog=f"mtl-jax run {exp.name}",
         description="\n".join(textwrap.fill(line, 79, break_on_hyphens=False) for line in lines),
@@ -148,7 +182,7 @@ def _unknown(name: str) -> int:
     return _usage_error(f"unknown experiment {name!r}; available: {names}")
 
 
-def _run(exp: _registry.Experiment, options: dict) -> int:
+def _run(exp: _registry.Experiment, options: dict, command: list[str] | None = None) -> int:
     """Runs ``exp`` with the parsed ``options``, each passed down as the argument it names.
 
     ``data_dir`` and ``quiet`` go to every experiment that takes them (all that
@@ -165,21 +199,87 @@ def _run(exp: _registry.Experiment, options: dict) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     form = "fast" if fast else "full"
     print(f"mtl-jax: running {name!r} ({form} form, --seed {seed}) -> {out_dir}")
+    # The wall time of a resumed run counts its earlier, interrupted parts too.
+    parts_file = out_dir / "wall_time_parts.json"
+    earlier = _earlier_parts(parts_file) if options.get("resume") else []
     t0 = time.perf_counter()
-    result = exp.fn(fast=fast, out_dir=out_dir, seed=seed, **kwargs)
-    wall = time.perf_counter() - t0
-    path = _registry.write_results(result, out_dir, name=name, form=form, wall_time_s=wall)
+    finished = False
+    previous = _exit_on_sigterm()  # a killed run (timeout, job scheduler) records its time too
+    try:
+        result = exp.fn(fast=fast, out_dir=out_dir, seed=seed, **kwargs)
+        finished = True
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        parts = [*earlier, time.perf_counter() - t0]
+        if finished:
+            parts_file.unlink(missing_ok=True)
+        elif exp.supports_resume:
+            parts_file.write_text(json.dumps(parts))
+    wall = float(sum(parts))
+    path = _registry.write_results(
+        result,
+        out_dir,
+        name=name,
+        form=form,
+        wall_time_s=wall,
+        command=command,
+        wall_time_parts_s=parts,
+    )
     print()
     print(result.format_table())
     if result.claim:
-        held = {True: "HELD", False: "NOT HELD", None: "not tested"}[result.claim_held]
-        print(f"\nclaim: {result.claim}\n  -> {held} on seeds {result.seeds}")
+        label = json.loads(path.read_text())["verdict"]
+        print(f"\nclaim: {result.claim}\n  -> {label.upper()} on seeds {result.seeds}")
+        for part in result.claims:
+            figures = _part_figures(part)
+            print(f"     {part['name']}: {part['verdict']}{figures}")
+            if part.get("reason"):
+                print(f"       ({part['reason']})")
         if result.claim_held is None and result.claim_test.get("reason"):
             print(f"     ({result.claim_test['reason']})")
     for f in [*result.files, path]:
         print(f"wrote {f}")
     print(f"done in {wall:.1f} s")
     return 0
+
+
+def _exit_on_sigterm():
+    """Makes SIGTERM raise ``SystemExit`` (so ``finally`` blocks run); returns the old handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _earlier_parts(path: pathlib.Path) -> list[float]:
+    """Wall times of the interrupted parts of a run, recorded in ``path`` (or none)."""
+    try:
+        parts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [float(t) for t in parts] if isinstance(parts, list) else []
+
+
+def _part_figures(part: dict) -> str:
+    """`` (t = 2.1, p = 0.03, effect +0.041, 90% CI [..])`` for a tested claim part."""
+    bits = []
+    if part.get("value") is not None:
+        symbol = {"paired_t": "t", "sign": "wins", "bootstrap": "mean"}.get(part["statistic"], "")
+        bits.append(f"{symbol} = {part['value']:.3g}")
+    if part.get("p_value") is not None:
+        bits.append(f"p = {part['p_value']:.3g}")
+    if part.get("effect_size") is not None:
+        bits.append(f"effect {part['effect_size']:+.3g}")
+    if part.get("interval") is not None:
+        lo, hi = part["interval"]
+        bits.append(f"{100 * (1 - 2 * part['alpha']):.0f}% CI [{lo:.3g}, {hi:.3g}]")
+    return f" ({', '.join(bits)})" if bits else ""
 
 
 def _run_command(name: str, argv: list[str]) -> int:
@@ -189,7 +289,32 @@ def _run_command(name: str, argv: list[str]) -> int:
         return _unknown(name)
     exp = exps[name]
     options = vars(_experiment_parser(exp).parse_args(argv))
-    return _run(exp, options)
+    return _run(exp, options, command=["run", name, *argv])
+
+
+def _report_command(args) -> int:
+    """``mtl-jax report``: prints the table, or ``--write``s / ``--check``s it in the README."""
+    from mtl_jax.experiments import _report
+
+    try:
+        if args.check:
+            if _report.check(args.readme, args.results):
+                print(f"{args.readme}: the experiment table matches {args.results}")
+                return 0
+            print(
+                f"{args.readme}: the experiment table differs from the recorded runs in "
+                f"{args.results}; run `mtl-jax report --write --results {args.results}`",
+                file=sys.stderr,
+            )
+            return 1
+        if args.write:
+            changed = _report.write(args.readme, args.results)
+            print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
+            return 0
+    except (OSError, ValueError) as err:
+        return _usage_error(str(err))
+    print(_report.table(args.results), end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "data":
             return run_data_command(args)
+        if args.command == "report":
+            return _report_command(args)
         return _run_command(args.name, [])  # not reached: a name is caught above
     except _UsageError as err:
         return err.status

@@ -110,13 +110,17 @@ class ExperimentResult:
     metric: str = ""
     #: For each method or variant, the headline metric's value on each seed.
     per_seed: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-    #: The paper's claim this run checks, and whether it held on this run (``None``: this
-    #: run does not test it, e.g. a fast form too small for a verdict).
+    #: The paper's claim this run checks, and whether it held on this run: ``True`` when
+    #: every part of :attr:`claims` held, ``False`` when one did not, ``None`` when the
+    #: run does not decide it (see :func:`mtl_jax.experiments._verdict.claim_held`).
     claim: str = ""
     claim_held: bool | None = None
-    #: How the verdict was reached (JSON-serialisable): the statistic, its level and
-    #: values; or, when ``claim_held`` is ``None``, a ``"reason"`` the claim is not tested.
+    #: How the verdict was reached (JSON-serialisable), for experiments whose parts do
+    #: not fit :attr:`claims`; or, when ``claim_held`` is ``None``, a ``"reason"``.
     claim_test: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: One record per claim part, as :meth:`mtl_jax.experiments._verdict.ClaimPart.test`
+    #: returns it: name, statistic, value, p-value, interval, effect size, verdict.
+    claims: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def format_table(self) -> str:
         cells = [[_fmt(c) for c in row] for row in self.rows]
@@ -134,42 +138,155 @@ def write_results(
     name: str,
     form: str,
     wall_time_s: float,
+    command: list[str] | None = None,
+    wall_time_parts_s: list[float] | None = None,
 ) -> pathlib.Path:
-    """Write ``results.json`` next to the experiment's PNG in ``out_dir``.
+    """Write ``results.json`` into ``out_dir``: every number the run's verdict used.
 
-    For each method or variant: the headline metric's mean, standard deviation
-    (``ddof=1``; 0 for one seed) and per-seed values; plus the experiment's name,
-    form (``"fast"``/``"full"``), seeds, claim, verdict (``"held"``, ``"not held"``
-    or ``"not tested"``) with how it was reached (``claim_test``), and wall time.
+    The one writer of every experiment's results. For each method or variant: the
+    headline metric's mean, sample standard deviation (``ddof=1``; ``None`` for one
+    seed) and per-seed values. Then the claim, its parts as tested (``claims``: each
+    part's statistic, value, one-sided p-value or interval, effect size and verdict;
+    ``declared_parts``: the parts as registered, with the effect each form detects),
+    the summary verdict (``claim_held`` true / false / null and ``verdict``), the
+    experiment's own ``summary`` (paired gains, tests, per-condition numbers), the
+    command line, the package version, the git commit of the source tree (``None``
+    outside a git checkout), and the wall time summed over every part of a resumed run.
+
+    Args:
+      result: what the experiment returned.
+      out_dir: the run's folder.
+      name: the experiment's name.
+      form: ``"fast"`` or ``"full"``.
+      wall_time_s: total wall time in seconds (all parts of a resumed run).
+      command: the command line (default ``sys.argv``).
+      wall_time_parts_s: the wall time of each part of a resumed run, if resumed.
+
+    Returns:
+      The path written.
     """
     import json
 
     import numpy as np
 
+    from mtl_jax.experiments import _verdict
+
     methods = {}
     for method, values in result.per_seed.items():
         v = np.asarray(values, dtype=np.float64)
         methods[method] = {
-            "mean": float(v.mean()),
-            "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "per_seed": [float(x) for x in v],
+            "mean": _finite(v.mean()),
+            "std": _finite(v.std(ddof=1)) if v.size > 1 else None,
+            "per_seed": [_finite(x) for x in v],
         }
+    claims = _jsonable(list(result.claims))
+    if claims and result.claim_held is not _verdict.claim_held(claims):
+        raise ValueError(
+            f"{name}: claim_held={result.claim_held!r} disagrees with its parts' verdicts "
+            f"{[c['verdict'] for c in claims]} (summarise them with _verdict.claim_held)"
+        )
     payload = {
         "experiment": name,
         "form": form,
         "seeds": [int(s) for s in result.seeds],
         "metric": result.metric,
+        "std": "sample standard deviation over seeds (ddof=1)",
         "methods": methods,
         "claim": result.claim,
+        "declared_parts": _declared(name),
+        "claims": claims,
         "claim_held": result.claim_held,
-        "verdict": {True: "held", False: "not held", None: "not tested"}[result.claim_held],
-        "claim_test": result.claim_test,
+        "verdict": _verdict.verdict_label(result.claim_held, claims) if claims else verdict(result),
+        "claim_test": _jsonable(result.claim_test),
+        "summary": _jsonable(result.summary),
+        "command": " ".join(["mtl-jax", *command] if command is not None else sys.argv),
+        "version": _version(),
+        "git_commit": _git_commit(),
         "wall_time_s": float(wall_time_s),
+        "wall_time_parts_s": [float(t) for t in (wall_time_parts_s or [wall_time_s])],
         "files": [f.name for f in result.files],
     }
     path = pathlib.Path(out_dir) / "results.json"
     path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return path
+
+
+def verdict(result: ExperimentResult) -> str:
+    """The verdict of a result whose claim has no declared parts.
+
+    ``claim_held`` decides ``"held"`` / ``"not held"``; with ``claim_held=None`` it is
+    ``"inconclusive"`` when ``claim_test["verdict"]`` says the claim was tested and the
+    statistic could not decide, else ``"not tested"``.
+    """
+    if result.claim_held is None and (result.claim_test or {}).get("verdict") == "inconclusive":
+        return "inconclusive"
+    return {True: "held", False: "not held", None: "not tested"}[result.claim_held]
+
+
+def _declared(name: str) -> list[dict[str, Any]]:
+    """The registered experiment's declared parts, with detectable effects per form."""
+    exp = _REGISTRY.get(name)
+    if exp is None:
+        return []
+    return [_jsonable(p.declaration(exp.num_seeds)) for p in exp.parts]
+
+
+def _finite(x) -> float | None:
+    """``float(x)``, or ``None`` for NaN/inf (JSON has no NaN)."""
+    import math
+
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` with tuples, NumPy scalars/arrays and non-finite floats made JSON-safe."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return _finite(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, pathlib.Path):
+        return obj.name
+    return str(obj)
+
+
+def _version() -> str:
+    import mtl_jax
+
+    return str(getattr(mtl_jax, "__version__", "unknown"))
+
+
+def _git_commit() -> str | None:
+    """The git commit of the source tree ``mtl_jax`` is imported from, or ``None``."""
+    import subprocess
+
+    import mtl_jax
+
+    root = pathlib.Path(mtl_jax.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
 def _fmt(value: Any) -> str:
@@ -208,6 +325,8 @@ class Experiment:
     #: Whether it reads packaged data through the offline cache (then its function takes
     #: ``data_dir`` and ``quiet``, and the CLI offers ``--data-dir``).
     reads_data: bool = True
+    #: The claim's parts as declared comparisons (statistic, level, detectable effect).
+    parts: tuple = ()
 
     @property
     def summary(self) -> str:
@@ -246,8 +365,15 @@ class Experiment:
 _REGISTRY: dict[str, Experiment] = {}
 
 
-def _check_declaration(name: str, fn: Callable, claim, num_seeds, reads_data: bool) -> None:
+def _check_declaration(
+    name: str, fn: Callable, claim, num_seeds, reads_data: bool, parts=()
+) -> None:
     import inspect
+
+    from mtl_jax.experiments._verdict import ClaimPart
+
+    if not isinstance(parts, tuple) or not all(isinstance(p, ClaimPart) for p in parts):
+        raise ValueError(f"experiment {name!r}: parts must be a tuple of ClaimPart; got {parts!r}")
 
     if not isinstance(claim, str) or not claim.strip():
         raise ValueError(f"experiment {name!r}: claim must be a non-empty sentence; got {claim!r}")
@@ -284,6 +410,7 @@ def register(
     claim: str,
     num_seeds: tuple[int, int],
     reads_data: bool = True,
+    parts: tuple = (),
 ) -> Callable:
     """Decorator registering ``fn`` as experiment ``name``: its one declaration.
 
@@ -301,6 +428,9 @@ def register(
       num_seeds: ``(fast, full)`` numbers of seeds drawn with :func:`seeds_from`.
       reads_data: whether it reads packaged data through the offline cache
         (then the function must take ``data_dir`` and ``quiet``).
+      parts: the claim's parts, each a :class:`~mtl_jax.experiments._verdict.ClaimPart`
+        declared before the run (comparison, statistic, level, expected sd), so that
+        ``run NAME --help`` shows the effect each form can detect.
 
     Raises:
       ValueError: an empty claim, a malformed ``num_seeds``, or a function whose
@@ -311,8 +441,8 @@ def register(
     def deco(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"experiment {name!r} is registered twice")
-        _check_declaration(name, fn, claim, num_seeds, bool(reads_data))
-        _REGISTRY[name] = Experiment(name, help, fn, claim, num_seeds, bool(reads_data))
+        _check_declaration(name, fn, claim, num_seeds, bool(reads_data), parts)
+        _REGISTRY[name] = Experiment(name, help, fn, claim, num_seeds, bool(reads_data), parts)
         return fn
 
     return deco

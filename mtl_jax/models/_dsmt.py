@@ -6,8 +6,9 @@ block per input stream, one auxiliary block per auxiliary task (trained on every
 window, labelled or not), and a main head that reads the stream representation
 and every auxiliary block's hidden state. Training goes through
 :func:`mtl_jax.training.make_train_step`: the main loss (masked to the labelled
-windows) and the auxiliary losses are tasks, weighted per step by a phase
-schedule (:func:`dsmt_phase_weights`) and then by any balancer.
+windows) and the auxiliary losses are tasks; the phase schedule
+(:func:`dsmt_phase_weights`) and the batches without a labelled window say
+which tasks are present in each step, and any balancer weights the present ones.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtl_jax._presence import TaskLosses
 from mtl_jax.balancers._base import Balancer
 from mtl_jax.training._step import TrainState, make_train_step
 
@@ -387,15 +389,26 @@ def make_dsmt_train_step(
 ) -> DSMTTrainStep:
     r"""A DSMT training step built on :func:`mtl_jax.training.make_train_step`.
 
-    The loss function returns the ``K + 1`` losses of :func:`dsmt_losses`
-    times the schedule's weights :func:`dsmt_phase_weights` at the current
-    step, so the auxiliary and main phases are a weighting of tasks and any
-    balancer then weights them further. BatchNorm's statistics are the step's
-    model state (``has_model_state=True``): they are updated once per step from
-    its forward pass and, like the parameters, left unchanged by a step the
-    non-finite policy skips (one NaN in a batch would otherwise make every
-    running mean NaN). Dropout and the auxiliary blocks' noise draw from the
-    step's key ``fold_in(state.key, step)``, split into one key each.
+    The loss function returns the ``K + 1`` losses of :func:`dsmt_losses` as a
+    :class:`~mtl_jax.TaskLosses` whose presence is the phase schedule: task
+    ``k`` is present at step ``s`` when :func:`dsmt_phase_weights` gives it
+    weight 1, and the main task also needs a labelled window in the batch,
+
+    .. math::
+       \mathrm{present}_k(s) = [w_k(s) = 1] \wedge
+       (k \ne \text{main} \vee \textstyle\sum_i m_i > 0).
+
+    An absent task is left out of the balancer's problem (weight exactly 0, its
+    rows of the Jacobian and its state untouched), so every balancer trains the
+    phases -- MGDA included, which on 0/1-multiplied losses would put all its
+    weight on a task whose gradient is zero and make no update. A batch with no
+    task present (the main phase, no labelled window) is skipped and counted.
+    BatchNorm's statistics are the step's model state (``has_model_state=True``):
+    they are updated once per step from its forward pass and, like the
+    parameters, left unchanged by a skipped step (one NaN in a batch would
+    otherwise make every running mean NaN). Dropout and the auxiliary blocks'
+    noise draw from the step's key ``fold_in(state.key, step)``, split into one
+    key each.
 
     ``batch`` is a dict with ``windows [B, S, T]``, ``missing [B, S]``,
     ``labels [B]``, ``label_mask [B]`` and ``aux_targets [B, K]``. The built
@@ -406,19 +419,19 @@ def make_dsmt_train_step(
 
     Args:
       model: the :class:`DSMTNet`.
-      balancer: any loss-only or Jacobian balancer from :mod:`mtl_jax.balancers`.
+      balancer: any balancer from :mod:`mtl_jax.balancers`.
       optimizer: the optax optimiser.
       burn_in_steps: auxiliary-only steps at the start.
       phase_steps: steps per auxiliary/main phase after the burn-in.
       jit: whether to jit the step.
       on_nonfinite: passed to :func:`~mtl_jax.training.make_train_step`
-        (``"skip"``, ``"raise"`` or ``"ignore"``).
+        (``"skip"``, ``"skip_task"``, ``"raise"`` or ``"ignore"``).
 
     Returns:
       A :class:`DSMTTrainStep`: ``init(variables, key=None)`` takes the model's
       ``{"params", "batch_stats"}`` and an int seed or PRNG key (``None``: seed
-      0); ``metrics`` holds the weighted ``"losses"`` and the inner step's other
-      entries.
+      0); ``metrics`` holds the (unweighted) ``"losses"``, ``"present"`` and the
+      inner step's other entries.
     """
     k = model.num_aux_tasks
     dsmt_phase_weights(0, num_aux_tasks=k, burn_in_steps=burn_in_steps, phase_steps=phase_steps)
@@ -443,7 +456,9 @@ def make_dsmt_train_step(
         w = dsmt_phase_weights(
             batch["step"], num_aux_tasks=k, burn_in_steps=burn_in_steps, phase_steps=phase_steps
         )
-        return losses * w, {"batch_stats": updates["batch_stats"]}
+        labelled = jnp.any(jnp.asarray(batch["label_mask"]) != 0)
+        present = (w > 0) & jnp.concatenate([labelled[None], jnp.ones((k,), bool)])
+        return TaskLosses(losses, present), {"batch_stats": updates["batch_stats"]}
 
     inner = make_train_step(
         loss_fn, balancer, optimizer, jit=False, on_nonfinite=on_nonfinite, has_model_state=True
@@ -451,7 +466,7 @@ def make_dsmt_train_step(
 
     def init(variables, *, key=None):
         stats = {"batch_stats": variables.get("batch_stats", {})}
-        return inner.init(variables["params"], key=key, model_state=stats)
+        return inner.init(variables["params"], key=key, model_state=stats, num_tasks=k + 1)
 
     def step(state, batch):
         return inner.step(state, dict(batch, step=state.step))

@@ -20,7 +20,7 @@ from mtl_jax.balancers._base import Balancer
 
 PyTree = Any
 
-NONFINITE_POLICIES = ("skip", "raise", "ignore")
+NONFINITE_POLICIES = ("skip", "skip_task", "raise", "ignore")
 
 
 def check_factory_args(balancer: Any, optimizer: Any, on_nonfinite: Any) -> None:

@@ -48,7 +48,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _task_tree
+from mtl_jax import _presence, _task_tree
 from mtl_jax._jacobian import task_map
 from mtl_jax.balancers._base import Balancer
 from mtl_jax.training import _checks
@@ -136,7 +136,8 @@ def split_applies(representation, balancer: Balancer, params, batch, has_aux: bo
     shared = _flags(balancer.spec.shared, params, "shared")
     z = jax.eval_shape(representation.encode, params, batch)
     out = jax.eval_shape(representation.decode, params, z, batch)  # K, from shapes only
-    k = (out[0] if has_aux else out).shape[0]
+    out = out[0] if has_aux else out
+    k = (out.losses if isinstance(out, _presence.TaskLosses) else out).shape[0]
     zs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((k, *x.shape), x.dtype), z)
     reads = reads_leaves(representation.decode_tasks, params, zs, batch)
     return not any(r and s for r, s in zip(reads, shared))
@@ -153,6 +154,7 @@ def gramian_route(
     chunk_size,
     representation=None,
     per_task_copies=None,
+    per_task=False,
 ):
     """``G`` over the Gram leaves by chunked per-task VJPs, ``w = f(G)``, ``Σ_k w_k ∇L_k``.
 
@@ -186,15 +188,26 @@ def gramian_route(
       has_aux: whether ``loss_fn`` returns aux.
       chunk_size: tasks per chunk of per-task VJPs (``None``: ``DEFAULT_CHUNK``).
       representation: optional encoder/decoder split (see above).
-      per_task_copies: ``(representation, params, z, batch, has_aux) ->
-        (heads' gradient of Σ_k L_k, ∂L_k/∂z stacked [K, ...], losses, aux)``;
-        needed with ``representation``.
+      per_task_copies: ``(representation, params, z, batch, has_aux, per_task) ->
+        (heads' gradient of Σ_k L_k over the tasks used, ∂L_k/∂z stacked [K, ...],
+        losses, (presence, aux), used)``; needed with ``representation``.
+      per_task: the per-task non-finite policy: a task whose loss or Gram-leaf
+        gradient is non-finite is treated as absent (see ``_routes``).
+
+    ``loss_fn`` (and the representation's functions) return ``(losses,
+    (presence, aux))`` (``_routes.with_presence``); ``presence`` (a ``[K]`` bool
+    array or ``None``) is handed to the balancer's ``gram_weights``, the rows
+    of the absent tasks are zeroed with ``where`` before ``G`` and ``wᵀJ`` are
+    formed, and the plain sum of the non-shared leaves runs over the present
+    tasks.
 
     Returns:
-      ``(grads, balancer_state, losses, aux, weights, task_finite)``: the
-      update, the new balancer state, the losses, aux, the applied weights
-      ``[K]`` (the balancer's recorded weights if it records ``[K]`` weights,
-      else ``w``) and the per-task finiteness of the Gram leaves' gradients.
+      ``(grads, balancer_state, losses, aux, weights, task_finite, presence,
+      used)``: the update, the new balancer state, the losses, aux, the applied
+      weights ``[K]`` (the balancer's recorded weights if it records ``[K]``
+      weights, else ``w``), the per-task finiteness of the losses and the Gram
+      leaves' gradients, the presence the loss function gave (all true if none)
+      and the tasks balanced.
     """
     spec = balancer.spec
     if spec.kind != "gram" or spec.gram_weights is None:
@@ -204,7 +217,9 @@ def gramian_route(
     )
     if split:
         z, enc_vjp = jax.vjp(lambda p: representation.encode(p, batch), params)
-        g_heads, jz, losses, aux = per_task_copies(representation, params, z, batch, has_aux)
+        g_heads, jz, losses, (presence, aux), used_heads = per_task_copies(
+            representation, params, z, batch, has_aux, per_task
+        )
         z_finite = jnp.all(
             jnp.stack(
                 [
@@ -220,21 +235,24 @@ def gramian_route(
         def backward(e):  # Σ_k e_k ∇L_k, through the encoder only
             return enc_vjp(mix(e))[0]
 
-        def plain():  # ∇ Σ_k L_k: the heads' part plus the encoder's
-            (g_enc,) = enc_vjp(jax.tree_util.tree_map(_task_tree.sum_leading, jz))
+        def plain(cot):  # ∇ Σ_k L_k: the heads' part plus the encoder's
+            # The heads' part was taken over the present tasks with a finite loss.
+            (g_enc,) = enc_vjp(mix(cot))
             return jax.tree_util.tree_map(jnp.add, g_enc, g_heads)
 
     else:
-        out = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=has_aux)
-        losses, vjp_fn = out[0], out[1]
-        aux = out[2] if has_aux else None
+        losses, vjp_fn, (presence, aux) = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=True)
         z_finite = None
+        if per_task:
+            from mtl_jax.training._routes import sanitised
+
+            vjp_fn = sanitised(vjp_fn, ~jnp.all(jnp.isfinite(losses)))
 
         def backward(e):
             return vjp_fn(e.astype(losses.dtype))[0]
 
-        def plain():
-            return vjp_fn(jnp.ones_like(losses))[0]
+        def plain(cot):
+            return vjp_fn(cot)[0]
 
     k = losses.shape[0]
     _checks.check_num_tasks(k, bal_state)
@@ -265,14 +283,28 @@ def gramian_route(
             sq = sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)
             return sq, jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
-        sq, finite = task_map(sq_norm, k, losses.dtype, chunk)  # [K], [K]
+        sq, rows_ok = task_map(sq_norm, k, losses.dtype, chunk)  # [K], [K]
         jac = None
-        gram = jnp.diag(sq)
     else:
         jac = task_map(rows, k, losses.dtype, chunk)  # Gram leaves, each [K, *leaf]
+        flags = [jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jac]
+        rows_ok = jnp.all(jnp.stack(flags), axis=0)
+    task_finite = jnp.isfinite(losses) & rows_ok
+    if z_finite is not None:
+        task_finite = task_finite & z_finite
+    used = presence
+    if per_task:
+        used = task_finite if presence is None else presence & task_finite
+    if jac is None:
+        gram = jnp.diag(sq if used is None else jnp.where(used, sq, 0.0))
+    else:
+        if used is not None:
+            # where, not a 0 weight: NaN·0 = NaN.
+            jac = [_presence.zero_absent(x, used) for x in jac]
         # diag(G) alone is K·P multiply-adds instead of the K²·P of the contraction.
         gram = jnp.diag(_sq_norms(jac)) if diagonal else _task_tree.gram(jac)
-    w, bal_state = spec.gram_weights(gram, jax.lax.stop_gradient(losses), bal_state)
+    extra = {} if used is None else {"presence": used}
+    w, bal_state = spec.gram_weights(gram, jax.lax.stop_gradient(losses), bal_state, **extra)
     w = jnp.asarray(w, jnp.promote_types(losses.dtype, jnp.float32))
 
     grads: list[Any] = [None] * n
@@ -285,7 +317,7 @@ def gramian_route(
             if shared[i]:
                 grads[i] = weighted[i]
     if not all(shared):
-        summed = jax.tree_util.tree_leaves(plain())
+        summed = jax.tree_util.tree_leaves(plain(_used_cot(used, losses)))
         for i in range(n):
             if not shared[i]:
                 grads[i] = summed[i]
@@ -293,11 +325,19 @@ def gramian_route(
 
     recorded = _checks._recorded_weights(bal_state)
     applied = recorded if recorded is not None and recorded.shape == (k,) else w
-    if jac is None:
-        task_finite = finite
-    else:
-        flags = [jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jac]
-        task_finite = jnp.all(jnp.stack(flags), axis=0)
-    if z_finite is not None:
-        task_finite = task_finite & z_finite
-    return g, bal_state, losses, aux, applied.astype(jnp.float32), task_finite
+    present = jnp.ones((k,), bool) if presence is None else presence
+    return (
+        g,
+        bal_state,
+        losses,
+        aux,
+        applied.astype(jnp.float32),
+        task_finite,
+        present,
+        present if used is None else used,
+    )
+
+
+def _used_cot(used: jax.Array | None, losses: jax.Array) -> jax.Array:
+    """The cotangent of the plain sum over the tasks used (ones when all are)."""
+    return jnp.ones_like(losses) if used is None else used.astype(losses.dtype)

@@ -7,7 +7,15 @@ Policies (``make_train_step(..., on_nonfinite=...)``):
   optimiser's update selects (``jnp.where``) between the new and the old
   params, balancer and optimiser states, so a bad batch leaves them unchanged.
   ``TrainState.skipped`` counts such steps; no host round-trip.
-* ``"raise"``: the same selection, then the Python wrapper reads the flag and
+* ``"skip_task"``: a task whose loss or per-task gradient is non-finite is
+  treated as absent for this step (weight 0, left out of the balancer's
+  problem, its rows zeroed with ``where``), the other tasks train, and
+  ``TrainState.task_skipped[k]`` counts it. When the non-finite value cannot be
+  pinned on a task (a finite loss with a non-finite gradient in the loss
+  route's single backward pass; a non-finite balanced gradient, update or model
+  state), the whole step is skipped as under ``"skip"`` and
+  ``metrics["unattributed"]`` says so.
+* ``"raise"``: the same selection as ``"skip"``, then the Python wrapper reads the flag and
   raises ``FloatingPointError`` naming the step and the offending task(s).
 * ``"ignore"``: no selection; non-finite values propagate into the state.
 """
@@ -60,6 +68,7 @@ def make_diagnose(
     flagged step's key (``None`` when the loss takes none) and ``model_state``
     the state's model state.
     """
+    from mtl_jax.training._routes import with_presence
     from mtl_jax.training._stateful import bind_loss
 
     def per_task(params, batch, key, model_state):
@@ -70,7 +79,8 @@ def make_diagnose(
             has_aux=has_aux,
             has_model_state=has_model_state,
         )
-        _, jac = value_and_jacobian(f, has_aux=has_aux or has_model_state)(params, batch)
+        f = with_presence(f, has_aux or has_model_state, "loss_fn")
+        _, jac = value_and_jacobian(f, has_aux=True)(params, batch)
         flags = [
             jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
             for x in jax.tree_util.tree_leaves(jac)

@@ -29,8 +29,22 @@ and the parameter update. The routes:
 
 In every route the leaves the balancer's ``shared=`` selects get the balanced
 gradient and every other leaf the plain sum ``∇ Σ_k L_k``. A non-finite loss or
-gradient is skipped, raised or ignored (``on_nonfinite=``), and
-``metrics["weights"]`` always holds the ``[K]`` weights applied.
+gradient is skipped (the whole step, or only the bad task), raised or ignored
+(``on_nonfinite=``), and ``metrics["weights"]`` always holds the ``[K]`` weights
+applied.
+
+**Task presence.** A partially labelled batch may hold no labelled example of
+some task. ``loss_fn`` says so by returning a :class:`~mtl_jax.TaskLosses`
+``(losses, present)`` in place of the losses array (built from per-example
+losses and a label mask by :func:`mtl_jax.masked_task_losses`). The step hands
+``present`` to the balancer in every route: an absent task gets weight 0 and
+is left out of the balancer's problem and state, its per-task gradient is
+zeroed with ``where``, and its head (a non-shared leaf) gets no gradient, so the
+step equals the balancer's step on the present tasks alone. Presence is data:
+it may change from batch to batch in one compiled step; under ``mesh=`` the
+loss runs on the global batch, so a task labelled on one device only is
+present. A batch with no task present is skipped and counted in
+``TrainState.skipped``.
 
 **Keys and model state.** :class:`TrainState` carries the run's PRNG key and
 the model's mutable collections. Step ``t`` hands a loss that takes a ``key``
@@ -72,7 +86,7 @@ __all__ = ["Representation", "TrainState", "TrainStep", "make_train_step", "shar
 
 PyTree = Any
 Mode = Literal["auto", "loss", "gramian", "jacobian", "representation"]
-NonFinite = Literal["skip", "raise", "ignore"]
+NonFinite = Literal["skip", "skip_task", "raise", "ignore"]
 
 
 class TrainState(NamedTuple):
@@ -98,6 +112,13 @@ class TrainState(NamedTuple):
         any other, e.g. ``{"batch_stats": ...}``), updated once per step from the
         step's forward pass (``make_train_step(..., has_model_state=True)``);
         ``None`` when the model has none.
+      task_skipped: ``[K]`` int32, per task, the number of steps in which the
+        task was present but left out because its loss or per-task gradient was
+        non-finite (``on_nonfinite="skip_task"``; stays 0 under the other
+        policies). ``init`` sets it to zeros when ``K`` is known (``num_tasks=``
+        or a balancer built with ``num_tasks``; required under ``"skip_task"``),
+        else ``None``, which the other policies keep. Under ``"skip_task"`` a
+        ``None`` (a state from before this field) starts counting from 0.
     """
 
     params: PyTree
@@ -107,6 +128,7 @@ class TrainState(NamedTuple):
     skipped: jax.Array | None = None  # [] int32
     key: jax.Array | None = None  # raw uint32 key data
     model_state: PyTree = None
+    task_skipped: jax.Array | None = None  # [K] int32
 
 
 class Representation(NamedTuple):
@@ -159,22 +181,33 @@ class TrainStep(NamedTuple):
     tuple): jit ``train_step.step`` or a function that calls ``train_step``.
 
     Attributes:
-      init: ``(params, *, key=None, model_state=None) -> TrainState`` (replicated
-        over the mesh when one is given). ``key``: an int seed, a PRNG key
-        (``jax.random.key(s)``) or its raw data; ``None`` is seed 0.
-        ``model_state``: the model's mutable collections (required with
-        ``has_model_state=True``, refused without).
+      init: ``(params, *, key=None, model_state=None, num_tasks=None) ->
+        TrainState`` (replicated over the mesh when one is given). ``key``: an
+        int seed, a PRNG key (``jax.random.key(s)``) or its raw data; ``None`` is
+        seed 0. ``model_state``: the model's mutable collections (required with
+        ``has_model_state=True``, refused without). ``num_tasks``: ``K``, for the
+        ``[K]`` counter ``TrainState.task_skipped`` (read from the balancer's
+        state when it records ``[K]`` weights).
       step: ``(TrainState, batch) -> (TrainState, metrics)``, jitted unless
         ``jit=False`` (the jitted step's ``lower``/``trace`` are the top-level
         program's). ``metrics`` holds ``"losses"`` ``[K]``, ``"aux"``,
         ``"weights"`` (the ``[K]`` task weights applied this step), ``"finite"``
-        (``[]`` bool: losses, per-task gradients the route formed, the balanced
-        gradient and the update are all finite), ``"task_finite"`` (``[K]`` bool,
-        task ``k``'s loss and the per-task gradient the route formed are finite)
-        and ``"skipped"`` (``[]`` int32, the running count of skipped steps).
+        (``[]`` bool: the present tasks' losses, per-task gradients the route
+        formed, the balanced gradient and the update are all finite),
+        ``"task_finite"`` (``[K]`` bool, task ``k``'s loss and the per-task
+        gradient the route formed are finite), ``"present"`` (``[K]`` bool, the
+        tasks the loss function said are present; all true for a plain losses
+        array), ``"used"`` (``[K]`` bool, the tasks this step trained on:
+        present, and under ``"skip_task"`` finite; all false in a skipped step),
+        ``"skipped"`` (``[]`` int32, the running count of skipped steps),
+        ``"task_skipped"`` (``[K]`` int32, the running per-task count of
+        ``"skip_task"``) and ``"unattributed"`` (``[]`` bool: under
+        ``"skip_task"``, the step was skipped because a non-finite value could
+        not be pinned on a task).
       mode: the resolved route, ``"loss"``, ``"gramian"``, ``"jacobian"`` or
         ``"representation"``.
-      on_nonfinite: the non-finite policy, ``"skip"``, ``"raise"`` or ``"ignore"``.
+      on_nonfinite: the non-finite policy, ``"skip"``, ``"skip_task"``,
+        ``"raise"`` or ``"ignore"``.
       check_batch: host-side check of a batch before the step runs (batch size
         divisible by the mesh's data axis), or ``None``.
       diagnose: ``(state, batch) -> [K]`` bool, per-task gradient finiteness at
@@ -305,9 +338,16 @@ def make_train_step(
     "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}`` to your own ``jax.jit`` to get it
     back. Other platforms pass no options, so nothing is lost there.
 
+    **Task presence.** ``loss_fn`` may return ``mtl.TaskLosses(losses,
+    present)`` in place of ``losses`` (also inside ``(…, aux)`` and ``(…,
+    new_model_state)``), e.g. ``mtl.masked_task_losses(per_example [B, K],
+    label_mask [B, K])``: see the module docstring. ``representation.decode``
+    and ``decode_tasks`` may do the same.
+
     Args:
-      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), one array;
-        optionally with keywords ``key`` and ``model_state`` (see above).
+      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), one array
+        or a :class:`~mtl_jax.TaskLosses`; optionally with keywords ``key`` and
+        ``model_state`` (see above).
       balancer: a balancer from :mod:`mtl_jax.balancers`.
       optimizer: the optax optimiser applied to the balanced update (e.g. Adam).
       has_aux: whether ``loss_fn`` (and ``representation.decode``) return aux.
@@ -339,7 +379,14 @@ def make_train_step(
       on_nonfinite: what a non-finite loss, gradient or update does:
         ``"skip"`` (default; the step leaves params, balancer and optimiser states
         unchanged and counts it in ``TrainState.skipped``, all inside the jitted
-        step), ``"raise"`` (the same, then ``FloatingPointError`` naming the step
+        step), ``"skip_task"`` (a task whose loss or per-task gradient is
+        non-finite is treated as absent for this step and counted in
+        ``TrainState.task_skipped``; the other tasks train. Where the
+        non-finite value cannot be pinned on a task -- a finite loss with a
+        non-finite gradient in the ``"loss"`` route's single backward pass, a
+        non-finite balanced gradient, update or model state -- the whole step is
+        skipped as under ``"skip"`` and ``metrics["unattributed"]`` is true),
+        ``"raise"`` (the same, then ``FloatingPointError`` naming the step
         and task(s), from a host read of a scalar flag each step) or
         ``"ignore"``. "skip" is the default because it costs no host round-trip
         and a long run survives an occasional bad batch; watch
@@ -390,8 +437,12 @@ def make_train_step(
         for fn in (representation.encode, representation.decode, representation.decode_tasks)
     )
 
-    def init(params, *, key=None, model_state=None) -> TrainState:
+    def init(params, *, key=None, model_state=None, num_tasks=None) -> TrainState:
         _stateful.check_float_params(params)
+        if num_tasks is not None and (
+            isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1
+        ):
+            raise ValueError(f"num_tasks must be a positive int or None, got {num_tasks!r}")
         if has_model_state and model_state is None:
             raise ValueError(
                 "the step was built with has_model_state=True but init got no model_state: pass "
@@ -403,14 +454,27 @@ def make_train_step(
                 "loss_fn would never see or update it: build the step with has_model_state=True"
             )
         zero = jnp.zeros((), jnp.int32)
+        bal_state = balancer.init(params)
+        if num_tasks is None:
+            recorded = _checks._recorded_weights(bal_state)
+            if recorded is not None and recorded.ndim == 1 and recorded.shape[0] > 0:
+                num_tasks = int(recorded.shape[0])
+        if num_tasks is None and on_nonfinite == "skip_task":
+            raise ValueError(
+                "on_nonfinite='skip_task' counts skipped steps per task in "
+                "TrainState.task_skipped [K], but K is unknown here: pass "
+                "init(params, num_tasks=K) or build the balancer with num_tasks=K"
+            )
+        task_skipped = None if num_tasks is None else jnp.zeros((num_tasks,), jnp.int32)
         return TrainState(
             params,
-            balancer.init(params),
+            bal_state,
             optimizer.init(params),
             zero,
             zero,
             _stateful.key_data(key),
             model_state,
+            task_skipped,
         )
 
     def bind_rep(k_t):
@@ -430,10 +494,12 @@ def make_train_step(
             bind(representation.decode_tasks, 1),
         )
 
+    per_task = on_nonfinite == "skip_task"
+
     def route(f, rep, params, bal_state, batch) -> _routes.RouteOut:
-        aux_ = has_aux or has_model_state
+        kw = {"has_aux": has_aux or has_model_state, "per_task": per_task}
         if resolved == "loss":
-            return _routes.loss_route(f, balancer, params, bal_state, batch, has_aux=aux_)
+            return _routes.loss_route(f, balancer, params, bal_state, batch, **kw)
         if resolved == "gramian":
             return _routes.gramian_route(
                 f,
@@ -441,17 +507,15 @@ def make_train_step(
                 params,
                 bal_state,
                 batch,
-                has_aux=aux_,
                 chunk_size=chunk_size,
                 representation=rep,
+                **kw,
             )
         if resolved == "jacobian":
             return _routes.jacobian_route(
-                f, balancer, params, bal_state, batch, has_aux=aux_, chunk_size=chunk_size
+                f, balancer, params, bal_state, batch, chunk_size=chunk_size, **kw
             )
-        return _routes.representation_route(
-            f, balancer, rep, params, bal_state, batch, has_aux=aux_
-        )
+        return _routes.representation_route(f, balancer, rep, params, bal_state, batch, **kw)
 
     def step(state: TrainState, batch) -> tuple[TrainState, dict]:
         if not isinstance(state, TrainState):
@@ -487,29 +551,65 @@ def make_train_step(
         aux, model_state = r.aux if has_model_state else (r.aux, state.model_state)
         updates, opt_state = optimizer.update(r.grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        k = r.losses.shape[0]
         task_finite = jnp.isfinite(r.losses) & r.task_finite
-        finite = (
-            jnp.all(task_finite) & _nonfinite.tree_finite(r.grads) & _nonfinite.tree_finite(updates)
-        )
+        grads_ok = _nonfinite.tree_finite(r.grads) & _nonfinite.tree_finite(updates)
         if has_model_state:
-            finite = finite & _nonfinite.tree_finite(model_state)
+            grads_ok = grads_ok & _nonfinite.tree_finite(model_state)
+        # An absent task's loss and gradient take no part in the step.
+        finite = jnp.all(task_finite | ~r.presence) & grads_ok
+        any_used = jnp.any(r.used)
         skipped = jnp.zeros((), jnp.int32) if state.skipped is None else state.skipped
+        task_skipped = state.task_skipped
+        keep_none = task_skipped is None and on_nonfinite != "skip_task"
+        if task_skipped is None:
+            task_skipped = jnp.zeros((k,), jnp.int32)
+        elif task_skipped.shape != (k,):
+            raise ValueError(
+                f"TrainState.task_skipped has shape {tuple(task_skipped.shape)} but loss_fn "
+                f"returned K={k} task losses"
+            )
+        if on_nonfinite == "skip_task":
+            ok = any_used & grads_ok
+            dropped = r.presence & ~r.used
+            # Every present task dropped, one of them for its gradient alone: a
+            # non-finite value in one task's branch reaches every task's VJP
+            # (0·NaN), so the step cannot say which task it was.
+            ambiguous = ~any_used & jnp.any(dropped & jnp.isfinite(r.losses))
+            unattributed = (any_used & ~grads_ok) | ambiguous
+            task_skipped = task_skipped + (dropped & ~unattributed).astype(jnp.int32)
+        elif on_nonfinite == "ignore":
+            ok = any_used  # a batch without a present task is still skipped
+            unattributed = jnp.zeros((), bool)
+        else:
+            ok = finite & any_used
+            unattributed = jnp.zeros((), bool)
         new = (params, r.balancer_state, opt_state, model_state)
-        if on_nonfinite != "ignore":
-            old = (state.params, state.balancer_state, state.opt_state, state.model_state)
-            new = _nonfinite.select(finite, new, old)
-            skipped = skipped + (~finite).astype(jnp.int32)
+        old = (state.params, state.balancer_state, state.opt_state, state.model_state)
+        new = _nonfinite.select(ok, new, old)
+        skipped = skipped + (~ok).astype(jnp.int32)
         metrics = {
             "losses": r.losses,
             "aux": aux,
             "weights": r.weights,
             "finite": finite,
             "task_finite": task_finite,
+            "present": r.presence,
+            "used": r.used & ok,
             "skipped": skipped,
+            "task_skipped": task_skipped,
+            "unattributed": unattributed,
         }
         params, bal_state, opt_state, model_state = new
         new_state = TrainState(
-            params, bal_state, opt_state, state.step + 1, skipped, state.key, model_state
+            params,
+            bal_state,
+            opt_state,
+            state.step + 1,
+            skipped,
+            state.key,
+            model_state,
+            None if keep_none else task_skipped,  # the state's structure is kept
         )
         return new_state, metrics
 
@@ -544,8 +644,9 @@ def make_train_step(
     )
     num_devices = mesh.shape[data_axis]
 
-    def init_replicated(params, *, key=None, model_state=None) -> TrainState:
-        return put_replicated(init(params, key=key, model_state=model_state), replicated)
+    def init_replicated(params, *, key=None, model_state=None, num_tasks=None) -> TrainState:
+        state = init(params, key=key, model_state=model_state, num_tasks=num_tasks)
+        return put_replicated(state, replicated)
 
     def check(batch) -> None:
         _checks.check_divisible(batch, num_devices, data_axis)

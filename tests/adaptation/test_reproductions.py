@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from mtl_jax.experiments import get
+from mtl_jax.experiments import _verdict, get
 from mtl_jax.experiments._registry import seeds_from, write_results
 
 
@@ -26,7 +26,11 @@ def _check_result(res, tmp_path, name):
     assert all(np.isfinite(v).all() for v in res.per_seed.values())
     assert all(f.exists() for f in res.files)
     path = write_results(res, tmp_path, name=name, form="fast", wall_time_s=0.0)
-    assert json.loads(path.read_text())["claim_held"] is True
+    got = json.loads(path.read_text())
+    # the verdict is the declared parts' one-sided tests; none may be refuted here (a
+    # part can be inconclusive on the fast form's few seeds)
+    assert got["claims"] and got["claim_held"] is _verdict.claim_held(got["claims"])
+    assert got["claim_held"] is not False, got["claims"]
 
 
 @pytest.mark.reproduction

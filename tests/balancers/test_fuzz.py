@@ -59,6 +59,7 @@ RUN_SLOW = os.environ.get("MTL_FUZZ_SLOW", "") == "1"
 
 # Every balancer factory in the public namespace (new ones are fuzzed without an edit here).
 HELPERS = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
+HELPERS |= {"make", "names", "auto_lambda", "auto_lambda_hypergradient"}  # test_auto_lambda
 NAMES = [n for n in mtl.balancers.__all__ if n.islower() and n not in HELPERS]
 RANDOMISED = {"pcgrad", "gradvac", "graddrop", "rlw"}
 SCALE_POWER = {"nash_mtl": 0.0, "fairgrad": 0.0}  # others: d(cJ) = c d(J)

@@ -199,7 +199,8 @@ def test_bad_labels_inside_the_dsmt_step_are_skipped_not_trained_on(key):
         model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=0, phase_steps=1
     )
     b.pop("key")
-    state = ts.init(v, key=0)
+    # Step 1 is a main phase (burn-in 0, phases of 1 step): the main task is present.
+    state = ts.init(v, key=0)._replace(step=jnp.asarray(1, jnp.int32))
     bad = dict(b, labels=b["labels"].at[0].set(3.0))  # window 0 is labelled
     new, metrics = ts.step(state, bad)
     assert not np.isfinite(np.asarray(metrics["losses"])[0])
@@ -222,15 +223,14 @@ def test_train_step_carries_batch_stats_and_follows_schedule(key):
     for i in range(3):
         old_params = state.params
         state, metrics = ts.step(state, b)
-        seen.append(np.asarray(metrics["losses"]))
+        seen.append(np.asarray(metrics["present"]))
         if i == 2:  # main phase: the auxiliary output layer gets no update (SGD)
             np.testing.assert_array_equal(
                 state.params["aux_out"]["kernel"], old_params["aux_out"]["kernel"]
             )
     assert int(state.step) == 3
-    # Burn-in (step 0), auxiliary phase (step 1), main phase (step 2).
-    assert seen[0][0] == 0 and seen[1][0] == 0 and (seen[1][1:] > 0).all()
-    assert seen[2][0] > 0 and (seen[2][1:] == 0).all()
+    # Burn-in (step 0), auxiliary phase (step 1), main phase (step 2), as presence.
+    np.testing.assert_array_equal(seen, [[0, 1, 1], [0, 1, 1], [1, 0, 0]])
     mean0 = v["batch_stats"]["streams"]["BatchNorm_0"]["mean"]
     stats = state.model_state["batch_stats"]
     assert not np.allclose(stats["streams"]["BatchNorm_0"]["mean"], mean0)
@@ -402,3 +402,85 @@ def test_streams_have_separate_perception_blocks(key):
     assert y0.shape == (6, 3, 4)
     np.testing.assert_allclose(y0[:, 1:], y1[:, 1:], rtol=1e-6)
     assert not np.allclose(y0[:, 0], y1[:, 0])
+
+
+def _mgda_is_presence_aware():
+    jac = {"w": jnp.asarray([[1.0, 0.5], [0.0, 0.0], [0.2, 1.0]])}
+    present = jnp.asarray([True, False, True])
+    b3, b2 = mtl.balancers.mgda(num_tasks=3), mtl.balancers.mgda(num_tasks=2)
+    _, s3 = b3.update(jac, b3.init(None), task_losses=jnp.ones(3), task_presence=present)
+    _, s2 = b2.update({"w": jac["w"][jnp.asarray([0, 2])]}, b2.init(None), task_losses=jnp.ones(2))
+    return np.allclose(np.asarray(s3.weights)[[0, 2]], s2.weights, atol=1e-5)
+
+
+def test_mgda_trains_every_dsmt_phase_as_the_present_tasks_alone(key):
+    """The phases are presence: MGDA moves the parameters in every phase (on 0/1-multiplied
+    losses the zero-gradient task was MGDA's min-norm point and SGD made no update), and each
+    step equals MGDA's step on the present tasks alone."""
+    if not _mgda_is_presence_aware():
+        pytest.xfail("mgda is not presence-aware yet (balancer-level), so neither is the step")
+    k = 2
+    model = models.DSMTNet(num_aux_tasks=k, channels=(4,), units=4)
+    b = _batch(key, k=k)
+    b.pop("key")
+    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
+    opt = optax.sgd(1e-1)
+    ts = models.make_dsmt_train_step(
+        model, mtl.balancers.mgda(num_tasks=k + 1), opt, burn_in_steps=1, phase_steps=1
+    )
+
+    def alone(tasks):
+        def loss_fn(params, batch, *, key, model_state):
+            drop_key, noise_key = jax.random.split(key)
+            (logit, aux), upd = model.apply(
+                {"params": params, **model_state},
+                batch["windows"],
+                batch["missing"],
+                train=True,
+                rngs={"dropout": drop_key, "noise": noise_key},
+                mutable=["batch_stats"],
+            )
+            losses = models.dsmt_losses(
+                logit,
+                aux,
+                labels=batch["labels"],
+                label_mask=batch["label_mask"],
+                aux_targets=batch["aux_targets"],
+            )
+            return losses[jnp.asarray(tasks)], {"batch_stats": upd["batch_stats"]}
+
+        return mtl.training.make_train_step(
+            loss_fn, mtl.balancers.mgda(num_tasks=len(tasks)), opt, has_model_state=True
+        )
+
+    state = ts.init(v, key=0)
+    for step, tasks in enumerate([[1, 2], [1, 2], [0]]):  # burn-in, auxiliary, main
+        new, metrics = ts.step(state, b)
+        ref = alone(tasks)
+        ref_state = ref.init(state.params, key=0, model_state=state.model_state)
+        ref_new, _ = ref(ref_state._replace(step=state.step), b)
+        moved = max(
+            float(jnp.max(jnp.abs(x - y)))
+            for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params))
+        )
+        assert moved > 1e-3, (step, moved)
+        for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(ref_new.params)):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+        w = np.asarray(metrics["weights"])
+        assert (w[[i for i in range(k + 1) if i not in tasks]] == 0).all()
+        state = new
+
+
+def test_a_main_phase_without_a_labelled_window_is_skipped(key):
+    model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
+    b = _batch(key, k=2)
+    b.pop("key")
+    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
+    ts = models.make_dsmt_train_step(
+        model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=0, phase_steps=1
+    )
+    state = ts.init(v, key=0)._replace(step=jnp.asarray(1, jnp.int32))  # a main phase
+    new, metrics = ts.step(state, dict(b, label_mask=jnp.zeros_like(b["label_mask"])))
+    np.testing.assert_array_equal(metrics["present"], [False, False, False])
+    assert int(new.skipped) == 1
+    jax.tree.map(np.testing.assert_array_equal, new.params, state.params)

@@ -147,5 +147,11 @@ def test_experiment_runs(tmp_path, monkeypatch, repro_fast):
         assert per_seed.shape == (n_seeds,) and np.isfinite(per_seed).all(), cell
         floor = CI_FLOOR if repro_fast else architectures.FLOOR[cell.split("/")[0]]
         assert per_seed.mean() > floor, (cell, per_seed, floor)
+    # one part per dataset: a t-test on the worst cell's margin over its floor
+    parts = {c["name"].split(":")[0]: c for c in payload["claims"]}
+    assert parts["digits_attributes"]["statistic"] == "paired_t"
+    assert parts["digits_attributes"]["n"] == n_seeds
+    if repro_fast:  # this CI form does not run MultiDigits
+        assert parts["multi_digits"]["verdict"] == "not tested"
     if not repro_fast:
         assert payload["claim_held"] is True and payload["claim"] == architectures.CLAIM

@@ -149,7 +149,7 @@ MISTAKES = [
         "unknown on_nonfinite",
         lambda: _build(on_nonfinite="zero"),
         ValueError,
-        r"on_nonfinite must be one of \('skip', 'raise', 'ignore'\); got 'zero'",
+        r"on_nonfinite must be one of \('skip', 'skip_task', 'raise', 'ignore'\); got 'zero'",
     ),
 ]
 

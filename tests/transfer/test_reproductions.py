@@ -8,14 +8,18 @@ over those runs (the numbers are in each test's comment).
 import numpy as np
 import pytest
 
-from mtl_jax.experiments import get
+from mtl_jax.experiments import _verdict, get
 from mtl_jax.experiments._registry import seeds_from
 
 
 def _check_result(res, seed=0):
     assert res.files[0].exists() and res.files[0].stat().st_size > 1000
     assert res.seeds == seeds_from(seed, len(res.seeds))
-    assert res.metric and res.claim and isinstance(res.claim_held, bool)
+    assert res.metric and res.claim and res.claims
+    # the summary verdict is the declared parts' verdicts, each a statistic
+    assert res.claim_held is _verdict.claim_held(res.claims)
+    for part in res.claims:
+        assert part["verdict"] in _verdict.VERDICTS and part["statistic"] == "paired_t"
     for values in res.per_seed.values():
         assert len(values) == len(res.seeds) and np.all(np.isfinite(values))
 
