@@ -261,6 +261,11 @@ def compare(
                     jax.block_until_ready(state.params)
                     if i > 0:  # step 0 compiles
                         times.append(time.perf_counter() - t0)
+                if isinstance(model, models.MTAN) and "batch_stats" in state.model_state:
+                    # Precise BatchNorm: the running averages trail the batch statistics,
+                    # which drift fast under Adam; recompute them at the final parameters.
+                    stats = model.recompute_batch_stats({**state.params, **state.model_state}, x_tr)
+                    state = state._replace(model_state={**state.model_state, **stats})
                 pred = np.asarray(predict(state, jnp.asarray(ds.x_test)))  # [K, N]
                 accs.append(np.mean(pred == ds.y_test.T, axis=1))
             rows.append(

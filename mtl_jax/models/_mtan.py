@@ -26,10 +26,10 @@ def _split(out):
     return {"p": out}
 
 
-def _norm(h, *, on: bool, train: bool, name: str):
+def _norm(h, *, on: bool, train: bool, momentum: float, name: str):
     if not on:
         return h
-    return nn.BatchNorm(use_running_average=not train, name=name)(h)
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, name=name)(h)
 
 
 class _Extractor(nn.Module):
@@ -41,6 +41,7 @@ class _Extractor(nn.Module):
     """
 
     batch_norm: bool = True
+    momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x, *, features: int, train: bool = False):
@@ -48,7 +49,8 @@ class _Extractor(nn.Module):
             h = nn.Conv(features, (3,) * (x.ndim - 2), padding="SAME", name="conv")(x)
         else:
             h = nn.Dense(features, name="conv")(x)
-        return nn.relu(_norm(h, on=self.batch_norm, train=train, name="bn"))
+        h = _norm(h, on=self.batch_norm, train=train, momentum=self.momentum, name="bn")
+        return nn.relu(h)
 
 
 class _Attention(nn.Module):
@@ -60,6 +62,7 @@ class _Attention(nn.Module):
 
     hidden: int | None
     batch_norm: bool = True
+    momentum: float = 0.9
 
     @nn.compact
     def __call__(self, u, p, prev=None, train: bool = False):
@@ -69,9 +72,10 @@ class _Attention(nn.Module):
             )
         v = u if prev is None else jnp.concatenate([u, prev], axis=-1)
         h = nn.Dense(self.hidden or u.shape[-1], name="g_0")(v)
-        h = nn.relu(_norm(h, on=self.batch_norm, train=train, name="bn_0"))
+        bn = {"on": self.batch_norm, "train": train, "momentum": self.momentum}
+        h = nn.relu(_norm(h, name="bn_0", **bn))
         h = nn.Dense(p.shape[-1], name="g_1")(h)
-        return nn.sigmoid(_norm(h, on=self.batch_norm, train=train, name="bn_1")) * p
+        return nn.sigmoid(_norm(h, name="bn_1", **bn)) * p
 
 
 class MTAN(nn.Module):
@@ -124,6 +128,17 @@ class MTAN(nn.Module):
         max-pooled to the next stage's resolution and concatenated with ``u``.
       batch_norm: BatchNorm in :math:`g` and in the default :math:`f` (the
         paper's form); ``False`` drops it (no ``"batch_stats"`` collection).
+      batch_norm_momentum: decay :math:`m` of those BatchNorm layers' running
+        statistics, :math:`r \\leftarrow m\\,r + (1 - m)\\,\\bar x_{\\text{batch}}`,
+        in ``[0, 1)`` (0: the last batch's statistics). The default 0.9 is
+        PyTorch's ``BatchNorm2d`` default (``momentum=0.1`` there weighs the new
+        batch), which the authors' code uses; Flax's own default 0.99 averages
+        over ~100 steps and, while the shared stages still move quickly (short
+        runs, large learning rates), leaves the running statistics far behind
+        the batch statistics the network was trained with, so evaluation (``train=False``) degrades.
+        When the statistics drift faster than any running average follows
+        (Adam on the layers before BatchNorm), recompute them at the final
+        parameters with :meth:`recompute_batch_stats` before evaluating.
 
     References:
       Liu et al., CVPR 2019, https://arxiv.org/abs/1803.10704.
@@ -135,6 +150,7 @@ class MTAN(nn.Module):
     attention_features: int | None = None
     extractor: nn.Module | Sequence[nn.Module] | None = None
     batch_norm: bool = True
+    batch_norm_momentum: float = 0.9
 
     def setup(self):
         check_positive(num_tasks=self.num_tasks)
@@ -142,9 +158,12 @@ class MTAN(nn.Module):
             check_positive(attention_features=self.attention_features)
         if not self.stages:
             raise ValueError("stages must hold at least one module")
+        m = self.batch_norm_momentum
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m < 1.0:
+            raise ValueError(f"batch_norm_momentum must be a float in [0, 1), got {m!r}")
         n, kt = len(self.stages), self.num_tasks
         if self.extractor is None:
-            extractors = [_Extractor(self.batch_norm) for _ in range(n - 1)]
+            extractors = [_Extractor(self.batch_norm, m) for _ in range(n - 1)]
         elif isinstance(self.extractor, nn.Module):
             extractors = [self.extractor.clone(parent=None) for _ in range(n - 1)]
         else:
@@ -157,7 +176,7 @@ class MTAN(nn.Module):
         self.extractors = extractors
         self.attention = [
             Stacked(
-                _Attention(self.attention_features, self.batch_norm),
+                _Attention(self.attention_features, self.batch_norm, m),
                 kt,
                 in_axis=(None, None) if j == 0 else (None, None, 0),
             )
@@ -202,6 +221,31 @@ class MTAN(nn.Module):
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         return self.decode(self.encode(x, train=train), train=train)
+
+    def recompute_batch_stats(self, variables, x: jax.Array) -> dict:
+        """The ``"batch_stats"`` collection recomputed at fixed parameters on ``x``.
+
+        Every BatchNorm layer of :math:`f` and :math:`g` gets the mean and the
+        (biased) variance of its input over ``x`` in a ``train=True`` pass, i.e.
+        the statistics the trained network normalises with, instead of a running
+        average over past parameters ("precise BatchNorm", Wu & Johnson 2021,
+        https://arxiv.org/abs/2105.07576). Call it outside ``apply`` on the
+        bound-free module, e.g. ``model.recompute_batch_stats(variables, x_train)``.
+
+        Args:
+          variables: the model's variables (``"params"``, ``"batch_stats"``, and any
+            other collection of the stages or heads).
+          x: a batch of training inputs, ``[N, ...]`` (as large as memory allows).
+
+        Returns:
+          ``{"batch_stats": ...}`` of the structure of ``variables["batch_stats"]``;
+          note that BatchNorm layers inside user stages or heads are recomputed too.
+        """
+        if "batch_stats" not in variables:
+            raise ValueError("variables has no 'batch_stats' collection (batch_norm=False?)")
+        exact = self.clone(parent=None, batch_norm_momentum=0.0)
+        _, new = exact.apply(variables, x, train=True, mutable=["batch_stats"])
+        return {"batch_stats": new["batch_stats"]}
 
     @staticmethod
     def shared_mask(params) -> dict:
