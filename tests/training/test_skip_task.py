@@ -59,7 +59,16 @@ def _naive_rep(rep):
     return mtl.training.Representation(rep.encode, wrap(rep.decode), wrap(rep.decode_tasks))
 
 
-@pytest.mark.parametrize("name,mode,rep", CASES, ids=lambda v: getattr(v, "__name__", str(v)))
+def _case_id(v):
+    """Stable test ids (xdist workers must collect the same names): no object reprs."""
+    if v is REP:
+        return "rep"
+    if v is REP_SPLIT:
+        return "rep_split"
+    return str(v)
+
+
+@pytest.mark.parametrize("name,mode,rep", CASES, ids=_case_id)
 def test_nan_label_task_is_absent_and_the_others_train(name, mode, rep):
     params = _params()
     bad = mtl.training.make_train_step(
