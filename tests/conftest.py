@@ -77,3 +77,33 @@ def data_cache(tmp_path_factory):
         os.environ.pop("MTL_JAX_DATA_DIR", None)
     else:
         os.environ["MTL_JAX_DATA_DIR"] = old
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """Runs python ``code`` as a pasted file in a fresh interpreter on 4 CPU devices.
+
+    Returns the completed process (stdout and stderr captured as text).
+    """
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+
+    def run(code: str, *, timeout: int = 300):
+        script = tmp_path / "example.py"
+        script.write_text(code)
+        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(root))
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        env.pop("MPLBACKEND", None)
+        return subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

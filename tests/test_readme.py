@@ -1,10 +1,7 @@
 """The README's python examples run as written, and every file it names exists."""
 
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -22,21 +19,9 @@ def test_readme_has_examples():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index, tmp_path):
+def test_readme_example_runs(index, run_script):
     """Each block runs alone in a fresh interpreter, as a pasted file, on 4 CPU devices."""
-    script = tmp_path / f"example_{index}.py"
-    script.write_text(BLOCKS[index])
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    env.pop("MPLBACKEND", None)
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_script(BLOCKS[index])
     assert proc.returncode == 0, f"README example {index} failed:\n{proc.stderr[-3000:]}"
 
 

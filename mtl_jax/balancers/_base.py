@@ -624,6 +624,22 @@ def check_int(name: str, value: Any, *, low: int = 1) -> int:
     return int(value)
 
 
+def inner_optimizer(
+    optimizer: optax.GradientTransformation | None, learning_rate: Any
+) -> optax.GradientTransformation:
+    """The optimiser of a balancer's own learned quantities (log-variances, scales, weights).
+
+    ``optimizer`` if given (it must be an optax transform), else Adam at
+    ``learning_rate`` (a positive finite number).
+    """
+    if optimizer is None:
+        learning_rate = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+        return optax.adam(learning_rate)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
+    return optimizer
+
+
 def check_seed(seed: Any) -> int:
     """A seed must be a Python int."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):

@@ -121,11 +121,7 @@ def gradnorm(
     """
     _base.check_num_tasks(num_tasks, required=True)
     alpha = _base.check_number("alpha", alpha, low=0.0)
-    if optimizer is None:
-        learning_rate = _base.check_number("learning_rate", learning_rate, low=0.0, low_open=True)
-        optimizer = optax.adam(learning_rate)
-    elif not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
+    optimizer = _base.inner_optimizer(optimizer, learning_rate)
 
     def init(params):
         del params

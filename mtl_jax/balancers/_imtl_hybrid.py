@@ -70,11 +70,7 @@ def imtl_hybrid(
     """
     _base.check_num_tasks(num_tasks, required=True)
     init_log_scale = _base.check_number("init_log_scale", init_log_scale)
-    if optimizer is None:
-        learning_rate = _base.check_number("learning_rate", learning_rate, low=0.0, low_open=True)
-        optimizer = optax.adam(learning_rate)
-    elif not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
+    optimizer = _base.inner_optimizer(optimizer, learning_rate)
 
     def init(params):
         del params
