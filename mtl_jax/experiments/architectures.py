@@ -124,13 +124,11 @@ def build(name: str, num_tasks: int, num_classes: int) -> nn.Module:
 
 
 def _balancer(name: str, k: int, mask) -> balancers.Balancer:
-    if name == "ew":
-        return balancers.equal_weighting(num_tasks=k, shared=mask)
-    if name == "mgda":
-        return balancers.mgda(num_tasks=k, shared=mask)
-    if name == "upgrad":
-        return balancers.upgrad(num_tasks=k, shared=mask)
-    raise ValueError(f"unknown balancer {name!r}; choose from {BALANCERS}")
+    """The balancer ``name`` (``"ew"`` for equal weighting) from the one registry."""
+    if name not in BALANCERS:
+        raise ValueError(f"unknown balancer {name!r}; choose from {BALANCERS}")
+    full = "equal_weighting" if name == "ew" else name
+    return balancers.make(full, num_tasks=k, shared=mask)
 
 
 def _dataset(name: str, seed: int, data_dir, quiet: bool) -> data.MultiTaskDigits:

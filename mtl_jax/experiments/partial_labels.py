@@ -116,15 +116,11 @@ def label_masks(num_examples: int, num_tasks: int, *, seed: int) -> np.ndarray:
 
 
 def _balancer(name: str, k: int, mask) -> balancers.Balancer:
-    if name == "ew":
-        return balancers.equal_weighting(num_tasks=k, shared=mask)
-    if name == "mgda":
-        return balancers.mgda(num_tasks=k, shared=mask)
-    if name == "upgrad":
-        return balancers.upgrad(num_tasks=k, shared=mask)
-    if name == "gradnorm":
-        return balancers.gradnorm(num_tasks=k, shared=mask)
-    raise ValueError(f"unknown balancer {name!r}; choose from {BALANCERS}")
+    """The balancer ``name`` (``"ew"`` for equal weighting) from the one registry."""
+    if name not in BALANCERS:
+        raise ValueError(f"unknown balancer {name!r}; choose from {BALANCERS}")
+    full = "equal_weighting" if name == "ew" else name
+    return balancers.make(full, num_tasks=k, shared=mask)
 
 
 def make_loss_fn(model: nn.Module, variant: str = "batch"):
