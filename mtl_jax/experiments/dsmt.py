@@ -61,7 +61,7 @@ import numpy as np
 import optax
 
 from mtl_jax import balancers, data, models
-from mtl_jax.experiments import _verdict
+from mtl_jax.experiments import _plots, _verdict
 from mtl_jax.experiments._registry import ExperimentResult, progress, register, seeds_from
 
 __all__ = ["run"]
@@ -233,11 +233,6 @@ def run(
     quiet: bool = False,
 ) -> ExperimentResult:
     """DSMT-Nets vs a supervised and a naive multi-task network at 12-100 labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cfg = FAST if fast else FULL
     seeds = seeds_from(seed, cfg["num_seeds"])
     budgets = cfg["budgets"]
@@ -289,28 +284,7 @@ def run(
     few, many = budgets[0], budgets[-1]
     claims = _paired_verdict(per_seed, few, many, untestable=FAST_FORM_REASON if fast else None)
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name in METHODS:
-        ax.errorbar(
-            budgets,
-            [mean[f"{name} n={n}"] for n in budgets],
-            yerr=[std[f"{name} n={n}"] for n in budgets],
-            marker="o",
-            capsize=2,
-            label=name,
-        )
-    ax.set_xscale("log")
-    ax.set_xticks(budgets, [str(n) for n in budgets])
-    ax.set_xlabel("labelled windows")
-    ax.set_ylabel("test AUROC")
-    ax.set_title("DSMT-Nets on synthetic ICU alarms")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / "dsmt.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = _plot(per_seed, budgets, pathlib.Path(out_dir) / "dsmt.png")
     return ExperimentResult(
         title=f"DSMT-Nets: test AUROC (mean ± sd over {len(seeds)} seeds)",
         columns=["method", *(f"n={n}" for n in budgets)],
@@ -343,3 +317,18 @@ def _paired_verdict(
         PARTS[0].test(dsmt[few], sup[few], untestable=untestable),
         PARTS[1].test(gain[few], gain[many], untestable=untestable),
     ]
+
+
+def _plot(per_seed: dict[str, list[float]], budgets, path: pathlib.Path) -> pathlib.Path:
+    """Test AUROC against the labelled budget: each method's mean ± sd over seeds and its seeds."""
+    plt = _plots.pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    num = len(per_seed[f"{next(iter(METHODS))} n={budgets[0]}"])
+    series = {m: [per_seed[f"{m} n={n}"] for n in budgets] for m in METHODS}
+    _plots.series_over_seeds(ax, budgets, series)
+    ax.set_xlabel("labelled windows (log scale)")
+    ax.set_ylabel("test AUROC")
+    ax.set_title(f"DSMT-Nets on synthetic ICU alarms: mean ± sd over {num} seeds (dots: seeds)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    return _plots.save(fig, path, dpi=120)

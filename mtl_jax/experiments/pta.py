@@ -111,7 +111,7 @@ import optax
 
 from mtl_jax import balancers
 from mtl_jax import models as M
-from mtl_jax.experiments import _verdict
+from mtl_jax.experiments import _plots, _verdict
 from mtl_jax.experiments._registry import ExperimentResult, progress, register, seeds_from
 
 __all__ = ["load_digits_attributes", "run", "small_data_split"]
@@ -427,7 +427,7 @@ def run(
     if "attr STL" in per_seed:
         paired["MTL vs attr STL"] = _paired(per_seed["attr STL"], per_seed["attr MTL"])
     rows = [[m, s[0], s[1]] for m, s in stats.items()]
-    png = _plot(stats, pathlib.Path(out_dir))
+    png = _plot(per_seed, pathlib.Path(out_dir))
     summary = {m: s[0] for m, s in stats.items()}
     summary |= {"paired": paired}
     return ExperimentResult(
@@ -448,28 +448,22 @@ def run(
     )
 
 
-def _plot(stats, out_dir: pathlib.Path) -> pathlib.Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(stats)
+def _plot(per_seed: dict[str, list[float]], out_dir: pathlib.Path) -> pathlib.Path:
+    """Test error per variant: every seed as a dot, mean ± sd over seeds as dot and bar."""
+    plt = _plots.pyplot()
+    names = list(per_seed)
     single = [m for m in names if not m.startswith("attr")]
     multi = [m for m in names if m.startswith("attr")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 1.2]})
     for ax, group, title in ((axes[0], single, "(a) single task"), (axes[1], multi, "(b) + MTL")):
-        mu = [stats[m][0] for m in group]
-        sd = [stats[m][1] for m in group]
-        ax.bar(range(len(group)), mu, yerr=sd, capsize=3, color="tab:blue")
+        _plots.dots_and_intervals(
+            ax, list(range(len(group))), [per_seed[m] for m in group], color="tab:blue"
+        )
         ax.set_xticks(range(len(group)), [m.replace("attr ", "") for m in group], rotation=60)
+        ax.set_xlabel("variant")
         ax.set_ylabel("test error (%)")
         ax.set_title(title)
-        lo = min(m - s for m, s in zip(mu, sd))
-        ax.set_ylim(max(0.0, lo - 1.0), None)
-    fig.tight_layout()
-    path = out_dir / "pta.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        ax.grid(axis="y", alpha=0.3)
+    num = len(next(iter(per_seed.values())))
+    fig.suptitle(f"PTA on small-data digits, {num} seeds: {_plots.AGGREGATE}", fontsize=9)
+    return _plots.save(fig, pathlib.Path(out_dir) / "pta.png", dpi=100)
