@@ -16,6 +16,7 @@ PACKAGES = [
     "mtl_jax.weighting",
     "mtl_jax.models",
     "mtl_jax.training",
+    "mtl_jax.recipes",
     "mtl_jax.transfer",
     "mtl_jax.adaptation",
     "mtl_jax.data",

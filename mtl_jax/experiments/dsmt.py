@@ -14,7 +14,7 @@ filled by smallest p-value when fewer are relevant). Methods: the plain
 supervised network (DSMT-Net with ``K = 0``), DSMT-Nets with a few and with many
 auxiliary tasks, and the naive multi-task network (all ``K`` auxiliary outputs
 on one shared layer). All train for the same number of steps through
-:func:`mtl_jax.models.make_dsmt_train_step` (equal weighting, Adam) with the
+:func:`mtl_jax.recipes.make_dsmt_train_step` (equal weighting, Adam) with the
 burn-in and alternating phases as a task-weight schedule; batches hold labelled
 windows (label mask 1) and windows drawn from the whole pool (mask 0). No early
 stopping. The metric is the test AUROC.
@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtl_jax import balancers, data, models
+from mtl_jax import balancers, data, models, recipes
 from mtl_jax.experiments import _verdict
 from mtl_jax.experiments._registry import ExperimentResult, progress, register, seeds_from
 
@@ -140,7 +140,7 @@ def _train_fn(model: models.DSMTNet, *, num_steps: int, pool: int):
     serves every budget and seed.
     """
     burn_in = num_steps // 5
-    ts = models.make_dsmt_train_step(
+    ts = recipes.make_dsmt_train_step(
         model,
         balancers.equal_weighting(),
         optax.adam(1e-3),

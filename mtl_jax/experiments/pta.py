@@ -36,13 +36,13 @@ come from the pseudo-tasks or from the dropout?). Metric: mean attribute error.
 
 Every run trains with Adam (learning rate 1e-3, batch 32) on the ``[K·D]``
 pseudo-task loss vector (equal weighting) through
-:func:`mtl_jax.models.make_pta_driver`: 40 meta-iterations of ``M = 20`` steps
+:func:`mtl_jax.recipes.make_pta_driver`: 40 meta-iterations of ``M = 20`` steps
 (800 steps, ~250 epochs of the 100 training images). After each meta-iteration
 every task's decoder is selected on validation accuracy; the reported test error
 of a task is that of its selected decoder at the meta-iteration whose validation
 accuracy was highest (early stopping on validation, the latest one among ties),
 the same rule for every method. The strategies' exact rules and scales are our
-choices (see :mod:`mtl_jax.models._pta_control`): they were fixed before these
+choices (see :mod:`mtl_jax.recipes._pta_control`): they were fixed before these
 runs and not tuned to any seed. The fast form (5 seeds) runs STL, ``HGD D=4``,
 MTL and MTL + PTA only, for 20 meta-iterations (400 steps).
 
@@ -109,7 +109,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtl_jax import balancers
+from mtl_jax import balancers, recipes
 from mtl_jax import models as M
 from mtl_jax.experiments import _verdict
 from mtl_jax.experiments._registry import ExperimentResult, progress, register, seeds_from
@@ -251,7 +251,7 @@ def _program(k: int, n: int, c: int, strategy: str, num_meta: int):
         def score_fn(p):
             return M.decoder_accuracy(net.apply(p, x[val]), y[val])
 
-        drv = M.make_pta_driver(
+        drv = recipes.make_pta_driver(
             loss_fn, score_fn, balancers.equal_weighting(), optax.adam(_LEARNING_RATE),
             num_tasks=k, num_decoders=n, num_steps=_STEPS, strategy=strategy,
             max_dropout=_MAX_DROPOUT, key_impl=_KEY_IMPL, on_nonfinite="ignore", jit=False,

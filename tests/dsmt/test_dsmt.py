@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 import mtl_jax as mtl
-from mtl_jax import data, models
+from mtl_jax import data, models, recipes
 
 
 def _batch(key, b=8, s=3, t=96, k=3):
@@ -58,7 +58,7 @@ def test_invalid_arguments(key):
             key, b["windows"], b["missing"], train=False
         )
     with pytest.raises(ValueError, match="num_aux_tasks"):
-        models.dsmt_phase_weights(0, num_aux_tasks=-1, burn_in_steps=0, phase_steps=1)
+        recipes.dsmt_phase_weights(0, num_aux_tasks=-1, burn_in_steps=0, phase_steps=1)
     with pytest.raises(ValueError, match="fdr"):
         data.select_relevant_features(np.zeros((4, 2)), np.array([0, 1, 0, 1]), fdr=1.5)
     with pytest.raises(ValueError, match="labels"):
@@ -69,14 +69,14 @@ def test_invalid_arguments(key):
 
 def test_phase_schedule():
     w = lambda s: np.asarray(
-        models.dsmt_phase_weights(s, num_aux_tasks=2, burn_in_steps=3, phase_steps=2)
+        recipes.dsmt_phase_weights(s, num_aux_tasks=2, burn_in_steps=3, phase_steps=2)
     )
     # Burn-in: auxiliary only; then alternating auxiliary / main phases of 2 steps.
     expected_main = [0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1]
     for s, m in enumerate(expected_main):
         np.testing.assert_array_equal(w(s), [m, 1 - m, 1 - m])
     assert np.asarray(
-        models.dsmt_phase_weights(5, num_aux_tasks=0, burn_in_steps=3, phase_steps=2)
+        recipes.dsmt_phase_weights(5, num_aux_tasks=0, burn_in_steps=3, phase_steps=2)
     ).tolist() == [1.0]
 
 
@@ -93,7 +93,7 @@ def test_unlabelled_window_gives_no_main_gradient(key):
             train=False,
         )
         kw = {k: batch[k] for k in ("labels", "label_mask", "aux_targets")}
-        return models.dsmt_losses(logit, aux, **kw)
+        return recipes.dsmt_losses(logit, aux, **kw)
 
     g = jax.jit(jax.grad(lambda p, bb: main_loss(p, bb)[0]))
     g0 = g(v["params"], b)
@@ -133,7 +133,7 @@ def _np_losses(logit, aux, labels, mask, aux_targets):
 def _call(kw):
     """dsmt_losses on a dict of its inputs."""
     kw = dict(kw)
-    return models.dsmt_losses(kw.pop("logit"), kw.pop("aux"), **kw)
+    return recipes.dsmt_losses(kw.pop("logit"), kw.pop("aux"), **kw)
 
 
 def _loss_inputs():
@@ -195,7 +195,7 @@ def test_bad_labels_inside_the_dsmt_step_are_skipped_not_trained_on(key):
     model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
     b = _batch(key, k=2)
     v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
-    ts = models.make_dsmt_train_step(
+    ts = recipes.make_dsmt_train_step(
         model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=0, phase_steps=1
     )
     b.pop("key")
@@ -214,7 +214,7 @@ def test_train_step_carries_batch_stats_and_follows_schedule(key):
     b = _batch(key, k=2)
     b.pop("key")
     v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
-    ts = models.make_dsmt_train_step(
+    ts = recipes.make_dsmt_train_step(
         model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=1, phase_steps=1
     )
     state = ts.init(v, key=7)
@@ -425,7 +425,7 @@ def test_mgda_trains_every_dsmt_phase_as_the_present_tasks_alone(key):
     b.pop("key")
     v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
     opt = optax.sgd(1e-1)
-    ts = models.make_dsmt_train_step(
+    ts = recipes.make_dsmt_train_step(
         model, mtl.balancers.mgda(num_tasks=k + 1), opt, burn_in_steps=1, phase_steps=1
     )
 
@@ -440,7 +440,7 @@ def test_mgda_trains_every_dsmt_phase_as_the_present_tasks_alone(key):
                 rngs={"dropout": drop_key, "noise": noise_key},
                 mutable=["batch_stats"],
             )
-            losses = models.dsmt_losses(
+            losses = recipes.dsmt_losses(
                 logit,
                 aux,
                 labels=batch["labels"],
@@ -476,7 +476,7 @@ def test_a_main_phase_without_a_labelled_window_is_skipped(key):
     b = _batch(key, k=2)
     b.pop("key")
     v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
-    ts = models.make_dsmt_train_step(
+    ts = recipes.make_dsmt_train_step(
         model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=0, phase_steps=1
     )
     state = ts.init(v, key=0)._replace(step=jnp.asarray(1, jnp.int32))  # a main phase
