@@ -304,6 +304,25 @@ def test_transfer_curriculum(saved, tmp_path):
     assert any("step 40" in lab for lab in labels), labels
 
 
+def test_transfer_l2sp(saved, tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from mtl_jax.experiments import transfer_l2sp as t
+
+    acc = RNG.uniform(0.8, 0.95, (len(t.METHODS), 5))
+    acc[-1] = [0.95, 0.2, 0.9, 0.93, 0.91]  # one collapsed seed: a wide interval, not clipped
+    diffs = {m: acc[i] - acc[2] for i, m in enumerate(t.METHODS) if m != "L2"}
+    drawn = []
+    real = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "plot",
+        lambda ax, *a, **k: drawn.append(len(a[1])) or real(ax, *a, **k),
+    )
+    _one(saved, t._plot(acc, diffs, 5, tmp_path))
+    assert drawn == [5] * (len(t.METHODS) + len(diffs))  # every seed drawn once per method
+
+
 def test_transfer_l2t(saved, tmp_path):
     from mtl_jax.experiments import transfer_l2t
 
