@@ -1,0 +1,253 @@
+"""MOML against a float64 NumPy transcription of the paper's meta-update on quadratic tasks."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mtl_jax as mtl
+
+K, D, ETA = 3, 4, 0.1
+
+
+def _problem(seed=0):
+    rng = np.random.default_rng(seed)
+    mats = []
+    for _ in range(2 * K):
+        m = rng.normal(size=(D, D))
+        mats.append(m @ m.T / D + 0.5 * np.eye(D))
+    a, b = rng.normal(size=(K, D)), rng.normal(size=(K, D))
+    return np.stack(mats[:K]), np.stack(mats[K:]), a, b, rng.normal(size=D)
+
+
+A, B, CA, CB, THETA = _problem()
+TRAIN = (jnp.asarray(A, jnp.float32), jnp.asarray(CA, jnp.float32))
+VAL = (jnp.asarray(B, jnp.float32), jnp.asarray(CB, jnp.float32))
+PARAMS = {"theta": jnp.asarray(THETA, jnp.float32)}
+
+
+def task_losses(params, batch):
+    """``L_k = ½ (θ − c_k)ᵀ M_k (θ − c_k)``; the batch holds ``(M, c)``."""
+    m, c = batch
+    r = params["theta"][None] - c
+    return 0.5 * jnp.einsum("ki,kij,kj->k", r, m, r)
+
+
+# ------------------------------------------------------------------ float64 transcription
+
+
+def np_softmax(a, present):
+    e = np.where(present, np.exp(a - a[present].max()), 0.0)
+    return e / e.sum()
+
+
+def np_unroll(theta, alpha, steps, present):
+    s = np_softmax(alpha, present)
+    for _ in range(steps):
+        g = np.einsum("kij,kj->ki", A, theta[None] - CA) * present[:, None]
+        theta = theta - ETA * s @ g
+    return theta
+
+
+def np_val_losses(theta):
+    r = theta[None] - CB
+    return 0.5 * np.einsum("ki,kij,kj->k", r, B, r)
+
+
+def np_hyper_closed(theta, alpha, present):
+    """Paper, one step: ∂F_i/∂α = −η ⟨∇F_i(θ'), ∇L_j(θ)⟩_j (diag(s) − s sᵀ)."""
+    s = np_softmax(alpha, present)
+    g = np.einsum("kij,kj->ki", A, theta[None] - CA) * present[:, None]
+    theta2 = theta - ETA * s @ g
+    v = np.einsum("kij,kj->ki", B, theta2[None] - CB)
+    return -ETA * (v @ g.T) @ (np.diag(s) - np.outer(s, s))
+
+
+def np_hyper_fd(theta, alpha, steps, present, h=1e-6):
+    """∂F_i(θ_T(α))/∂α by central differences of the unrolled look-ahead, float64."""
+    cols = []
+    for e in np.eye(K):
+        plus = np_val_losses(np_unroll(theta, alpha + h * e, steps, present))
+        minus = np_val_losses(np_unroll(theta, alpha - h * e, steps, present))
+        cols.append((plus - minus) / (2 * h))
+    return np.stack(cols, 1)
+
+
+def np_min_norm(g):
+    """argmin_{γ ∈ Δ} γᵀ G γ by enumerating the faces of the simplex (exact, small K)."""
+    k = g.shape[0]
+    best, arg = np.inf, None
+    for r in range(1, k + 1):
+        for sup in itertools.combinations(range(k), r):
+            idx = list(sup)
+            kkt = np.block([[g[np.ix_(idx, idx)], np.ones((r, 1))], [np.ones((1, r)), 0.0]])
+            sol = np.linalg.lstsq(kkt, np.r_[np.zeros(r), 1.0], rcond=None)[0][:r]
+            if np.all(sol >= -1e-12):
+                w = np.zeros(k)
+                w[idx] = sol
+                val = w @ g @ w
+                if val < best - 1e-15:
+                    best, arg = val, w
+    return arg
+
+
+def np_direction(h, present=None):
+    """MOML (LibMTL normalisation): MGDA on the rows h_i / ‖h_i‖ of the present objectives."""
+    present = np.ones(K, bool) if present is None else present
+    hn = h / np.linalg.norm(h, axis=1, keepdims=True)
+    idx = np.flatnonzero(present)
+    gamma = np.zeros(K)
+    gamma[idx] = np_min_norm(hn[idx] @ hn[idx].T)
+    return gamma @ hn, gamma
+
+
+def np_adam(g, m, v, t, lr):
+    m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g**2
+    step = lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return step, m, v
+
+
+ALL = np.ones(K, bool)
+
+
+def test_closed_form_transcription_is_the_derivative_of_the_lookahead():
+    alpha = np.array([0.3, -0.5, 0.2])
+    np.testing.assert_allclose(
+        np_hyper_closed(THETA, alpha, ALL), np_hyper_fd(THETA, alpha, 1, ALL), rtol=1e-6
+    )
+
+
+def test_pure_hypergradients_and_direction_match_float64():
+    alpha = np.array([0.3, -0.5, 0.2])
+    s = np_softmax(alpha, ALL)
+    g = np.einsum("kij,kj->ki", A, THETA[None] - CA)
+    v = np.einsum("kij,kj->ki", B, (THETA - ETA * s @ g)[None] - CB)
+    got = jax.jit(lambda c, a: mtl.weighting.moml_hypergradients(c, a, inner_lr=ETA))(
+        jnp.asarray(v @ g.T, jnp.float32), jnp.asarray(alpha, jnp.float32)
+    )
+    want = np_hyper_closed(THETA, alpha, ALL)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    d, gamma = jax.jit(mtl.weighting.moml_direction)(jnp.asarray(want, jnp.float32))
+    d_want, g_want = np_direction(want)
+    np.testing.assert_allclose(gamma, g_want, atol=2e-4)
+    np.testing.assert_allclose(d, d_want, atol=2e-4)
+    # the paper's plain MGDA: the min-norm point of the raw rows
+    d_raw, _ = mtl.weighting.moml_direction(jnp.asarray(want, jnp.float32), normalization="none")
+    np.testing.assert_allclose(d_raw, np_min_norm(want @ want.T) @ want, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_meta_updates_match_the_float64_transcription(steps):
+    lr = 0.05
+    tx = mtl.balancers.moml(task_losses, num_tasks=K, inner_lr=ETA, meta_lr=lr, inner_steps=steps)
+    state = tx.init(PARAMS)
+    np.testing.assert_allclose(state.weights, 1 / K)
+    update = jax.jit(tx.meta_update)
+    alpha, m, v = np.zeros(K), np.zeros(K), np.zeros(K)
+    for t in range(1, 4):
+        h = np_hyper_closed(THETA, alpha, ALL) if steps == 1 else np_hyper_fd(THETA, alpha, 2, ALL)
+        d, _ = np_direction(h)
+        step, m, v = np_adam(d, m, v, t, lr)
+        alpha = alpha - step
+        state = update(state, PARAMS, TRAIN, VAL)
+    np.testing.assert_allclose(state.logits, alpha, rtol=1e-3, atol=1e-5)
+    # the training step applies softmax(α) to the losses
+    jac = jax.jacrev(task_losses)(PARAMS, TRAIN)
+    upd, new = tx.update(jac, state, task_losses=task_losses(PARAMS, TRAIN))
+    s = np_softmax(alpha, ALL)
+    np.testing.assert_allclose(upd["theta"], s @ np.asarray(jac["theta"]), rtol=1e-4)
+    np.testing.assert_allclose(mtl.balancers.task_weights(new), s, rtol=1e-4)
+
+
+def test_presence_train_task_frozen_and_val_objective_left_out():
+    tx = mtl.balancers.moml(task_losses, num_tasks=K, inner_lr=ETA, meta_lr=0.05)
+    state = tx.meta_update(tx.init(PARAMS), PARAMS, TRAIN, VAL)
+    present = np.array([True, False, True])
+    new = jax.jit(tx.meta_update)(state, PARAMS, TRAIN, VAL, task_presence=jnp.asarray(present))
+    assert new.logits[1] == state.logits[1]
+    mu_old, mu_new = state.meta_opt_state[0].mu, new.meta_opt_state[0].mu
+    assert mu_new[1] == mu_old[1] and mu_new[0] != mu_old[0]
+    # the direction used is the transcription's with task 1 out of the look-ahead
+    h = np_hyper_closed(THETA, np.asarray(state.logits, np.float64), present)
+    assert np.all(h[:, 1] == 0.0)
+    # a validation objective absent: MGDA over the other two rows only
+    val_present = np.array([True, True, False])
+    alpha = np.asarray(state.logits, np.float64)
+    d, gamma = np_direction(np_hyper_closed(THETA, alpha, ALL), val_present)
+    assert gamma[2] == 0.0
+    got_d, got_gamma = mtl.weighting.moml_direction(
+        jnp.asarray(np_hyper_closed(THETA, alpha, ALL), jnp.float32),
+        presence=jnp.asarray(val_present),
+    )
+    assert got_gamma[2] == 0.0
+    np.testing.assert_allclose(got_d, d, atol=2e-4)
+    # the step: weight 0 for the absent task, a NaN in its gradient and loss stays out
+    jac = jax.tree_util.tree_map(
+        lambda j: j.at[1].set(jnp.nan), jax.jacrev(task_losses)(PARAMS, TRAIN)
+    )
+    losses = task_losses(PARAMS, TRAIN).at[1].set(jnp.nan)
+    upd, st = tx.update(jac, new, task_losses=losses, task_presence=jnp.asarray(present))
+    assert np.all(np.isfinite(upd["theta"])) and st.weights[1] == 0.0
+    np.testing.assert_allclose(np.sum(st.weights), 1.0, rtol=1e-6)
+
+
+def test_jitted_training_with_validation_batches_checkpoints_and_resumes(tmp_path):
+    import flax.serialization
+    import orbax.checkpoint as ocp
+
+    tx = mtl.balancers.make("moml", num_tasks=K, task_loss_fn=task_losses, inner_lr=ETA)
+    step = mtl.training.make_train_step(task_losses, tx, optax.sgd(ETA))
+
+    @jax.jit
+    def train(state, batch, val):
+        bstate = tx.meta_update(state.balancer_state, state.params, batch, val)
+        return step.step(state._replace(balancer_state=bstate), batch)
+
+    state = step.init(PARAMS)
+    for _ in range(3):
+        state, metrics = train(state, TRAIN, VAL)
+    w = np.asarray(state.balancer_state.weights)
+    assert not metrics["skipped"] and np.all(np.isfinite(w))
+    np.testing.assert_allclose(metrics["weights"], w, rtol=1e-6)
+    np.testing.assert_allclose(w, np_softmax(np.asarray(state.balancer_state.logits), ALL), 1e-5)
+    assert not np.allclose(w, 1 / K)
+    expected, _ = train(state, TRAIN, VAL)
+    bstate = state.balancer_state
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(tmp_path / "moml", bstate)
+    ckpt.wait_until_finished()
+    from_orbax = ckpt.restore(tmp_path / "moml", bstate)
+    from_flax = flax.serialization.from_bytes(bstate, flax.serialization.to_bytes(bstate))
+    for restored in (from_orbax, from_flax):
+        got, _ = train(state._replace(balancer_state=restored), TRAIN, VAL)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_tasks": 0}, "num_tasks"),
+        ({"inner_lr": 0.0}, "inner_lr must be a positive number, got 0.0"),
+        ({"meta_lr": -1.0}, "meta_lr must be a positive number"),
+        ({"inner_steps": 0}, "inner_steps must be an int >= 1"),
+        ({"normalization": "loss"}, "normalization must be 'l2' or 'none'"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, match):
+    full = {"num_tasks": K, "inner_lr": ETA, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        mtl.balancers.moml(task_losses, **full)
+
+
+def test_bad_presence_and_shapes_raise():
+    tx = mtl.balancers.moml(task_losses, num_tasks=K, inner_lr=ETA)
+    with pytest.raises(ValueError, match="val_presence must be a"):
+        tx.meta_update(tx.init(PARAMS), PARAMS, TRAIN, VAL, val_presence=jnp.ones(2, bool))
+    with pytest.raises(ValueError, match="logits must have shape"):
+        mtl.weighting.moml_hypergradients(jnp.eye(3), jnp.zeros(2), inner_lr=0.1)
+    with pytest.raises(ValueError, match="hypergradients must be a square"):
+        mtl.weighting.moml_direction(jnp.ones((3, 2)))
