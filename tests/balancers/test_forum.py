@@ -179,11 +179,13 @@ def test_meta_updates_and_step_match_the_float64_transcription():
 
 def test_presence_in_training_and_validation_batches():
     tx = _tx()
-    state = tx.meta_update(tx.init(PARAMS), PARAMS, TRAIN, VAL)
+    update = jax.jit(tx.meta_update)
+    mask = jnp.ones(K, bool)
+    state = update(tx.init(PARAMS), PARAMS, TRAIN, VAL, task_presence=mask, val_presence=mask)
     ref = _np_state()
     ref, _ = np_meta_update(ref)
     present, val_present = np.array([True, False, True]), np.array([True, True, False])
-    new = jax.jit(tx.meta_update)(
+    new = update(
         state,
         PARAMS,
         TRAIN,
@@ -213,7 +215,7 @@ def test_shared_leaves_get_the_direction_the_others_the_plain_sum():
 
     params = {"enc": PARAMS["theta"], "head": jnp.ones(2)}
     tx = mtl.balancers.forum(losses2, num_tasks=K, inner_lr=ETA, shared="enc")
-    state = tx.meta_update(tx.init(params), params, TRAIN, VAL)
+    state = jax.jit(tx.meta_update)(tx.init(params), params, TRAIN, VAL)
     assert len(state.direction) == 1 and state.direction[0].shape == (D,)
     jac = jax.jacrev(losses2)(params, TRAIN)
     upd, _ = tx.update(jac, state, params, task_losses=losses2(params, TRAIN))
