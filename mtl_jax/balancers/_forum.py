@@ -120,7 +120,8 @@ def forum(
     ``f`` (``s`` is the softmax over the present tasks), keeps its logit and Adam
     moments and gets weight 0 in the step; a task absent from ``val_batch``
     (``val_presence``) is left out of the programme's simplex, keeps its ``λ̄`` and
-    gets no share of the upper-level direction.
+    gets no share of the upper-level direction; with none present the update is zero
+    and ``α`` stays.
 
     Args:
       task_loss_fn: ``(params, batch) -> [K]`` per-task losses (without extra keyword
@@ -242,8 +243,9 @@ def forum(
             (scale.astype(j.dtype) @ j).reshape(u.shape).astype(u.dtype)
             for j, u in zip(val, state.direction, strict=True)
         )
+        keep = present & jnp.any(val_mask)  # no validation task: α and Adam stay
         logits, opt_state = _bilevel.adam_step(
-            meta_opt, nu * grad_alpha, state.logits, state.meta_opt_state, present
+            meta_opt, nu * grad_alpha, state.logits, state.meta_opt_state, keep
         )
         new = FORUMState(logits, opt_state, lam, state.count + 1, nu * s, direction)
         return _base.like(new, state)

@@ -90,7 +90,7 @@ def moml(
     Presence: a task absent from ``train_batch`` (``task_presence``) takes no part in
     the look-ahead, keeps its logit and its Adam moments and gets weight 0 in the
     step; a task absent from ``val_batch`` (``val_presence``) is left out of MGDA's
-    simplex.
+    simplex (with none present the meta-update leaves the state as it was).
 
     Args:
       task_loss_fn: ``(params, batch) -> [K]`` per-task losses (without extra
@@ -173,9 +173,9 @@ def moml(
         logits = state.logits
         h = hypergradients(params, train_batch, val_batch, logits, present, val_mask)
         d, _ = moml_direction(h, normalization=normalization, presence=val_mask)
-        new_logits, opt_state = _bilevel.adam_step(
-            meta_opt, d, logits, state.meta_opt_state, present
-        )
+        # no validation objective present: nothing to descend, the state stays as it was
+        keep = present & jnp.any(val_mask)
+        new_logits, opt_state = _bilevel.adam_step(meta_opt, d, logits, state.meta_opt_state, keep)
         return _base.like(state._replace(logits=new_logits, meta_opt_state=opt_state), state)
 
     bal = _base.loss_balancer(init, weights_fn, shared=shared)

@@ -200,6 +200,11 @@ def test_presence_in_training_and_validation_batches():
     np.testing.assert_allclose(new.lam, ref[2], atol=2e-3)
     np.testing.assert_allclose(new.weights, weights, rtol=5e-3, atol=1e-5)
     np.testing.assert_allclose(new.direction[0], direction, atol=2e-3)
+    # no validation task at all: a zero update, α and λ̄ as they were, nothing NaN
+    none = update(state, PARAMS, TRAIN, VAL, task_presence=mask, val_presence=~mask)
+    np.testing.assert_array_equal(none.logits, state.logits)
+    np.testing.assert_array_equal(none.lam, state.lam)
+    assert not np.any(none.weights) and not np.any(none.direction[0])
     # the step: an absent task's NaN gradient and loss stay out
     jac = jax.tree_util.tree_map(
         lambda j: j.at[1].set(jnp.nan), jax.jacrev(task_losses)(PARAMS, TRAIN)
