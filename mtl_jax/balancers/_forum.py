@@ -52,6 +52,7 @@ def forum(
     num_tasks: int,
     inner_lr: float,
     meta_lr: float = 1e-3,
+    meta_optimizer: optax.GradientTransformation | None = None,
     inner_steps: int = 5,
     phi: float = 0.1,
     ema_power: float = 0.75,
@@ -129,6 +130,8 @@ def forum(
       num_tasks: ``K``.
       inner_lr: ``> 0``, the inner steps' size.
       meta_lr: Adam's step size for ``α``.
+      meta_optimizer: an optax transform for ``α`` in place of ``Adam(meta_lr)``
+        (its per-task moments are kept for absent tasks like Adam's).
       inner_steps: ``T ≥ 1``.
       phi: ``φ ≥ 0`` (LibMTL's ``FORUM_phi``).
       ema_power: ``p ∈ (0, 1]``, the decay of the average's step.
@@ -144,6 +147,7 @@ def forum(
     Raises:
       ValueError: a bad ``num_tasks``, ``inner_lr``, ``meta_lr``, ``inner_steps``,
         ``phi``, ``ema_power`` or ``decay_every``.
+      TypeError: a ``meta_optimizer`` that is not an optax transform.
 
     References:
       Ye, Lin, Cao, Zhang & Tsang, "A First-Order Multi-Gradient Algorithm for
@@ -158,7 +162,7 @@ def forum(
     decay_every = _base.check_int("decay_every", decay_every)
     if not isinstance(normalize, bool):
         raise ValueError(f"normalize must be a bool, got {normalize!r}")
-    meta_opt = optax.adam(meta_lr)
+    meta_opt = _base.inner_optimizer(meta_optimizer, meta_lr)
 
     def flags(params):
         return jax.tree_util.tree_leaves(_task_tree.resolve_mask(shared, params))

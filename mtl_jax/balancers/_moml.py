@@ -42,6 +42,7 @@ def moml(
     num_tasks: int,
     inner_lr: float,
     meta_lr: float = 1e-3,
+    meta_optimizer: optax.GradientTransformation | None = None,
     inner_steps: int = 1,
     normalization: str = "l2",
     shared: MaskSpec = None,
@@ -87,6 +88,13 @@ def moml(
     ``inner_steps > 1`` is the paper's unrolled look-ahead, which LibMTL's trainer
     does not support.
 
+    The softmax is shift-invariant, so the ``K`` hypergradients lie in a
+    ``(K − 1)``-dimensional space; for ``K ≥ 3`` zero is often in their convex hull
+    (the logits are Pareto-stationary) and the MGDA direction is zero up to
+    rounding. Adam rescales such a direction by its running second moment, so the
+    logits keep moving on momentum and rounding noise there (as in LibMTL); pass
+    ``meta_optimizer=optax.sgd(...)`` for steps proportional to the direction.
+
     Presence: a task absent from ``train_batch`` (``task_presence``) takes no part in
     the look-ahead, keeps its logit and its Adam moments and gets weight 0 in the
     step; a task absent from ``val_batch`` (``val_presence``) is left out of MGDA's
@@ -99,6 +107,8 @@ def moml(
       num_tasks: ``K``.
       inner_lr: ``η > 0``, the look-ahead step (the model's learning rate).
       meta_lr: Adam's step size for ``α``.
+      meta_optimizer: an optax transform for ``α`` in place of ``Adam(meta_lr)``
+        (its per-task moments are kept for absent tasks like Adam's).
       inner_steps: ``T ≥ 1``, the look-ahead's gradient steps.
       normalization: ``"l2"`` (LibMTL) or ``"none"`` (the paper's MGDA).
       shared: leaves to weight; the others receive the plain sum over tasks.
@@ -111,6 +121,7 @@ def moml(
     Raises:
       ValueError: a bad ``num_tasks``, ``inner_lr``, ``meta_lr``, ``inner_steps`` or
         ``normalization``.
+      TypeError: a ``meta_optimizer`` that is not an optax transform.
 
     References:
       Ye, Lin, Zhang, Chen, Li & Chen, "Multi-Objective Meta Learning", NeurIPS 2021,
@@ -122,7 +133,7 @@ def moml(
     inner_steps = _base.check_int("inner_steps", inner_steps)
     if normalization not in ("l2", "none"):
         raise ValueError(f"normalization must be 'l2' or 'none', got {normalization!r}")
-    meta_opt = optax.adam(meta_lr)
+    meta_opt = _base.inner_optimizer(meta_optimizer, meta_lr)
 
     def init(params):
         del params

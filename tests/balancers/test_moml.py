@@ -257,6 +257,25 @@ def test_jitted_training_downweights_a_task_with_corrupted_training_labels(tmp_p
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_meta_optimizer_replaces_adam_and_both_routes_apply_the_weights():
+    tx = mtl.balancers.moml(task_losses, num_tasks=K, inner_lr=ETA, meta_optimizer=optax.sgd(2.0))
+    bstate = jax.jit(tx.meta_update)(tx.init(PARAMS), PARAMS, TRAIN, VAL)
+    d, _ = np_direction(np_hyper_closed(THETA, np.zeros(K), ALL))
+    assert np.abs(d).max() > 0.05
+    np.testing.assert_allclose(bstate.logits, -2.0 * d, rtol=1e-3, atol=1e-6)  # plain SGD
+    # MOML is loss-only: the single-backward route and the Jacobian route agree
+    out = {}
+    for mode in ("loss", "jacobian"):
+        step = mtl.training.make_train_step(task_losses, tx, optax.sgd(0.05), mode=mode)
+        state = step.init(PARAMS)._replace(balancer_state=bstate)
+        for _ in range(3):
+            state, metrics = step(state, TRAIN)
+        out[mode] = (state.params, metrics["weights"])
+    np.testing.assert_allclose(out["loss"][1], np_softmax(-2.0 * d, ALL), rtol=1e-4)
+    for a, b in zip(*(jax.tree_util.tree_leaves(out[m]) for m in ("loss", "jacobian"))):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
