@@ -61,7 +61,18 @@ def check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def adam_step(
+def meta_optimizer(optimizer: Any, lr: float) -> optax.GradientTransformation:
+    """``optimizer`` (an optax transform) or ``Adam(lr)``; ``TypeError`` naming the argument."""
+    if optimizer is None:
+        return optax.adam(lr)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"meta_optimizer must be an optax GradientTransformation, got {optimizer!r}"
+        )
+    return optimizer
+
+
+def meta_step(
     meta_opt: optax.GradientTransformation,
     grad: jax.Array,
     logits: jax.Array,

@@ -162,7 +162,7 @@ def forum(
     decay_every = _base.check_int("decay_every", decay_every)
     if not isinstance(normalize, bool):
         raise ValueError(f"normalize must be a bool, got {normalize!r}")
-    meta_opt = _base.inner_optimizer(meta_optimizer, meta_lr)
+    meta_opt = _bilevel.meta_optimizer(meta_optimizer, meta_lr)
 
     def flags(params):
         return jax.tree_util.tree_leaves(_task_tree.resolve_mask(shared, params))
@@ -248,7 +248,7 @@ def forum(
             for j, u in zip(val, state.direction, strict=True)
         )
         keep = present & jnp.any(val_mask)  # no validation task: α and Adam stay
-        logits, opt_state = _bilevel.adam_step(
+        logits, opt_state = _bilevel.meta_step(
             meta_opt, nu * grad_alpha, state.logits, state.meta_opt_state, keep
         )
         new = FORUMState(logits, opt_state, lam, state.count + 1, nu * s, direction)

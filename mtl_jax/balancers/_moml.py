@@ -133,7 +133,7 @@ def moml(
     inner_steps = _base.check_int("inner_steps", inner_steps)
     if normalization not in ("l2", "none"):
         raise ValueError(f"normalization must be 'l2' or 'none', got {normalization!r}")
-    meta_opt = _base.inner_optimizer(meta_optimizer, meta_lr)
+    meta_opt = _bilevel.meta_optimizer(meta_optimizer, meta_lr)
 
     def init(params):
         del params
@@ -186,7 +186,7 @@ def moml(
         d, _ = moml_direction(h, normalization=normalization, presence=val_mask)
         # no validation objective present: nothing to descend, the state stays as it was
         keep = present & jnp.any(val_mask)
-        new_logits, opt_state = _bilevel.adam_step(meta_opt, d, logits, state.meta_opt_state, keep)
+        new_logits, opt_state = _bilevel.meta_step(meta_opt, d, logits, state.meta_opt_state, keep)
         return _base.like(state._replace(logits=new_logits, meta_opt_state=opt_state), state)
 
     bal = _base.loss_balancer(init, weights_fn, shared=shared)

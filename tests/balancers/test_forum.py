@@ -285,6 +285,12 @@ def test_bad_arguments_name_the_argument(kwargs, match):
         mtl.balancers.forum(task_losses, **full)
 
 
+def test_meta_optimizer_must_be_an_optax_transform():
+    for factory in (mtl.balancers.forum, mtl.balancers.moml):
+        with pytest.raises(TypeError, match="meta_optimizer must be an optax"):
+            factory(task_losses, num_tasks=K, inner_lr=ETA, meta_optimizer="adam")
+
+
 def test_pure_function_rejects_bad_inputs():
     with pytest.raises(ValueError, match="phi must be a non-negative number"):
         mtl.weighting.forum_weights(jnp.eye(2), jnp.zeros(2), 1.0, phi=-1.0)
