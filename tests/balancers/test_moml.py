@@ -1,5 +1,6 @@
 """MOML against a float64 NumPy transcription of the paper's meta-update on quadratic tasks."""
 
+import functools
 import itertools
 
 import jax
@@ -142,20 +143,29 @@ def test_pure_hypergradients_and_direction_match_float64():
     np.testing.assert_allclose(d_raw, np_min_norm(want @ want.T) @ want, rtol=1e-3, atol=1e-6)
 
 
+MASK = jnp.ones(K, bool)
+
+
+@functools.cache
+def _moml(steps):
+    """MOML (meta_lr 0.05) and its jitted meta-update, shared by the tests (one compile)."""
+    tx = mtl.balancers.moml(task_losses, num_tasks=K, inner_lr=ETA, meta_lr=0.05, inner_steps=steps)
+    return tx, jax.jit(tx.meta_update)
+
+
 @pytest.mark.parametrize("steps", [1, 2])
 def test_meta_updates_match_the_float64_transcription(steps):
     lr = 0.05
-    tx = mtl.balancers.moml(task_losses, num_tasks=K, inner_lr=ETA, meta_lr=lr, inner_steps=steps)
+    tx, update = _moml(steps)
     state = tx.init(PARAMS)
     np.testing.assert_allclose(state.weights, 1 / K)
-    update = jax.jit(tx.meta_update)
     alpha, m, v = np.zeros(K), np.zeros(K), np.zeros(K)
     for t in range(1, 4):
         h = np_hyper_closed(THETA, alpha, ALL) if steps == 1 else np_hyper_fd(THETA, alpha, 2, ALL)
         d, _ = np_direction(h)
         step, m, v = np_adam(d, m, v, t, lr)
         alpha = alpha - step
-        state = update(state, PARAMS, TRAIN, VAL)
+        state = update(state, PARAMS, TRAIN, VAL, task_presence=MASK, val_presence=MASK)
     np.testing.assert_allclose(state.logits, alpha, rtol=1e-3, atol=1e-5)
     # the training step applies softmax(α) to the losses
     jac = jax.jacrev(task_losses)(PARAMS, TRAIN)
@@ -166,9 +176,8 @@ def test_meta_updates_match_the_float64_transcription(steps):
 
 
 def test_presence_train_task_frozen_and_val_objective_left_out():
-    tx = mtl.balancers.moml(task_losses, num_tasks=K, inner_lr=ETA, meta_lr=0.05)
-    update = jax.jit(tx.meta_update)
-    mask = jnp.ones(K, bool)
+    tx, update = _moml(1)  # the compiled meta-update of the transcription test
+    mask = MASK
     state = update(tx.init(PARAMS), PARAMS, TRAIN, VAL, task_presence=mask, val_presence=mask)
     alpha = np.asarray(state.logits, np.float64)
     m0 = np.asarray(state.meta_opt_state[0].mu, np.float64)
