@@ -138,7 +138,7 @@ def moml(
     def init(params):
         del params
         a = jnp.zeros((num_tasks,), jnp.float32)
-        return MOMLState(a, meta_opt.init(a), jnp.full((num_tasks,), 1.0 / num_tasks))
+        return MOMLState(a, meta_opt.init(a), jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32))
 
     def weights_fn(losses, state, presence=None):
         w = _presence.masked_softmax(state.logits, presence).astype(losses.dtype)

@@ -285,6 +285,19 @@ def test_bad_arguments_name_the_argument(kwargs, match):
         mtl.balancers.forum(task_losses, **full)
 
 
+def test_state_is_float32_under_x64():
+    # (the meta-update casts its result to the incoming state's dtypes)
+    with jax.enable_x64(True):
+        for name in ("moml", "forum"):
+            tx = mtl.balancers.make(name, num_tasks=K, task_loss_fn=task_losses, inner_lr=ETA)
+            state = tx.init(PARAMS)
+            jac = jax.jacrev(task_losses)(PARAMS, TRAIN)
+            _, new = tx.update(jac, state, PARAMS, task_losses=task_losses(PARAMS, TRAIN))
+            for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new)):
+                assert a.dtype == b.dtype and a.shape == b.shape, name
+                assert a.dtype in (jnp.float32, jnp.int32), (name, a.dtype)
+
+
 def test_meta_optimizer_must_be_an_optax_transform():
     for factory in (mtl.balancers.forum, mtl.balancers.moml):
         with pytest.raises(TypeError, match="meta_optimizer must be an optax"):
