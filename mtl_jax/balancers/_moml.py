@@ -1,6 +1,6 @@
 """MOML: task-weight logits trained by MGDA on the validation losses' hypergradients.
 
-Ye, Lin, Zhang, Chen, Li & Chen, "Multi-Objective Meta Learning", NeurIPS 2021,
+Ye, Lin, Yue, Guo, Xiao & Zhang, "Multi-Objective Meta Learning", NeurIPS 2021,
 https://arxiv.org/abs/2102.07121. The pure parts are
 :func:`mtl_jax.weighting.moml_hypergradients` and :func:`mtl_jax.weighting.moml_direction`.
 """
@@ -124,7 +124,7 @@ def moml(
       TypeError: a ``meta_optimizer`` that is not an optax transform.
 
     References:
-      Ye, Lin, Zhang, Chen, Li & Chen, "Multi-Objective Meta Learning", NeurIPS 2021,
+      Ye, Lin, Yue, Guo, Xiao & Zhang, "Multi-Objective Meta Learning", NeurIPS 2021,
       https://arxiv.org/abs/2102.07121
     """
     _base.check_num_tasks(num_tasks, required=True)

@@ -70,6 +70,9 @@ def forum_weights(
 
     Raises:
       ValueError: bad shapes, ``phi`` or ``num_iters``.
+    References:
+      Ye, Lin, Cao, Zhang & Tsang, "A First-Order Multi-Gradient Algorithm for
+      Multi-Objective Bi-Level Optimization", ECAI 2024, https://arxiv.org/abs/2401.09257
     """
     g = jnp.asarray(gram)
     if g.ndim != 2 or g.shape[0] != g.shape[1]:

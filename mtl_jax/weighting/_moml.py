@@ -1,6 +1,6 @@
 """MOML: the task-weight logits descend the MGDA direction of the tasks' hypergradients.
 
-Ye, Lin, Zhang, Chen, Li & Chen, "Multi-Objective Meta Learning", NeurIPS 2021,
+Ye, Lin, Yue, Guo, Xiao & Zhang, "Multi-Objective Meta Learning", NeurIPS 2021,
 https://arxiv.org/abs/2102.07121. The pure parts of one meta-update: the
 hypergradients of the ``K`` upper-level (validation) losses with respect to the
 weight logits after one look-ahead step (closed form, from a cross Gram matrix), and
@@ -62,6 +62,9 @@ def moml_hypergradients(
     Raises:
       ValueError: ``cross_gram`` is not square, ``logits`` is not ``[K]``, or a bad
         ``inner_lr`` or ``presence``.
+    References:
+      Ye, Lin, Yue, Guo, Xiao & Zhang, "Multi-Objective Meta Learning", NeurIPS 2021,
+      https://arxiv.org/abs/2102.07121
     """
     c = _square("cross_gram", cross_gram)
     k = c.shape[0]
@@ -112,6 +115,9 @@ def moml_direction(
     Raises:
       ValueError: ``hypergradients`` is not square, or a bad ``normalization`` or
         ``presence``.
+    References:
+      Ye, Lin, Yue, Guo, Xiao & Zhang, "Multi-Objective Meta Learning", NeurIPS 2021,
+      https://arxiv.org/abs/2102.07121
     """
     h = _square("hypergradients", hypergradients)
     if normalization not in ("l2", "none"):
