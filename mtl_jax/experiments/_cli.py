@@ -199,22 +199,20 @@ def _run(exp: _registry.Experiment, options: dict, command: list[str] | None = N
     out_dir.mkdir(parents=True, exist_ok=True)
     form = "fast" if fast else "full"
     print(f"mtl-jax: running {name!r} ({form} form, --seed {seed}) -> {out_dir}")
-    # The wall time of a resumed run counts its earlier, interrupted parts too.
+    # The wall time of a resumed run counts its earlier parts too: interrupted ones, and
+    # a finished one when a finished run is resumed to rewrite its outputs (its
+    # checkpoints are final, so it only evaluates and plots again).
     parts_file = out_dir / "wall_time_parts.json"
     earlier = _earlier_parts(parts_file) if options.get("resume") else []
     t0 = time.perf_counter()
-    finished = False
     previous = _exit_on_sigterm()  # a killed run (timeout, job scheduler) records its time too
     try:
         result = exp.fn(fast=fast, out_dir=out_dir, seed=seed, **kwargs)
-        finished = True
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         parts = [*earlier, time.perf_counter() - t0]
-        if finished:
-            parts_file.unlink(missing_ok=True)
-        elif exp.supports_resume:
+        if exp.supports_resume:
             parts_file.write_text(json.dumps(parts))
     wall = float(sum(parts))
     path = _registry.write_results(

@@ -180,9 +180,11 @@ def contain(ax, lo: float, hi: float, *, axis: str = "y", pad: float = 0.05) -> 
 def log_axis(ax, axis: str = "y", *, ticks: Sequence[float] | None = None) -> None:
     """Makes ``axis`` logarithmic with readable tick labels.
 
-    Without ``ticks`` only the decades (or every few decades) are labelled and the
-    minor ticks are unlabelled; with ``ticks`` exactly those values are labelled (as
-    plain numbers) and there are no minor ticks, so no two labels overlap.
+    Without ``ticks`` the labels are the decades, plus 2× and 5× where the current
+    limits span under three decades (so a narrow axis still has several labels), and
+    the minor ticks are unlabelled; call it after drawing the data. With ``ticks``
+    exactly those values are labelled (as plain numbers) and there are no minor
+    ticks, so no two labels overlap.
     """
     from matplotlib import ticker
 
@@ -191,7 +193,12 @@ def log_axis(ax, axis: str = "y", *, ticks: Sequence[float] | None = None) -> No
     ax_ = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     if ticks is None:
-        ax_.set_major_locator(ticker.LogLocator(base=10.0, numticks=8))
+        lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+        narrow = lo > 0 and np.log10(hi / lo) < 3
+        subs = (1.0, 2.0, 5.0) if narrow else (1.0,)
+        ax_.set_major_locator(ticker.LogLocator(base=10.0, subs=subs, numticks=8))
+        if narrow:
+            ax_.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax_.set_minor_locator(ticker.LogLocator(base=10.0, subs=np.arange(2, 10), numticks=12))
         ax_.set_minor_formatter(ticker.NullFormatter())
     else:

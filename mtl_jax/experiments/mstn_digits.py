@@ -14,6 +14,8 @@ survives the shift and aligning features can help. Pure pixel noise and
 intensity inversion are reported but not part of the claim: on noise alone no
 adaptation method beats source-only here, and inversion defeats the tiny MLP
 for every method (its features do not transfer, so there is nothing to align).
+The fast form (600 steps, 3 seeds) runs the geometric shifts only: it records the
+noise and inversion comparisons as not tested (``summary["also_checked"]``).
 
 Every seed from :func:`seeds_from` changes the source/target split, the noise
 of the shift, the initialisation and the batch order. Training runs as one
@@ -61,6 +63,14 @@ PARTS = tuple(
     for d in CLAIM_DOMAINS
     for hi, lo in (("MSTN", "DANN"), ("DANN", "source-only"))
 )
+#: Reported beside the claim (not part of ``claim_held``): on each other domain, a one-sided
+#: paired t-test that MSTN beats source-only; the fast form does not run these domains and
+#: records them as not tested.
+ALSO_PARTS = {
+    d: _verdict.ClaimPart(f"{d}: MSTN - source-only target accuracy > 0")
+    for d in DOMAINS
+    if d not in CLAIM_DOMAINS
+}
 CLAIM = (
     "MSTN > DANN > source-only in target accuracy on the shifted domains "
     "(checked on the geometric shifts: rotation, rotation + noise)"
@@ -193,13 +203,17 @@ def run(
     ]
     claim_held = _verdict.claim_held(claims)
     # Reported beside the claim: does MSTN beat source-only on the other domains?
+    # The fast form runs the claim's geometric shifts only: the other domains' comparisons
+    # are recorded as not tested rather than left out.
     also = [
-        _verdict.ClaimPart(f"{d}: MSTN - source-only target accuracy > 0").test(
-            per_seed[f"{d} / MSTN"], per_seed[f"{d} / source-only"]
-        )
-        for d in domains
+        ALSO_PARTS[d].test(per_seed[f"{d} / MSTN"], per_seed[f"{d} / source-only"])
+        if d in domains
+        else _verdict.not_tested(ALSO_PARTS[d], "the fast form runs only the geometric shifts")
+        for d in DOMAINS
         if d not in CLAIM_DOMAINS
     ]
+    for part in also:
+        print(f"  also checked: {part['name']}: {part['verdict']}")
 
     png = _plot(per_seed, domains, out_dir / "mstn_digits.png")
     summary = dict(mean)

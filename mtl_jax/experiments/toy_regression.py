@@ -346,8 +346,8 @@ def _result(curves, weights, w0, ms, routes, seeds, sigmas, steps, out_dir) -> E
     )
 
 
-#: Weights below this are drawn at it on the log-scale weight panels (MGDA gives tasks
-#: exactly zero weight, which a log axis cannot show).
+#: Relative weights ``w_i / mean_j w_j`` below this are drawn at it on the log-scale weight
+#: panels (MGDA gives tasks exactly zero weight, which a log axis cannot show).
 WEIGHT_FLOOR = 1e-3
 
 
@@ -355,7 +355,9 @@ def _plot(curves, weights, w0, sigmas, claims, path: pathlib.Path) -> pathlib.Pa
     """Per method: the test-loss ratios and the applied weights per task over the seeds.
 
     Each line is the mean over seeds (geometric, as the axes are logarithmic) and its band
-    the min-max over seeds; weights below :data:`WEIGHT_FLOOR` are drawn at the floor.
+    the min-max over seeds. The weights are drawn relative to their mean over the tasks
+    (methods scale them differently: MGDA's ``loss+`` weights are ~1e-5), and relative
+    weights below :data:`WEIGHT_FLOOR` are drawn at the floor.
     """
     plt = _plots.pyplot()
     n = len(curves)
@@ -367,7 +369,10 @@ def _plot(curves, weights, w0, sigmas, claims, path: pathlib.Path) -> pathlib.Pa
         hist = np.concatenate([np.ones((hist.shape[0], 1, hist.shape[2])), hist], axis=1)
         w = np.stack(weights[name])
         w = np.concatenate([np.broadcast_to(w0[name], (w.shape[0], 1, w.shape[2])), w], axis=1)
-        w = np.maximum(w, WEIGHT_FLOOR)
+        mean = w.mean(axis=-1, keepdims=True)
+        w = np.maximum(
+            np.divide(w, mean, out=np.full_like(w, np.nan), where=mean > 0), WEIGHT_FLOOR
+        )
         xs = CHUNK * np.arange(hist.shape[1])
         totals = hist[:, -1].sum(axis=1)
         for row, vals in ((0, hist), (1, w)):
@@ -382,13 +387,14 @@ def _plot(curves, weights, w0, sigmas, claims, path: pathlib.Path) -> pathlib.Pa
         axes[0, j].set_title(f"{name}\nΣ L_i/L_i(0) = {totals.mean():.2f} (mean of {num_seeds})")
         axes[0, j].set_ylabel("test L_i / L_i(0)")
         axes[1, j].set_title(f"{name}: task weights")
-        axes[1, j].set_ylabel(f"weight w_i (applied; < {WEIGHT_FLOOR:g} drawn at it)")
+        axes[1, j].set_ylabel(f"w_i / mean(w), floor {WEIGHT_FLOOR:g}")
     verdicts = [f"{p['name']}: {p['verdict']}" for p in claims]
     fig.suptitle(
-        f"lines: geometric mean over {num_seeds} seeds, bands: min-max over seeds\n"
+        f"lines: geometric mean over {num_seeds} seeds, bands: min-max over seeds; "
+        f"weights relative to their mean over the tasks, below {WEIGHT_FLOOR:g} drawn at it\n"
         + "\n".join(verdicts),
         fontsize=8,
     )
     fig.legend(loc="lower center", ncol=len(sigmas), fontsize=7, title="task scale")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _plots.save(fig, path, dpi=90, tight=False)

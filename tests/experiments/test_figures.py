@@ -164,6 +164,18 @@ def test_checker_catches_overlapping_minor_log_labels(saved, tmp_path):
     check(saved[-1])
 
 
+def test_log_axis_labels_a_narrow_range_more_than_once(saved, tmp_path):
+    fig, ax = plt.subplots(figsize=(3, 3))
+    ax.plot([0, 1], [0.5, 2.5], label="a")
+    _plots.log_axis(ax, "y")
+    ax.set(title="t", xlabel="x", ylabel="y")
+    _plots.save(fig, tmp_path / "n.png")
+    fig = saved[-1]
+    check(fig)
+    ys = {t for t, box in fig["axes"][0]["ticklabels"] if box.x0 < 100}  # the y labels
+    assert {"0.5", "1", "2"} <= ys, ys
+
+
 def test_helpers(saved, tmp_path):
     fig, ax = plt.subplots()
     iv = _plots.dots_and_intervals(ax, [0, 1], [[1.0, 2.0, 3.0], [5.0]], label="m")
@@ -201,7 +213,8 @@ def test_toy_regression(saved, tmp_path):
     methods = ("equal_weighting", "mgda")
     curves = {m: [RNG.uniform(0.1, 2.0, (t, k)) for _ in range(seeds)] for m in methods}
     weights = {m: [RNG.uniform(0.5, 2.0, (t, k)) for _ in range(seeds)] for m in methods}
-    weights["mgda"][0][:, 1] = 0.0  # MGDA's exact zeros
+    weights["mgda"] = [1e-5 * w for w in weights["mgda"]]  # MGDA's loss+ scale (~1e-5)
+    weights["mgda"][0][:, 1] = 0.0  # and its exact zeros
     w0 = {m: np.ones(k) for m in methods}
     claims = [{"name": "p", "verdict": "inconclusive"}]
     path = tr._plot(curves, weights, w0, np.array([1.0, 3, 10, 30]), claims, tmp_path / "t.png")
@@ -210,6 +223,9 @@ def test_toy_regression(saved, tmp_path):
     for ax in fig["axes"]:  # the zeros are drawn at the stated floor, inside the axes
         for band in ax["bands"]:
             assert band[:, 1].min() >= tr.WEIGHT_FLOOR * (1 - 1e-6)
+        if ax["title"] == "mgda: task weights":  # relative weights: not all at the floor
+            assert max(band[:, 1].max() for band in ax["bands"]) > 0.3
+        assert len(ax["ticklabels"]) >= 4, ax["ticklabels"]  # several labels per axes
 
 
 def test_dsmt(saved, tmp_path):

@@ -62,7 +62,10 @@ def test_results_json_has_claims_summary_provenance_and_resumed_wall_time(
     # wall time counts the interrupted part too (two sleeps of 0.3 s)
     assert len(got["wall_time_parts_s"]) == 2 and got["wall_time_s"] >= 0.6
     assert got["wall_time_s"] == pytest.approx(sum(got["wall_time_parts_s"]))
-    assert not (tmp_path / "zz-flaky" / "wall_time_parts.json").exists()
+    assert (
+        json.loads((tmp_path / "zz-flaky" / "wall_time_parts.json").read_text())
+        == (got["wall_time_parts_s"])
+    )
     assert got["command"] == f"mtl-jax run zz-flaky --out {tmp_path} --quiet --resume"
     assert got["version"] and (got["git_commit"] is None or len(got["git_commit"]) == 40)
     # the claim parts, with every number of the test
@@ -81,6 +84,15 @@ def test_results_json_has_claims_summary_provenance_and_resumed_wall_time(
     assert got["methods"]["one"]["per_seed"][1] is None and got["methods"]["one"]["mean"] is None
     out = capsys.readouterr().out
     assert "-> INCONCLUSIVE on seeds [0, 1, 2, 3]" in out and "a > b: held (t = " in out
+    # Resuming the finished run (to rewrite its outputs) adds to its time, not replaces it;
+    # a fresh run starts the count again.
+    assert _cli.main([*argv, "--resume"]) == 0
+    again = json.loads((tmp_path / "zz-flaky" / "results.json").read_text())
+    assert again["wall_time_parts_s"][:2] == got["wall_time_parts_s"]
+    assert len(again["wall_time_parts_s"]) == 3
+    assert _cli.main(argv) == 0
+    fresh = json.loads((tmp_path / "zz-flaky" / "results.json").read_text())
+    assert len(fresh["wall_time_parts_s"]) == 1
 
 
 def test_help_shows_the_declared_parts_and_detectable_effects(capsys, flaky_experiment):
