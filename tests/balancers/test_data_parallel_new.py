@@ -5,7 +5,9 @@ sharded over 4 fake CPU devices give the parameters and the recorded task weight
 of the same two steps on one device (to float32 rounding of the cross-device
 sums). The stochastic ones (SDMGrad's objective sampling) draw from the same seed
 in both runs. Auto-Lambda runs its look-ahead ``meta_update`` before each step, on
-the same sharded training and validation batches.
+the same sharded training and validation batches. The state keeps the dtype,
+shape and weak type of every leaf from one step to the next, so the step compiles
+once (a weakly typed initial weight vector used to recompile IMTL's second step).
 """
 
 import pathlib
@@ -45,6 +47,10 @@ def _balancer(name):
     return mtl.balancers.make(name, num_tasks=K, **extra)
 
 
+def _types(state):
+    return [(x.dtype, x.shape, x.weak_type) for x in jax.tree_util.tree_leaves(state)]
+
+
 def _train(name, mesh=None):
     """``NUM_STEPS`` steps on two alternating batches: final params and task weights."""
     tx = _balancer(name)
@@ -55,11 +61,13 @@ def _train(name, mesh=None):
         assert len(batches[0]["x"].sharding.device_set) == 4
     meta = jax.jit(tx.meta_update) if name == "auto_lambda" else None
     state = step.init(make_params())
+    types = _types(state)
     for i in range(NUM_STEPS):
         if meta is not None:  # look-ahead on this batch, validated on the other one
             bstate = meta(state.balancer_state, state.params, batches[i], batches[1 - i])
             state = state._replace(balancer_state=bstate)
         state, _ = step(state, batches[i])
+        assert _types(state) == types, (name, i)  # else the next step recompiles
     leaves = jax.tree_util.tree_leaves(state.params)
     weights = mtl.balancers.task_weights(state.balancer_state)
     return [np.asarray(jax.device_get(x)) for x in [*leaves, weights]]
