@@ -39,7 +39,7 @@ import numpy as np
 from mtl_jax import adaptation as ad
 from mtl_jax._lbfgs import minimize
 from mtl_jax.data import train_test_split
-from mtl_jax.experiments import _data, _verdict
+from mtl_jax.experiments import _data, _plots, _verdict
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["run"]
@@ -190,11 +190,6 @@ def run(
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> ExperimentResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     trials = 4 if fast else 10
     seeds = seeds_from(seed, NUM_SEEDS[0] if fast else NUM_SEEDS[1])
     ns = (100, 400, 1600) if fast else (100, 200, 400, 800, 1600, 3200)
@@ -212,7 +207,8 @@ def run(
                 mse, before, after = (cell((shift_name, n, m), i).mean() for i in range(3))
                 rows.append([shift_name, n, m, float(mse), float(before), float(after)])
                 if m != "true w":
-                    mse_curves.setdefault(shift_name, {}).setdefault(m, []).append(mse)
+                    seeds_mse = cell((shift_name, n, m), 0)
+                    mse_curves.setdefault(shift_name, {}).setdefault(m, []).append(seeds_mse)
             hard = cell((shift_name, n, "BBSE-hard"), 0).mean()
             print(
                 f"  {shift_name:18s} n={n:5d}: BBSE-hard MSE {hard:.4f}"
@@ -252,19 +248,7 @@ def run(
     ) - np.asarray(per_seed[f"{SEVERE_SHIFT} n={n_acc} accuracy before"])
     claims = [PARTS[0].test(log_ratio), PARTS[1].test(gain)]
 
-    fig, axes = plt.subplots(1, len(mse_curves), figsize=(4 * len(mse_curves), 3.4))
-    for ax, (shift_name, curves) in zip(axes, mse_curves.items()):
-        for m, c in curves.items():
-            ax.loglog(ns, c, marker="o", label=m)
-        ax.loglog(ns, c[0] * ns[0] / np.asarray(ns), "k:", label="∝ 1/n")
-        ax.set_title(shift_name)
-        ax.set_xlabel("target samples n")
-    axes[0].set_ylabel("MSE of ŵ")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    png = out_dir / "label_shift_digits.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png = _plot(mse_curves, ns, pool_size, out_dir / "label_shift_digits.png")
 
     key = [r for r in rows if r[0] == "Dirichlet α=0.1" and r[1] == n_acc]
     summary = {f"mse_{r[2]}": r[3] for r in key}
@@ -294,3 +278,50 @@ def run(
         claim_held=_verdict.claim_held(claims),
         claims=claims,
     )
+
+
+#: The method the ``∝ 1/n`` guide is anchored on (at the smallest n) in every panel.
+GUIDE_ANCHOR = METHODS[0]
+
+
+def _plot(mse_curves: dict, ns, pool_size: int, path: pathlib.Path) -> pathlib.Path:
+    """MSE(ŵ) against n per shift: each method's mean over seeds with its min-max band.
+
+    Args:
+      mse_curves: shift -> method -> per n, the per-seed MSE(ŵ) (each a mean over trials).
+      ns: the target sample sizes.
+      pool_size: the target pool's size (a dotted vertical line).
+      path: the PNG to write.
+    """
+    plt = _plots.pyplot()
+    ns = list(ns)
+    fig, axes = plt.subplots(
+        1, len(mse_curves), figsize=(4.2 * len(mse_curves), 3.8), squeeze=False
+    )
+    num = None
+    for ax, (shift_name, curves) in zip(axes[0], mse_curves.items()):
+        for j, (m, per_n) in enumerate(curves.items()):
+            v = np.asarray(per_n, np.float64)  # [n, seeds]
+            num = v.shape[1]
+            ax.plot(ns, v.mean(1), marker="o", ms=3, color=f"C{j}", label=m)
+            ax.fill_between(ns, v.min(1), v.max(1), color=f"C{j}", alpha=0.15, lw=0)
+        anchor = float(np.mean(curves[GUIDE_ANCHOR][0]))
+        _plots.reference_line(
+            ax, ns, anchor * ns[0] / np.asarray(ns, np.float64), what="∝ 1/n",
+            anchor=f"{GUIDE_ANCHOR}'s mean at n={ns[0]}", ls=":",
+        )  # fmt: skip
+        if pool_size < ns[-1]:
+            ax.axvline(pool_size, color="0.5", lw=1, ls="-.", label=f"target pool size {pool_size}")
+        _plots.log_axis(ax, "x", ticks=ns)
+        _plots.log_axis(ax, "y")
+        ax.set_title(shift_name)
+        ax.set_xlabel("target samples n")
+        ax.set_ylabel("MSE of ŵ")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7)
+    fig.suptitle(
+        f"Weight-estimation error: lines mean over {num} seeds, bands min-max over seeds",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    return _plots.save(fig, path, dpi=100, tight=False)
