@@ -451,6 +451,8 @@ def _takes_presence(fname):
 # An infinite loss (FAMO) or log-variance (uncertainty weighting) maps to the finite
 # limit weight 0 for that task, a plausible-looking vector (a NaN is propagated): the
 # fuzz gives them NaNs only, and test_inf_input_maps_to_zero_weight records the case.
+# Scale-invariant weighting is deliberately not one of them: its 1/L_k is of a measured
+# loss, and an infinite loss is a diverged task, not a parameter's limit: it gives NaN.
 INF_TO_ZERO = {"famo_weights", "imtl_l_weights", "uncertainty_weights"}
 
 
