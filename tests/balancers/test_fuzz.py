@@ -632,6 +632,33 @@ def test_fuzz_weighting_nonfinite_input(fname):
     run()
 
 
+def _check_presence_call(fname, rows, losses, dtype, m):
+    """The presence check of a ``PRESENCE_CALLS`` function on one problem and mask."""
+    adapted, check = PRESENCE_CALLS[fname]
+    real = np.asarray(jnp.asarray(rows, dtype), np.float64)
+    real_ls = jnp.asarray(losses, dtype).astype(jnp.float32) + 1e-3
+    nan_rows = np.where(m[:, None], real, np.nan)
+    nan_ls = jnp.where(jnp.asarray(m), real_ls, jnp.nan)
+    with np.errstate(invalid="ignore"):
+        out = adapted(nan_rows, nan_ls, jnp.asarray(m))
+    COUNTS[f"weighting.{fname}.presence"]["examples"] += 1
+    assert _finite_tree(out), (fname, m, out)
+    check(out, m, real, real_ls)
+    same = adapted(real, real_ls, jnp.asarray(m))  # the absent tasks' real data instead
+    for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(same)):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), (fname, m, a, b)
+
+
+@pytest.mark.parametrize("fname", sorted(PRESENCE_CALLS))
+@pytest.mark.parametrize("present", ["none", "one"])
+def test_presence_call_edge_masks(fname, present):
+    """The masks a 3-example fuzz may miss: no task and a single task present."""
+    rows = np.random.default_rng(1).normal(size=(5, P))
+    losses = np.linspace(0.5, 2.0, 5)
+    m = np.arange(5) == 3 if present == "one" else np.zeros(5, bool)
+    _check_presence_call(fname, rows, losses, "float32", m)
+
+
 @pytest.mark.parametrize(
     "fname",
     _pending(
@@ -652,19 +679,7 @@ def test_fuzz_weighting_presence(fname):
         rows, losses, dtype = problem
         m = np.asarray(mask)
         if fname in PRESENCE_CALLS:
-            adapted, check = PRESENCE_CALLS[fname]
-            real = np.asarray(jnp.asarray(rows, dtype), np.float64)
-            real_ls = jnp.asarray(losses, dtype).astype(jnp.float32) + 1e-3
-            nan_rows = np.where(m[:, None], real, np.nan)
-            nan_ls = jnp.where(jnp.asarray(m), real_ls, jnp.nan)
-            with np.errstate(invalid="ignore"):
-                out = adapted(nan_rows, nan_ls, jnp.asarray(m))
-            COUNTS[f"weighting.{fname}.presence"]["examples"] += 1
-            assert _finite_tree(out), (fname, m, out)
-            check(out, m, real, real_ls)
-            same = adapted(real, real_ls, jnp.asarray(m))
-            for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(same)):
-                assert np.array_equal(np.asarray(a), np.asarray(b)), (fname, m, a, b)
+            _check_presence_call(fname, rows, losses, dtype, m)
             return
         rows = np.array(rows)
         rows[~m] = np.nan
