@@ -158,7 +158,8 @@ def compare(
             params0 = _init(model, x_tr, s)
             if step is None:
                 shared = models.HardParameterSharing.shared_mask(params0)
-                extra = {"task_loss_fn": loss_fn, "inner_lr": lr} if name == "auto_lambda" else {}
+                bilevel = balancers.METHODS[name].cost == "bilevel"
+                extra = {"task_loss_fn": loss_fn, "inner_lr": lr} if bilevel else {}
                 tx = balancers.make(name, num_tasks=k, shared=shared, **extra)
                 step = training.make_train_step(loss_fn, tx, optax.adam(lr))
                 run_chunk = jax.jit(_chunk_fn(step, getattr(tx, "meta_update", None)))
@@ -188,7 +189,7 @@ def _chunk_fn(step, meta_update=None):
     def run_chunk(state, xs, ys, sel):
         def body(st, i):  # i: [2, batch] training and validation indices
             batch = (xs[i[0]], ys[i[0]])
-            if meta_update is not None:  # Auto-Lambda: λ's look-ahead step first
+            if meta_update is not None:  # a bilevel method: its meta-update first
                 val = (xs[i[1]], ys[i[1]])
                 bstate = meta_update(st.balancer_state, st.params, batch, val)
                 st = st._replace(balancer_state=bstate)

@@ -1,6 +1,4 @@
-"""DSMT-Nets' data: the time-series feature bank, the relevance filter, auxiliary targets and
-the synthetic ICU alarms.
-"""
+"""DSMT-Nets' data: feature bank, relevance filter, auxiliary targets and synthetic alarms."""
 
 import math
 

@@ -31,6 +31,26 @@ def _batch(key, b=8, s=3, t=96, k=3):
     }
 
 
+@pytest.fixture(scope="module")
+def net():
+    """A small DSMT-Net (K = 2), its variables and a batch, shared by the step tests."""
+    key = jax.random.key(0)
+    model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
+    b = _batch(key, k=2)
+    b.pop("key")
+    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
+    return model, v, b
+
+
+@pytest.fixture(scope="module")
+def ew_step(net):
+    """One compiled equal-weighting SGD step: burn-in at step 0, then auxiliary phases at odd
+    steps and main phases at even steps."""
+    return recipes.make_dsmt_train_step(
+        net[0], mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=1, phase_steps=1
+    )
+
+
 def test_phase_schedule():
     w = lambda s: np.asarray(
         recipes.dsmt_phase_weights(s, num_aux_tasks=2, burn_in_steps=3, phase_steps=2)
@@ -49,7 +69,7 @@ def test_unlabelled_window_gives_no_main_gradient(key):
     b = _batch(key)
     v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
 
-    def main_loss(params, batch):
+    def losses(params, batch):
         logit, aux = model.apply(
             {"params": params, "batch_stats": v["batch_stats"]},
             batch["windows"],
@@ -57,32 +77,32 @@ def test_unlabelled_window_gives_no_main_gradient(key):
             train=False,
         )
         kw = {k: batch[k] for k in ("labels", "label_mask", "aux_targets")}
-        return recipes.dsmt_losses(logit, aux, **kw)
+        all_losses = recipes.dsmt_losses(logit, aux, **kw)
+        return all_losses[:2], (all_losses, logit)
 
-    g = jax.jit(jax.grad(lambda p, bb: main_loss(p, bb)[0]))
-    g0 = g(v["params"], b)
+    # One compiled program: the main and first auxiliary losses' gradients (jacrev
+    # over both), the losses and the logits.
+    grads = jax.jit(jax.jacrev(losses, has_aux=True))
+    jac0, (loss0, logit) = grads(v["params"], b)
     # Change everything about the unlabelled windows (mask 0): their label (even to
     # NaN) and their inputs. The main loss's gradient does not move ...
     unl = b["label_mask"] == 0
     b2 = dict(b)
     b2["labels"] = jnp.where(unl, jnp.nan, b["labels"])
     b2["windows"] = jnp.where(unl[:, None, None], 5.0 * b["windows"] + 1.0, b["windows"])
-    g1 = g(v["params"], b2)
-    jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7), g0, g1)
-    # ... while the auxiliary losses do see the unlabelled windows.
-    ga = jax.jit(jax.grad(lambda p, bb: main_loss(p, bb)[1]))
-    diff = jax.tree.map(
-        lambda a, c: float(jnp.max(jnp.abs(a - c))), ga(v["params"], b), ga(v["params"], b2)
+    jac1, _ = grads(v["params"], b2)
+    main = lambda j: jax.tree.map(lambda x: x[0], j)
+    jax.tree.map(
+        lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7), main(jac0), main(jac1)
     )
+    # ... while the auxiliary losses do see the unlabelled windows.
+    diff = jax.tree.map(lambda a, c: float(jnp.max(jnp.abs(a[1] - c[1]))), jac0, jac1)
     assert max(jax.tree.leaves(diff)) > 1e-4
     # The masked mean is the mean BCE over the labelled windows (closed form).
-    logit, _ = jax.jit(model.apply, static_argnames="train")(
-        v, b["windows"], b["missing"], train=False
-    )
     p = jax.nn.sigmoid(logit)
     y, m = b["labels"], b["label_mask"] > 0
     bce = -(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
-    np.testing.assert_allclose(jax.jit(main_loss)(v["params"], b)[0], jnp.mean(bce[m]), rtol=1e-5)
+    np.testing.assert_allclose(loss0[0], jnp.mean(bce[m]), rtol=1e-5)
 
 
 def _np_losses(logit, aux, labels, mask, aux_targets):
@@ -154,33 +174,23 @@ def test_dsmt_losses_rejects_labels_and_masks_outside_the_contract(case):
     assert np.isfinite(both[0]).all() and np.isnan(both[1, 0])
 
 
-def test_bad_labels_inside_the_dsmt_step_are_skipped_not_trained_on(key):
+def test_bad_labels_inside_the_dsmt_step_are_skipped_not_trained_on(net, ew_step):
     """The NaN main loss of a bad traced batch is what the step's non-finite policy sees."""
-    model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
-    b = _batch(key, k=2)
-    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
-    ts = recipes.make_dsmt_train_step(
-        model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=0, phase_steps=1
-    )
-    b.pop("key")
-    # Step 1 is a main phase (burn-in 0, phases of 1 step): the main task is present.
-    state = ts.init(v, key=0)._replace(step=jnp.asarray(1, jnp.int32))
+    _, v, b = net
+    # Step 2 is a main phase: the main task is present.
+    state = ew_step.init(v, key=0)._replace(step=jnp.asarray(2, jnp.int32))
     bad = dict(b, labels=b["labels"].at[0].set(3.0))  # window 0 is labelled
-    new, metrics = ts.step(state, bad)
+    new, metrics = ew_step.step(state, bad)
+    np.testing.assert_array_equal(metrics["present"], [True, False, False])
     assert not np.isfinite(np.asarray(metrics["losses"])[0])
     assert int(new.skipped) == 1
     jax.tree.map(np.testing.assert_array_equal, new.params, state.params)
     jax.tree.map(np.testing.assert_array_equal, new.model_state, state.model_state)
 
 
-def test_train_step_carries_batch_stats_and_follows_schedule(key):
-    model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
-    b = _batch(key, k=2)
-    b.pop("key")
-    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
-    ts = recipes.make_dsmt_train_step(
-        model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=1, phase_steps=1
-    )
+def test_train_step_carries_batch_stats_and_follows_schedule(net, ew_step):
+    model, v, b = net
+    ts = ew_step
     state = ts.init(v, key=7)
     assert isinstance(state, mtl.training.TrainState)
     seen = []
@@ -222,52 +232,49 @@ def _mgda_is_presence_aware():
     return np.allclose(np.asarray(s3.weights)[[0, 2]], s2.weights, atol=1e-5)
 
 
-def test_mgda_trains_every_dsmt_phase_as_the_present_tasks_alone(key):
+def test_mgda_trains_every_dsmt_phase_as_the_present_tasks_alone(net):
     """The phases are presence: MGDA moves the parameters in every phase (on 0/1-multiplied
     losses the zero-gradient task was MGDA's min-norm point and SGD made no update), and each
     step equals MGDA's step on the present tasks alone."""
     if not _mgda_is_presence_aware():
         pytest.xfail("mgda is not presence-aware yet (balancer-level), so neither is the step")
-    k = 2
-    model = models.DSMTNet(num_aux_tasks=k, channels=(4,), units=4)
-    b = _batch(key, k=k)
-    b.pop("key")
-    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
+    model, v, b = net
+    k = model.num_aux_tasks
     opt = optax.sgd(1e-1)
     ts = recipes.make_dsmt_train_step(
         model, mtl.balancers.mgda(num_tasks=k + 1), opt, burn_in_steps=1, phase_steps=1
     )
 
-    def alone(tasks):
-        def loss_fn(params, batch, *, key, model_state):
-            drop_key, noise_key = jax.random.split(key)
-            (logit, aux), upd = model.apply(
-                {"params": params, **model_state},
-                batch["windows"],
-                batch["missing"],
-                train=True,
-                rngs={"dropout": drop_key, "noise": noise_key},
-                mutable=["batch_stats"],
-            )
-            losses = recipes.dsmt_losses(
-                logit,
-                aux,
-                labels=batch["labels"],
-                label_mask=batch["label_mask"],
-                aux_targets=batch["aux_targets"],
-            )
-            return losses[jnp.asarray(tasks)], {"batch_stats": upd["batch_stats"]}
-
-        return mtl.training.make_train_step(
-            loss_fn, mtl.balancers.mgda(num_tasks=len(tasks)), opt, has_model_state=True
+    def loss_fn(params, batch, *, key, model_state):
+        drop_key, noise_key = jax.random.split(key)
+        (logit, aux), upd = model.apply(
+            {"params": params, **model_state},
+            batch["windows"],
+            batch["missing"],
+            train=True,
+            rngs={"dropout": drop_key, "noise": noise_key},
+            mutable=["batch_stats"],
         )
+        losses = recipes.dsmt_losses(
+            logit,
+            aux,
+            labels=batch["labels"],
+            label_mask=batch["label_mask"],
+            aux_targets=batch["aux_targets"],
+        )
+        return losses[batch["tasks"]], {"batch_stats": upd["batch_stats"]}
 
+    # The reference: MGDA over two of the losses, chosen by the batch (one compiled
+    # program for every phase). The main phase's task alone is task 0 twice: the convex
+    # hull of {g, g} is {g}, so MGDA's step is the task's own step, as with one task.
+    alone = mtl.training.make_train_step(
+        loss_fn, mtl.balancers.mgda(num_tasks=2), opt, has_model_state=True
+    )
     state = ts.init(v, key=0)
-    for step, tasks in enumerate([[1, 2], [1, 2], [0]]):  # burn-in, auxiliary, main
+    for step, tasks in enumerate([[1, 2], [1, 2], [0, 0]]):  # burn-in, auxiliary, main
         new, metrics = ts.step(state, b)
-        ref = alone(tasks)
-        ref_state = ref.init(state.params, key=0, model_state=state.model_state)
-        ref_new, _ = ref(ref_state._replace(step=state.step), b)
+        ref_state = alone.init(state.params, key=0, model_state=state.model_state)
+        ref_new, _ = alone(ref_state._replace(step=state.step), dict(b, tasks=jnp.asarray(tasks)))
         moved = max(
             float(jnp.max(jnp.abs(x - y)))
             for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params))
@@ -280,16 +287,10 @@ def test_mgda_trains_every_dsmt_phase_as_the_present_tasks_alone(key):
         state = new
 
 
-def test_a_main_phase_without_a_labelled_window_is_skipped(key):
-    model = models.DSMTNet(num_aux_tasks=2, channels=(4,), units=4)
-    b = _batch(key, k=2)
-    b.pop("key")
-    v = jax.jit(model.init, static_argnames="train")(key, b["windows"], b["missing"], train=False)
-    ts = recipes.make_dsmt_train_step(
-        model, mtl.balancers.equal_weighting(), optax.sgd(1e-2), burn_in_steps=0, phase_steps=1
-    )
-    state = ts.init(v, key=0)._replace(step=jnp.asarray(1, jnp.int32))  # a main phase
-    new, metrics = ts.step(state, dict(b, label_mask=jnp.zeros_like(b["label_mask"])))
+def test_a_main_phase_without_a_labelled_window_is_skipped(net, ew_step):
+    _, v, b = net
+    state = ew_step.init(v, key=0)._replace(step=jnp.asarray(2, jnp.int32))  # a main phase
+    new, metrics = ew_step.step(state, dict(b, label_mask=jnp.zeros_like(b["label_mask"])))
     np.testing.assert_array_equal(metrics["present"], [False, False, False])
     assert int(new.skipped) == 1
     jax.tree.map(np.testing.assert_array_equal, new.params, state.params)
