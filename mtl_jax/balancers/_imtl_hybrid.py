@@ -75,7 +75,8 @@ def imtl_hybrid(
     def init(params):
         del params
         s = jnp.full((num_tasks,), init_log_scale, jnp.float32)
-        return IMTLHybridState(s, optimizer.init(s), jnp.full((num_tasks,), 1.0 / num_tasks))
+        w = jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32)
+        return IMTLHybridState(s, optimizer.init(s), w)
 
     def weights_fn(gram, losses, state, presence=None):
         present = as_presence(presence, num_tasks)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram
+from mtl_jax.weighting._gram import as_gram, nan_unless_finite, restrict_gram
 from mtl_jax.weighting._mgda import Normalization, mgda_normalizers
 from mtl_jax.weighting._presence_mask import as_presence
 from mtl_jax.weighting._qp import simplex_qp
@@ -81,7 +81,8 @@ def mgda_present_weights(
     convex, the penalised optimum is the restricted one.
 
     Returns:
-      ``[K]`` weights, 0 on the absent tasks (all 0 when none is present).
+      ``[K]`` weights, 0 on the absent tasks (all 0 when none is present); all NaN
+      if the Gram matrix or the losses of the present tasks have a non-finite entry.
     """
     g = as_gram(gram)
     k = g.shape[0]
@@ -90,13 +91,13 @@ def mgda_present_weights(
         if normalization in ("loss", "loss+"):
             raise ValueError(f"normalization={normalization!r} needs the losses")
         losses = jnp.ones((k,), g.dtype)
-    both = p[:, None] & p[None, :]
-    g = jnp.where(both, g, 0.0)
-    c = mgda_normalizers(g, jnp.where(p, jnp.asarray(losses, g.dtype), 1.0), normalization)
+    g = restrict_gram(g, p)
+    losses = jnp.where(p, jnp.asarray(losses, g.dtype), 1.0)
+    c = mgda_normalizers(g, losses, normalization)
     gn = g / (c[:, None] * c[None, :])
     penalty = 1.0 + 2.0 * jnp.max(jnp.diagonal(gn))
     lin = jnp.where(p, 0.0, penalty)
     n = jnp.maximum(jnp.sum(p.astype(g.dtype)), 1.0)
     init = jnp.where(p, 1.0 / n, 0.0)
     w = simplex_qp(gn, lin, init=init, num_iters=num_iters, tol=tol, polish_iters=polish_iters)
-    return jnp.where(p, w / c, 0.0)
+    return nan_unless_finite(jnp.where(p, w / c, 0.0), g, losses)

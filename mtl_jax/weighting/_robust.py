@@ -15,6 +15,13 @@ Learning: Towards Optimal Statistical Rates", ICML 2018,
 https://arxiv.org/abs/1803.01498 (Definition 2). For every coordinate the ``b``
 largest and ``b`` smallest of the ``n`` values are removed and the other
 ``n − 2b`` averaged.
+
+Non-finite inputs: robustness here means robustness to finite gradients that are
+far off, which the scores and the trimming bound. A NaN or an infinity is not such
+a gradient (a NaN has no rank and no distance), so a non-finite entry of a present
+task makes the whole output NaN, as in every other weighting function: the
+training step's non-finite policy sees it instead of a plausible-looking update
+that silently dropped the task.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._gram import as_gram
+from mtl_jax.weighting._gram import as_gram, nan_unless_finite, restrict_gram
 from mtl_jax.weighting._presence_mask import as_presence
 
 __all__ = ["krum_weights", "trimmed_mean"]
@@ -61,7 +68,8 @@ def krum_weights(
         task gets weight 0 and is no neighbour of any other.
 
     Returns:
-      ``[K]`` weights summing to 1 (all 0 when no task is present).
+      ``[K]`` weights summing to 1 (all 0 when no task is present); all NaN if the
+      Gram matrix of the present tasks has a non-finite entry.
 
     Example:
       >>> import jax.numpy as jnp
@@ -94,7 +102,8 @@ def krum_weights(
     ok = n >= f + 3
     pick = jnp.where(ok, chosen, present)
     count = jnp.where(ok, m_eff, n)
-    return jnp.where(pick, 1.0 / jnp.maximum(count, 1).astype(g.dtype), 0.0).astype(g.dtype)
+    w = jnp.where(pick, 1.0 / jnp.maximum(count, 1).astype(g.dtype), 0.0).astype(g.dtype)
+    return nan_unless_finite(w, restrict_gram(g, present))
 
 
 def trimmed_mean(
@@ -117,7 +126,8 @@ def trimmed_mean(
         task's values are ignored.
 
     Returns:
-      The ``[...]``-shaped trimmed mean (zeros when no task is present).
+      The ``[...]``-shaped trimmed mean (zeros when no task is present); all NaN
+      if a present task's gradient has a non-finite entry.
 
     Example:
       >>> import jax.numpy as jnp
@@ -142,4 +152,4 @@ def trimmed_mean(
     keep = (rank >= lo) & (rank < hi)
     total = jnp.sum(jnp.where(keep, ordered, jnp.zeros_like(ordered)), axis=0)
     count = jnp.maximum(hi - lo, 1).astype(x.dtype)
-    return total / count
+    return nan_unless_finite(total / count, jnp.where(p, x, jnp.zeros((), x.dtype)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax.weighting._gram import nan_unless_finite
 from mtl_jax.weighting._presence_mask import as_presence
 
 __all__ = [
@@ -38,6 +39,18 @@ def scale_invariant_weights(
 ) -> jax.Array:
     """``w_k = 1 / max(L_k, ε)``: the weights of the gradient of ``Σ_k log L_k``.
 
+    .. math::
+
+        \\nabla_θ \\sum_k \\log L_k(θ) = \\sum_k \\frac{\\nabla_θ L_k(θ)}{L_k(θ)}.
+
+    Non-finite losses: an infinite (or NaN) loss of a present task makes every
+    weight NaN. The limit ``1/L_k → 0`` is not taken: unlike a learned
+    log-variance (uncertainty weighting, FAMO, IMTL-L's ``s_k``), whose infinite
+    value is a legitimate limit of a parameter, ``L_k`` is measured data, and an
+    infinite loss means that task has diverged; weight 0 would drop it silently
+    and ``∇L_k / L_k`` is itself ``∞/∞`` there. The training step's non-finite
+    policy sees the NaN instead.
+
     Args:
       losses: ``[K]`` losses, which the method assumes positive.
       eps: floor on the losses, so that a zero (or negative) loss gives the finite
@@ -46,7 +59,7 @@ def scale_invariant_weights(
         task's weight is 0.
 
     Returns:
-      ``[K]`` weights.
+      ``[K]`` weights (all NaN if a present task's loss is not finite).
 
     Example:
       >>> import jax.numpy as jnp
@@ -61,7 +74,8 @@ def scale_invariant_weights(
     if not eps > 0:
         raise ValueError(f"eps must be positive, got {eps!r}")
     p = as_presence(presence, ls.shape[0])
-    return jnp.where(p, 1.0 / jnp.maximum(ls, eps), 0.0)
+    w = jnp.where(p, 1.0 / jnp.maximum(ls, eps), 0.0)
+    return nan_unless_finite(w, jnp.where(p, ls, 0.0))
 
 
 def imtl_l_weights(
@@ -79,10 +93,22 @@ def imtl_l_objective(
     *,
     presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
-    """IMTL-L's scaled loss ``Σ_{k present} (e^{s_k} L_k − s_k)``."""
+    """IMTL-L's scaled loss ``Σ_{k present} (e^{s_k} L_k − s_k)``.
+
+    Args:
+      log_scales: ``[K]`` learnable log-scales ``s``.
+      losses: ``[K]`` losses ``L``.
+      presence: ``[K]`` bool, which tasks have data (``None``: all). An absent
+        task's ``s_k`` and ``L_k`` are replaced by 0 before use, so neither the
+        value nor the gradient (0 there) sees a NaN in them.
+
+    Returns:
+      The scalar objective (differentiable in ``log_scales`` and ``losses``).
+    """
     s = jnp.asarray(log_scales)
     p = as_presence(presence, s.shape[0])
-    ls = jnp.asarray(losses, s.dtype)
+    s = jnp.where(p, s, jnp.zeros((), s.dtype))
+    ls = jnp.where(p, jnp.asarray(losses, s.dtype), jnp.zeros((), s.dtype))
     return jnp.sum(jnp.where(p, jnp.exp(s) * ls - s, 0.0))
 
 

@@ -22,6 +22,8 @@ uniformly without replacement and the others are treated as absent for that step
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -89,7 +91,17 @@ def sdmgrad_step(
     a = a / (scale**2 + 1e-8)
     w0 = jnp.asarray(weights, a.dtype)
     w = jnp.where(p, w0, 0.0)
+    w = _inner_solve(
+        a, w, target, p, float(lambda_), float(lr), float(momentum), num_iters=num_iters
+    )
+    applied = jnp.where(p, (w + lambda_ * target) / (1.0 + lambda_), 0.0)
+    return jnp.where(p, w, w0), applied
 
+
+# Compiled once per shape and hyperparameters: called eagerly (outside a jit), the
+# inner loop would otherwise be traced and compiled again at every call.
+@functools.partial(jax.jit, static_argnums=(4, 5, 6), static_argnames=("num_iters",))
+def _inner_solve(a, w, target, p, lambda_, lr, momentum, *, num_iters):
     def body(i, carry):
         w, v = carry
         g = a @ (w + lambda_ * target)
@@ -97,5 +109,4 @@ def sdmgrad_step(
         return project_present_simplex(w - lr * v, p), v
 
     w, _ = jax.lax.fori_loop(0, num_iters, body, (w, jnp.zeros_like(w)))
-    applied = jnp.where(p, (w + lambda_ * target) / (1.0 + lambda_), 0.0)
-    return jnp.where(p, w, w0), applied
+    return w
