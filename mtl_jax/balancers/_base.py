@@ -34,19 +34,15 @@ with :func:`loss_balancer`, :func:`gram_balancer` or :func:`jacobian_balancer`.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import math
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from mtl_jax import _presence, _task_tree
+from mtl_jax import _presence, _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
 
 __all__ = [
@@ -200,35 +196,6 @@ def task_weights(state: Any, default: Any = _NOT_GIVEN) -> jax.Array | None:
     return target.weights
 
 
-def _is_list_like(x: Any) -> bool:
-    return isinstance(x, list | tuple)
-
-
-def check_losses(task_losses: Any, num_tasks: int | None = None) -> jax.Array:
-    """``task_losses`` as a ``[K]`` array; ``TypeError``/``ValueError`` on anything else."""
-    if _is_list_like(task_losses):
-        raise TypeError(
-            f"task_losses must be an array of shape [K], got a Python {type(task_losses).__name__}"
-            f" of {len(task_losses)} items: return jnp.stack(losses) from the loss function"
-        )
-    losses = jnp.asarray(task_losses)
-    if losses.ndim != 1:
-        hint = ""
-        if losses.ndim == 2 and 1 in losses.shape:
-            hint = " (a [K, 1] or [1, K] array: squeeze the extra axis)"
-        raise ValueError(f"task_losses must have shape [K], got shape {losses.shape}{hint}")
-    if losses.shape[0] == 0:
-        raise ValueError("task_losses has shape (0,): there must be at least one task")
-    if num_tasks is not None and losses.shape[0] != num_tasks:
-        raise ValueError(
-            f"the balancer was built with num_tasks={num_tasks} but task_losses has "
-            f"{losses.shape[0]} entries (shape {losses.shape})"
-        )
-    if not jnp.issubdtype(losses.dtype, jnp.floating):
-        raise TypeError(f"task_losses must be floating point, got dtype {losses.dtype}")
-    return losses
-
-
 def validate_task_inputs(task_grads: PyTree, params: PyTree | None, task_losses: Any) -> int:
     """Checks a task Jacobian against ``params`` and the losses; returns ``K``.
 
@@ -237,7 +204,7 @@ def validate_task_inputs(task_grads: PyTree, params: PyTree | None, task_losses:
     shape. A params-shaped input (no task axis), as a balancer placed after an
     optimiser in ``optax.chain`` receives, gets its own message.
     """
-    losses = check_losses(task_losses)
+    losses = _validate.check_losses(task_losses)
     k = losses.shape[0]
     leaves = jax.tree_util.tree_leaves_with_path(task_grads)
     if not leaves:
@@ -390,7 +357,7 @@ def loss_balancer(
     aware = takes_presence(weights_fn)
 
     def checked(losses, state, presence=None):
-        losses = check_losses(losses)
+        losses = _validate.check_losses(losses)
         presence = _presence.check_presence(presence, losses.shape[0])
         if presence is None:
             w, new = weights_fn(losses, state)
@@ -400,6 +367,8 @@ def loss_balancer(
                 w, new = weights_fn(losses, state, presence=presence)
             else:
                 w, new = weights_fn(losses, state)
+        _validate.check_weights_shape(w, losses.shape[0], "weights_fn")
+        if presence is not None:
             w = _presence.zero_absent(jnp.asarray(w), presence)
         return w, like(new, state)
 
@@ -452,7 +421,7 @@ def gram_balancer(
     aware = takes_presence(weights_fn)
 
     def checked(gram, losses, state, presence=None):
-        check_losses(losses, gram.shape[0])
+        _validate.check_losses(losses, num_tasks=gram.shape[0])
         presence = _presence.check_presence(presence, gram.shape[0])
         if presence is None:
             w, new = weights_fn(gram, losses, state)
@@ -463,12 +432,14 @@ def gram_balancer(
                 w, new = weights_fn(gram, losses, state, presence=presence)
             else:
                 w, new = weights_fn(gram, losses, state)
+        _validate.check_weights_shape(w, gram.shape[0], "weights_fn")
+        if presence is not None:
             w = _presence.zero_absent(jnp.asarray(w), presence)
         return w, like(new, state)
 
     def combine(jac, losses, state, presence=None):
         if presence is not None:
-            presence = _presence.check_presence(presence, check_losses(losses).shape[0])
+            presence = _presence.check_presence(presence, _validate.check_losses(losses).shape[0])
             jac = _zero_absent_leaves(jac, presence)
         w, state = checked(_task_tree.gram(jac), jax.lax.stop_gradient(losses), state, presence)
         return _task_tree.combine(_cast_like(w, losses), jac), state
@@ -511,7 +482,7 @@ def jacobian_balancer(
         if presence is None:
             out, new = combine_fn(leaves, losses, state)
         else:
-            presence = _presence.check_presence(presence, check_losses(losses).shape[0])
+            presence = _presence.check_presence(presence, _validate.check_losses(losses).shape[0])
             leaves = _zero_absent_leaves(leaves, presence)
             losses = _presence.zero_absent(losses, presence)
             if aware:
@@ -552,11 +523,7 @@ def record_weights(recorded: jax.Array | None, weights: jax.Array) -> jax.Array 
     """``weights`` cast to ``recorded``'s dtype, or ``None`` if nothing is recorded."""
     if recorded is None:
         return None
-    if recorded.shape != weights.shape:
-        raise ValueError(
-            f"the balancer was built with num_tasks={recorded.shape[0]} but the task "
-            f"Jacobian has K={weights.shape[0]} tasks"
-        )
+    _validate.check_num_tasks(recorded.shape[0], got=weights.shape[0], source="the task Jacobian")
     return weights.astype(recorded.dtype)
 
 
@@ -579,51 +546,6 @@ def split_key(data: jax.Array, num: int = 1) -> tuple[jax.Array, jax.Array]:
 # --------------------------------------------------------------------------- checks
 
 
-def check_num_tasks(num_tasks: int | None, name: str = "num_tasks", *, required: bool = False):
-    """Raises ``ValueError`` unless ``num_tasks`` is None (if allowed) or a positive int."""
-    if num_tasks is None:
-        if required:
-            raise ValueError(f"{name} must be given (a positive int), got None")
-        return
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int | np.integer) or num_tasks < 1:
-        raise ValueError(f"{name} must be a positive int, got {num_tasks!r}")
-
-
-def check_number(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """A finite real hyperparameter within bounds, as a float; ``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
-    lo = "(" if low_open or low is None else "["
-    hi = ")" if high_open or high is None else "]"
-    rng = (
-        f"{lo}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{hi}"
-    )
-    bad = not math.isfinite(v)
-    if low is not None:
-        bad = bad or (v <= low if low_open else v < low)
-    if high is not None:
-        bad = bad or (v >= high if high_open else v > high)
-    if bad:
-        raise ValueError(f"{name} must be a finite number in {rng}, got {value!r}")
-    return v
-
-
-def check_int(name: str, value: Any, *, low: int = 1) -> int:
-    """An int hyperparameter ``≥ low``; ``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
 def inner_optimizer(
     optimizer: optax.GradientTransformation | None, learning_rate: Any
 ) -> optax.GradientTransformation:
@@ -633,46 +555,11 @@ def inner_optimizer(
     ``learning_rate`` (a positive finite number).
     """
     if optimizer is None:
-        learning_rate = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+        learning_rate = _validate.check_positive("learning_rate", learning_rate)
         return optax.adam(learning_rate)
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
     return optimizer
-
-
-def check_seed(seed: Any) -> int:
-    """A seed must be a Python int."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    return int(seed)
-
-
-def positional_num_tasks(factory: Callable) -> Callable:
-    """Keeps the deprecated ``factory(K, ...)`` spelling working with a ``DeprecationWarning``.
-
-    ``num_tasks`` is keyword-only; a single leading positional argument is taken
-    as ``num_tasks``.
-    """
-    name = factory.__name__
-
-    @functools.wraps(factory)
-    def wrapper(*args, **kwargs):
-        if args:
-            if len(args) > 1 or "num_tasks" in kwargs:
-                raise TypeError(
-                    f"{name}() takes keyword arguments only (num_tasks=K, hyperparameters by "
-                    f"name); got {len(args)} positional argument(s)"
-                )
-            warnings.warn(
-                f"{name}(K, ...) is deprecated: pass num_tasks=K by keyword",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            kwargs["num_tasks"] = args[0]
-        return factory(**kwargs)
-
-    wrapper.__signature__ = inspect.signature(factory)
-    return wrapper
 
 
 def stateless_gram_balancer(
@@ -693,7 +580,7 @@ def stateless_gram_balancer(
     Returns:
       A :class:`Balancer` of kind ``"gram"`` whose state is a :class:`WeightsState`.
     """
-    check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
     aware = takes_presence(weights_of_gram)
 
     def init(params):

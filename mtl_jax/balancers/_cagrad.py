@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _cagrad
@@ -81,7 +82,7 @@ def cagrad(
     References:
       Liu et al. 2021, https://arxiv.org/abs/2110.14048
     """
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
     _cagrad.check_args(c, num_iters, tol, polish_iters)
     if rescale not in (0, 1, 2):
         raise ValueError(f"rescale must be 0, 1 or 2, got {rescale!r}")

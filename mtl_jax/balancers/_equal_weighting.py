@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 
@@ -38,7 +39,7 @@ def equal_weighting(*, shared: MaskSpec = None, num_tasks: int | None = None) ->
       >>> upd["w"].tolist()
       [4.0, 6.0]
     """
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
 
     def init(params):
         del params

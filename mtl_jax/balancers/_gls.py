@@ -7,6 +7,7 @@ https://arxiv.org/abs/1904.08492. The weights are
 
 from __future__ import annotations
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _gls
@@ -46,8 +47,8 @@ def gls(
     References:
       Chennupati et al. 2019, https://arxiv.org/abs/1904.08492
     """
-    _base.check_num_tasks(num_tasks)
-    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
+    _validate.check_num_tasks(num_tasks)
+    eps = _validate.check_number("eps", eps, low=0.0, low_open=True)
 
     def init(params):
         del params

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _task_tree
+from mtl_jax import _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 
@@ -85,8 +85,8 @@ def graddrop(
     References:
       Chen et al. 2020, https://arxiv.org/abs/2010.06808
     """
-    _base.check_num_tasks(num_tasks)
-    seed = _base.check_seed(seed)
+    _validate.check_num_tasks(num_tasks)
+    seed = _validate.check_seed(seed)
     if isinstance(leak, str):
         raise ValueError(f"leak must be a float or a 1-D sequence in [0, 1], got {leak!r}")
     leak_arr = jnp.asarray(leak, jnp.float32)

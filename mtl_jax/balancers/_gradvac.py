@@ -11,6 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _gradvac
@@ -68,10 +69,10 @@ def gradvac(
             "gradvac needs num_tasks=K: its [K, K] cosine targets live in the state, which is "
             "built before K is seen (without them every update would be PCGrad's)"
         )
-    _base.check_num_tasks(num_tasks)
-    beta = _base.check_number("beta", beta, low=0.0, high=1.0)
-    eps = _base.check_number("eps", eps, low=0.0)
-    seed = _base.check_seed(seed)
+    _validate.check_num_tasks(num_tasks)
+    beta = _validate.check_number("beta", beta, low=0.0, high=1.0)
+    eps = _validate.check_number("eps", eps, low=0.0)
+    seed = _validate.check_seed(seed)
 
     def init(params):
         del params
@@ -83,11 +84,7 @@ def gradvac(
     def weights_fn(gram, losses, state, presence=None):
         del losses
         k = gram.shape[0]
-        if k != num_tasks:
-            raise ValueError(
-                f"the balancer was built with num_tasks={num_tasks} but the task Jacobian "
-                f"has K={k} tasks"
-            )
+        _validate.check_num_tasks(num_tasks, got=k, source="the task Jacobian")
         key, (sub,) = _base.split_key(state.key)
         w, new_targets = _gradvac.gradvac_weights(
             gram, state.targets, sub, beta=beta, eps=eps, presence=presence

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _task_tree
+from mtl_jax import _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _moco
@@ -90,12 +90,12 @@ def moco(
       Fernando et al., "Mitigating Gradient Bias in Multi-objective Learning: A
       Provably Convergent Approach", ICLR 2023, https://arxiv.org/abs/2210.04650
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    beta = _base.check_number("beta", beta, low=0.0, high=1.0, low_open=True)
-    beta_decay = _base.check_number("beta_decay", beta_decay, low=0.0)
-    gamma = _base.check_number("gamma", gamma, low=0.0, low_open=True)
-    gamma_decay = _base.check_number("gamma_decay", gamma_decay, low=0.0)
-    rho = _base.check_number("rho", rho, low=0.0)
+    _validate.check_num_tasks(num_tasks, required=True)
+    beta = _validate.check_number("beta", beta, low=0.0, high=1.0, low_open=True)
+    beta_decay = _validate.check_number("beta_decay", beta_decay, low=0.0)
+    gamma = _validate.check_number("gamma", gamma, low=0.0, low_open=True)
+    gamma_decay = _validate.check_number("gamma_decay", gamma_decay, low=0.0)
+    rho = _validate.check_number("rho", rho, low=0.0)
     if normalization not in ("none", "loss"):
         raise ValueError(f"normalization must be 'none' or 'loss', got {normalization!r}")
     if projection not in ("simplex", "softmax"):

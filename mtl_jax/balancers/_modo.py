@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _modo
@@ -105,9 +106,9 @@ def modo(
       Chen et al., "Three-Way Trade-Off in Multi-Objective Learning: Optimization,
       Generalization and Conflict-Avoidance", JMLR 2024, https://arxiv.org/abs/2305.20057
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    gamma = _base.check_number("gamma", gamma, low=0.0, low_open=True)
-    rho = _base.check_number("rho", rho, low=0.0)
+    _validate.check_num_tasks(num_tasks, required=True)
+    gamma = _validate.check_number("gamma", gamma, low=0.0, low_open=True)
+    rho = _validate.check_number("rho", rho, low=0.0)
 
     def init(params):
         del params

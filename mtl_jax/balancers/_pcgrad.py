@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _pcgrad
@@ -53,8 +54,8 @@ def pcgrad(
     References:
       Yu et al. 2020, https://arxiv.org/abs/2001.06782
     """
-    _base.check_num_tasks(num_tasks)
-    seed = _base.check_seed(seed)
+    _validate.check_num_tasks(num_tasks)
+    seed = _validate.check_seed(seed)
 
     def init(params):
         del params

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _robust
@@ -56,9 +57,9 @@ def krum(
     References:
       Blanchard et al. 2017, https://arxiv.org/abs/1703.02757
     """
-    _base.check_num_tasks(num_tasks)
-    f = _base.check_int("n_byzantine", n_byzantine, low=0)
-    m = _base.check_int("n_selected", n_selected, low=1)
+    _validate.check_num_tasks(num_tasks)
+    f = _validate.check_int("n_byzantine", n_byzantine, low=0)
+    m = _validate.check_int("n_selected", n_selected, low=1)
     if not isinstance(squared, bool):
         raise ValueError(f"squared must be a bool, got {squared!r}")
     if num_tasks is not None and m > num_tasks:
@@ -109,8 +110,8 @@ def trimmed_mean(
     References:
       Yin et al. 2018, https://arxiv.org/abs/1803.01498
     """
-    _base.check_num_tasks(num_tasks)
-    b = _base.check_int("trim_number", trim_number, low=0)
+    _validate.check_num_tasks(num_tasks)
+    b = _validate.check_int("trim_number", trim_number, low=0)
 
     def init(params):
         del params

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _scalarization
@@ -83,8 +84,8 @@ def cosmos(
     References:
       Ruchte & Grabocka 2021, https://arxiv.org/abs/2103.13392
     """
-    _base.check_num_tasks(num_tasks)
-    lambda_ = _base.check_number("lambda_", lambda_, low=0.0)
+    _validate.check_num_tasks(num_tasks)
+    lambda_ = _validate.check_number("lambda_", lambda_, low=0.0)
     r = _check_vector("pref_vector", pref_vector, num_tasks, non_negative=True)
     return _loss_balancer(
         lambda losses, presence: _scalarization.cosmos_weights(
@@ -130,8 +131,8 @@ def pbi(
     References:
       Zhang & Li 2007, https://doi.org/10.1109/TEVC.2007.892759
     """
-    _base.check_num_tasks(num_tasks)
-    theta = _base.check_number("theta", theta, low=0.0)
+    _validate.check_num_tasks(num_tasks)
+    theta = _validate.check_number("theta", theta, low=0.0)
     w = _check_vector("pref_vector", pref_vector, num_tasks, non_negative=True)
     z = _check_vector("reference", reference, num_tasks, non_negative=False)
     return _loss_balancer(

@@ -255,7 +255,7 @@ def gramian_route(
             return vjp_fn(cot)[0]
 
     k = losses.shape[0]
-    _checks.check_num_tasks(k, bal_state)
+    _checks.check_state_num_tasks(k, bal_state)
 
     treedef = jax.tree_util.tree_structure(params)
     shared = _flags(spec.shared, params, "shared")
@@ -323,7 +323,7 @@ def gramian_route(
                 grads[i] = summed[i]
     g = jax.tree_util.tree_unflatten(treedef, grads)
 
-    recorded = _checks._recorded_weights(bal_state)
+    recorded = _checks.recorded_weights(bal_state)
     applied = recorded if recorded is not None and recorded.shape == (k,) else w
     present = jnp.ones((k,), bool) if presence is None else presence
     return (

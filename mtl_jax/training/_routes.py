@@ -78,9 +78,9 @@ def _split_task_losses(out: Any, has_aux: bool, name: str):
     elif isinstance(out, _presence.TaskLosses):
         tl = out
     if tl is None:
-        losses, aux = _checks.check_losses(out, has_aux, name)
+        losses, aux = _checks.split_losses(out, has_aux, name)
         return losses, None, aux
-    losses, _ = _checks.check_losses(tl.losses, False, f"{name} (TaskLosses.losses)")
+    losses, _ = _checks.split_losses(tl.losses, False, f"{name} (TaskLosses.losses)")
     presence = _presence.check_presence(
         tl.present, losses.shape[0], name=f"{name}'s TaskLosses.present"
     )
@@ -191,7 +191,7 @@ def effective_weights(jac_leaves: list[jax.Array], update_leaves: list[jax.Array
 
 
 def _recorded_or(state: Any, k: int, fallback: Callable[[], jax.Array]) -> jax.Array:
-    recorded = _checks._recorded_weights(state)
+    recorded = _checks.recorded_weights(state)
     if recorded is not None and recorded.shape == (k,):
         return recorded.astype(jnp.float32)
     return fallback()
@@ -218,7 +218,7 @@ def loss_route(
     loss_fn = with_presence(loss_fn, has_aux, name)
     losses, vjp_fn, (presence, aux) = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=True)
     k = losses.shape[0]
-    _checks.check_num_tasks(k, bal_state)
+    _checks.check_state_num_tasks(k, bal_state)
     loss_ok = jnp.isfinite(losses)
     used = _used(presence, loss_ok if per_task else None)
     if per_task:
@@ -263,7 +263,7 @@ def jacobian_route(
         value, jac = value_and_jacobian(loss_fn, has_aux=True, chunk_size=chunk_size)(params, batch)
         losses, (presence, aux) = value
         k = losses.shape[0]
-    _checks.check_num_tasks(k, bal_state)
+    _checks.check_state_num_tasks(k, bal_state)
     jac_l, treedef = jax.tree_util.tree_flatten(jac)
     task_finite = jnp.isfinite(losses) & _task_finite(jac_l, k)
     used = _used(presence, task_finite if per_task else None)
@@ -404,7 +404,7 @@ def representation_route(
         dec = lambda p, zz: decode(p, zz, batch)
         losses, dec_vjp, (presence, aux) = jax.vjp(dec, params, z, has_aux=True)
         k = losses.shape[0]
-        _checks.check_num_tasks(k, bal_state)
+        _checks.check_state_num_tasks(k, bal_state)
         loss_ok = jnp.isfinite(losses)
         if per_task:
             dec_vjp = sanitised(dec_vjp, ~jnp.all(loss_ok))
@@ -418,7 +418,7 @@ def representation_route(
             representation, params, z, batch, True, per_task
         )
         k = losses.shape[0]
-        _checks.check_num_tasks(k, bal_state)
+        _checks.check_state_num_tasks(k, bal_state)
     z_leaves, z_def = jax.tree_util.tree_flatten(jz)
     task_finite = jnp.isfinite(losses) & _task_finite(z_leaves, k)
     used = _used(presence, task_finite if per_task else None)

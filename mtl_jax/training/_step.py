@@ -77,6 +77,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mtl_jax import _validate
 from mtl_jax.balancers._base import Balancer
 from mtl_jax.training import _checks, _nonfinite, _routes, _stateful
 from mtl_jax.training._data_parallel import put_replicated
@@ -418,10 +419,7 @@ def make_train_step(
       NeurIPS 2018 (representation mode, MGDA-UB), https://arxiv.org/abs/1810.04650
     """
     _checks.check_factory_args(balancer, optimizer, on_nonfinite)
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    _validate.check_int("chunk_size", chunk_size, allow_none=True)
     if not isinstance(has_model_state, bool):
         raise ValueError(f"has_model_state must be True or False; got {has_model_state!r}")
     resolved = _resolve_mode(mode, balancer, representation)
@@ -439,10 +437,7 @@ def make_train_step(
 
     def init(params, *, key=None, model_state=None, num_tasks=None) -> TrainState:
         _stateful.check_float_params(params)
-        if num_tasks is not None and (
-            isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1
-        ):
-            raise ValueError(f"num_tasks must be a positive int or None, got {num_tasks!r}")
+        _validate.check_int("num_tasks", num_tasks, allow_none=True)
         if has_model_state and model_state is None:
             raise ValueError(
                 "the step was built with has_model_state=True but init got no model_state: pass "
@@ -456,9 +451,7 @@ def make_train_step(
         zero = jnp.zeros((), jnp.int32)
         bal_state = balancer.init(params)
         if num_tasks is None:
-            recorded = _checks._recorded_weights(bal_state)
-            if recorded is not None and recorded.ndim == 1 and recorded.shape[0] > 0:
-                num_tasks = int(recorded.shape[0])
+            num_tasks = _checks.balancer_num_tasks(bal_state)
         if num_tasks is None and on_nonfinite == "skip_task":
             raise ValueError(
                 "on_nonfinite='skip_task' counts skipped steps per task in "

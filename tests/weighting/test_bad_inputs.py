@@ -76,8 +76,8 @@ def test_preference_shape_and_balancer_share_the_check():
     [
         ({"num_iters": 0}, "num_iters must be a positive int"),
         ({"num_iters": True}, "num_iters must be a positive int"),
-        ({"tol": float("nan")}, "tol must be a positive float"),
-        ({"tol": 0.0}, "tol must be a positive float"),
+        ({"tol": float("nan")}, r"tol must be a finite number in \(0, inf\)"),
+        ({"tol": 0.0}, r"tol must be a finite number in \(0, inf\)"),
         ({"polish_iters": -1}, "polish_iters must be a non-negative int"),
     ],
 )
