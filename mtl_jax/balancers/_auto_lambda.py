@@ -15,7 +15,7 @@ import optax
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.balancers._auto_lambda_hypergradient import METHODS, auto_lambda_hypergradient
 
 __all__ = ["AutoLambdaState", "auto_lambda"]
@@ -159,7 +159,7 @@ def auto_lambda(
                 return n
 
             new = jax.tree_util.tree_map(pick, new, state)
-        return _base.like(new, state)
+        return _state.like(new, state)
 
     bal = _base.loss_balancer(init, weights_fn, shared=shared)
     out = AutoLambda(bal.init, bal.update, bal.spec)

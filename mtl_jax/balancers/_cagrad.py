@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _cagrad
 
 __all__ = ["CAGradState", "cagrad"]
@@ -89,7 +89,7 @@ def cagrad(
 
     def init(params):
         del params
-        return CAGradState(_base.init_weights(num_tasks), jnp.ones((), bool))
+        return CAGradState(_state.init_weights(num_tasks), jnp.ones((), bool))
 
     def weights_fn(g, losses, state, presence=None):
         del losses
@@ -103,6 +103,6 @@ def cagrad(
             polish_iters=polish_iters,
             return_converged=True,
         )
-        return w, CAGradState(_base.record_weights(state.weights, w), converged)
+        return w, CAGradState(_state.record_weights(state.weights, w), converged)
 
     return _base.gram_balancer(init, weights_fn, shared=shared)

@@ -11,7 +11,7 @@ import numpy as np
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _constant
 
 __all__ = ["constant"]
@@ -64,11 +64,11 @@ def constant(
 
     def init(params):
         del params
-        return _base.WeightsState(c32)
+        return _state.WeightsState(c32)
 
     def weights_fn(losses, state, presence=None):
         _validate.check_losses(losses, num_tasks=k)
         w = _constant.constant_weights(c32.astype(losses.dtype), presence=presence)
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _db_mtl
 
 __all__ = ["DBMTLState", "db_mtl"]
@@ -88,7 +88,7 @@ def db_mtl(
         del params
         k = num_tasks
         return DBMTLState(
-            jnp.zeros((), jnp.int32), jnp.zeros((k,), jnp.float32), _base.init_weights(k)
+            jnp.zeros((), jnp.int32), jnp.zeros((k,), jnp.float32), _state.init_weights(k)
         )
 
     def weights_fn(gram, losses, state, presence=None):

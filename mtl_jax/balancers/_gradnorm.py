@@ -15,7 +15,7 @@ import optax
 
 from mtl_jax import _presence, _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _gradnorm
 
 __all__ = ["GradNormState", "gradnorm"]
@@ -120,7 +120,7 @@ def gradnorm(
     """
     _validate.check_num_tasks(num_tasks, required=True)
     alpha = _validate.check_number("alpha", alpha, low=0.0)
-    optimizer = _base.inner_optimizer(optimizer, learning_rate)
+    optimizer = _state.inner_optimizer(optimizer, learning_rate)
 
     def init(params):
         del params

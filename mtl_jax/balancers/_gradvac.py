@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _gradvac
 
 __all__ = ["GradVacState", "gradvac"]
@@ -78,17 +78,17 @@ def gradvac(
         del params
         k = num_tasks
         return GradVacState(
-            _base.key_data(seed), jnp.zeros((k, k), jnp.float32), _base.init_weights(k)
+            _state.key_data(seed), jnp.zeros((k, k), jnp.float32), _state.init_weights(k)
         )
 
     def weights_fn(gram, losses, state, presence=None):
         del losses
         k = gram.shape[0]
         _validate.check_num_tasks(num_tasks, got=k, source="the task Jacobian")
-        key, (sub,) = _base.split_key(state.key)
+        key, (sub,) = _state.split_key(state.key)
         w, new_targets = _gradvac.gradvac_weights(
             gram, state.targets, sub, beta=beta, eps=eps, presence=presence
         )
-        return w, GradVacState(key, new_targets, _base.record_weights(state.weights, w))
+        return w, GradVacState(key, new_targets, _state.record_weights(state.weights, w))
 
     return _base.gram_balancer(init, weights_fn, shared=shared)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _routing
 from mtl_jax.weighting import _modo
 from mtl_jax.weighting._presence_mask import as_presence
 
@@ -48,7 +48,7 @@ def two_sample_balancer(
             return plain.update(
                 task_grads, state, params, task_losses=task_losses, task_presence=task_presence
             )
-        k = _base.validate_task_inputs(task_grads, params, task_losses)
+        k = _routing.validate_task_inputs(task_grads, params, task_losses)
         cross = _check_cross(cross, k)
         fn = functools.partial(weights_fn, cross=cross)
         once = _base.gram_balancer(init, fn, shared=shared)

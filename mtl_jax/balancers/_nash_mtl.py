@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _nash_mtl
 
 __all__ = ["NashMTLState", "nash_mtl"]
@@ -86,8 +86,8 @@ def nash_mtl(
     def init(params):
         del params
         return NashMTLState(
-            weights=_base.init_weights(num_tasks),
-            alpha=_base.init_weights(num_tasks, 0.0),
+            weights=_state.init_weights(num_tasks),
+            alpha=_state.init_weights(num_tasks, 0.0),
             count=jnp.zeros((), jnp.int32),
         )
 
@@ -118,7 +118,7 @@ def nash_mtl(
         if max_norm > 0:
             w = _nash_mtl.clip_update_norm(gram, w, max_norm)
         new = NashMTLState(
-            weights=_base.record_weights(state.weights, w),
+            weights=_state.record_weights(state.weights, w),
             alpha=alpha if keep else state.alpha,
             count=state.count + 1,
         )

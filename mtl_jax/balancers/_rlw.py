@@ -13,7 +13,7 @@ import jax
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _rlw
 
 __all__ = ["RLWState", "rlw"]
@@ -68,11 +68,11 @@ def rlw(
 
     def init(params):
         del params
-        return RLWState(_base.key_data(seed), _base.init_weights(num_tasks))
+        return RLWState(_state.key_data(seed), _state.init_weights(num_tasks))
 
     def weights_fn(losses, state, presence=None):
         _validate.check_losses(losses, num_tasks=num_tasks)
-        key, (sub,) = _base.split_key(state.key)
+        key, (sub,) = _state.split_key(state.key)
         w = _rlw.rlw_weights(sub, num_tasks=num_tasks, distribution=distribution, presence=presence)
         return w, RLWState(key, w)
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _robust
 from mtl_jax.weighting._presence_mask import as_presence
 
@@ -67,14 +67,14 @@ def krum(
 
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def weights_fn(gram, losses, state, presence=None):
         del losses
         w = _robust.krum_weights(
             gram, n_byzantine=f, n_selected=m, squared=squared, presence=presence
         )
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.gram_balancer(init, weights_fn, shared=shared)
 
@@ -115,7 +115,7 @@ def trimmed_mean(
 
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def combine(leaves, losses, state, presence=None):
         del losses
@@ -123,6 +123,6 @@ def trimmed_mean(
         present = as_presence(presence, k)
         out = [_robust.trimmed_mean(x, trim_number=b, presence=present) for x in leaves]
         w = present.astype(jnp.float32)
-        return out, _base.WeightsState(_base.record_weights(state.weights, w))
+        return out, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.jacobian_balancer(init, combine, shared=shared)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _scalarization
 
 __all__ = ["cosmos", "pbi"]
@@ -37,11 +37,11 @@ def _check_vector(name, value, num_tasks, *, non_negative):
 def _loss_balancer(weights_of_losses, shared, num_tasks):
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def weights_fn(losses, state, presence=None):
         w = weights_of_losses(losses, presence)
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)
 

@@ -16,7 +16,7 @@ import optax
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _scale_invariant
 from mtl_jax.weighting._presence_mask import as_presence
 
@@ -56,11 +56,11 @@ def scale_invariant(
 
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def weights_fn(losses, state, presence=None):
         w = _scale_invariant.scale_invariant_weights(losses, eps=eps, presence=presence)
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)
 
@@ -130,7 +130,7 @@ def imtl_l(
     """
     _validate.check_num_tasks(num_tasks, required=True)
     init_log_scale = _validate.check_number("init_log_scale", init_log_scale)
-    optimizer = _base.inner_optimizer(optimizer, learning_rate)
+    optimizer = _state.inner_optimizer(optimizer, learning_rate)
 
     def init(params):
         del params

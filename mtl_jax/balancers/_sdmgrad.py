@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.balancers._modo import two_sample_balancer
 from mtl_jax.weighting import _sdmgrad
 from mtl_jax.weighting._presence_mask import as_presence
@@ -128,7 +128,7 @@ def sdmgrad(
     def init(params):
         del params
         w = jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32)
-        return SDMGradState(w, _base.key_data(seed), w)
+        return SDMGradState(w, _state.key_data(seed), w)
 
     def weights_fn(gram, losses, state, presence=None, *, cross):
         del losses
@@ -138,7 +138,7 @@ def sdmgrad(
         gain = 1.0
         sampled = present
         if num_sampled is not None:
-            key, (sub,) = _base.split_key(state.key)
+            key, (sub,) = _state.split_key(state.key)
             sampled = _sample_objectives(sub, present, num_sampled)
             a = jnp.where(sampled[:, None] & sampled[None, :], a, 0.0)
             gain = jnp.sum(present.astype(jnp.float32)) / num_sampled

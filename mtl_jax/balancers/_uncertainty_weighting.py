@@ -14,7 +14,7 @@ import optax
 
 from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _uncertainty
 
 __all__ = ["UncertaintyWeightingState", "uncertainty_weighting"]
@@ -64,7 +64,7 @@ def uncertainty_weighting(
     """
     _validate.check_num_tasks(num_tasks, required=True)
     init_log_variance = _validate.check_number("init_log_variance", init_log_variance)
-    optimizer = _base.inner_optimizer(optimizer, learning_rate)
+    optimizer = _state.inner_optimizer(optimizer, learning_rate)
 
     def init(params):
         del params

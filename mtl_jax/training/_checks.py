@@ -53,7 +53,7 @@ def check_factory_args(balancer: Any, optimizer: Any, on_nonfinite: Any) -> None
 
 def recorded_weights(state: Any) -> jax.Array | None:
     """The task weights a balancer state records (see ``task_weights``), or ``None``."""
-    from mtl_jax.balancers._base import task_weights
+    from mtl_jax.balancers._state import task_weights
 
     try:
         return jnp.asarray(task_weights(state))
