@@ -162,8 +162,18 @@ def check_balancer(obj: Any, name: str = "balancer") -> Balancer:
 
 def _make(spec: BalancerSpec, init: Callable[[PyTree], Any]) -> Balancer:
     def update_fn(task_grads, state, params=None, *, task_losses, task_presence=None, **extra_args):
-        del extra_args
-        return _routing.route(spec, task_grads, state, params, task_losses, task_presence)
+        # A training step that has resolved the masks already passes them as
+        # shared_flags= / gram_flags= (per leaf); other extra arguments are ignored.
+        return _routing.route(
+            spec,
+            task_grads,
+            state,
+            params,
+            task_losses,
+            task_presence,
+            shared_flags=extra_args.get("shared_flags"),
+            gram_flags=extra_args.get("gram_flags"),
+        )
 
     return Balancer(init, update_fn, spec)
 

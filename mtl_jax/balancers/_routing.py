@@ -92,14 +92,29 @@ def route(
     params: PyTree | None,
     task_losses: Any,
     task_presence: Any = None,
+    *,
+    shared_flags: Any = None,
+    gram_flags: Any = None,
 ) -> tuple[PyTree, Any]:
+    """A balancer's update: the shared leaves balanced by ``spec``, the others summed.
+
+    Args:
+      spec: the balancer's :class:`~mtl_jax.balancers.BalancerSpec`.
+      task_grads, state, params, task_losses, task_presence: as ``update`` takes them.
+      shared_flags: per leaf, whether ``spec.shared`` selects it, when the caller
+        has resolved it already (the training step's plan); ``None`` resolves it.
+      gram_flags: likewise for the Gram leaves (shared and in ``spec.gram_mask``).
+
+    Returns:
+      ``(update, new_state)``.
+    """
     k = validate_task_inputs(task_grads, params, task_losses)
     presence = _presence.check_presence(task_presence, k)
     losses = jnp.asarray(task_losses)
     ref = _shape_tree(task_grads) if params is None else params
     treedef = jax.tree_util.tree_structure(task_grads)
     leaves = jax.tree_util.tree_leaves(task_grads)
-    flags = _resolve(spec.shared, ref, "shared")
+    flags = _resolve(spec.shared, ref, "shared") if shared_flags is None else list(shared_flags)
     if presence is not None:
         # An absent task's gradient is excluded (NaNs included). The loss and
         # Jacobian kinds' combine zeroes the shared leaves itself.
@@ -112,8 +127,10 @@ def route(
         raise ValueError("shared= selects no leaf of the parameters: nothing to balance")
     extra = {} if presence is None else {"presence": presence}
     if spec.kind == "gram":
-        gflags = _resolve(spec.gram_mask, ref, "gram_mask")
-        sel = [x for x, m, gm in zip(leaves, flags, gflags) if m and gm]
+        if gram_flags is None:
+            gflags = _resolve(spec.gram_mask, ref, "gram_mask")
+            gram_flags = [m and gm for m, gm in zip(flags, gflags)]
+        sel = [x for x, gm in zip(leaves, gram_flags) if gm]
         if not sel:
             raise ValueError("the Gram mask selects no shared leaf")
         g = _task_tree.gram(sel)
@@ -127,4 +144,5 @@ def route(
 
 
 def cast_like(w: jax.Array, losses: jax.Array) -> jax.Array:
+    """The weights ``w`` in the losses' floating dtype (at least float32)."""
     return jnp.asarray(w, dtype=jnp.promote_types(losses.dtype, jnp.float32))

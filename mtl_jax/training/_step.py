@@ -79,9 +79,10 @@ from jax.sharding import PartitionSpec as P
 
 from mtl_jax import _validate
 from mtl_jax.balancers._base import Balancer
-from mtl_jax.training import _checks, _nonfinite, _routes, _stateful
+from mtl_jax.training import _checks, _gramian, _nonfinite, _plan, _routes, _stateful
 from mtl_jax.training._data_parallel import put_replicated
 from mtl_jax.training._data_parallel import shard_batch as shard_batch
+from mtl_jax.training._route_common import RouteOut
 
 __all__ = ["Representation", "TrainState", "TrainStep", "make_train_step", "shard_batch"]
 
@@ -489,26 +490,24 @@ def make_train_step(
 
     per_task = on_nonfinite == "skip_task"
 
-    def route(f, rep, params, bal_state, batch) -> _routes.RouteOut:
-        kw = {"has_aux": has_aux or has_model_state, "per_task": per_task}
+    def route(f, rep, params, bal_state, batch) -> RouteOut:
+        # The balancer's spec and masks, resolved once per traced step; every
+        # route (and the balancer's update in the Jacobian route) reads the plan.
+        plan = _plan.resolve(
+            balancer,
+            resolved,
+            params,
+            chunk_size=chunk_size,
+            has_aux=has_aux or has_model_state,
+            per_task=per_task,
+        )
         if resolved == "loss":
-            return _routes.loss_route(f, balancer, params, bal_state, batch, **kw)
+            return _routes.loss_route(f, plan, params, bal_state, batch)
         if resolved == "gramian":
-            return _routes.gramian_route(
-                f,
-                balancer,
-                params,
-                bal_state,
-                batch,
-                chunk_size=chunk_size,
-                representation=rep,
-                **kw,
-            )
+            return _gramian.gramian_route(f, plan, params, bal_state, batch, representation=rep)
         if resolved == "jacobian":
-            return _routes.jacobian_route(
-                f, balancer, params, bal_state, batch, chunk_size=chunk_size, **kw
-            )
-        return _routes.representation_route(f, balancer, rep, params, bal_state, batch, **kw)
+            return _routes.jacobian_route(f, plan, params, bal_state, batch)
+        return _routes.representation_route(f, plan, rep, params, bal_state, batch)
 
     def step(state: TrainState, batch) -> tuple[TrainState, dict]:
         if not isinstance(state, TrainState):
