@@ -68,7 +68,7 @@ def aligned_mtl(
 
     return _base.stateless_gram_balancer(
         lambda g, losses, presence=None: _aligned_mtl.aligned_mtl_weights(
-            g, pref, scale_mode=scale_mode, presence=presence
+            g, pref_vector=pref, scale_mode=scale_mode, presence=presence
         ),
         shared=shared,
         num_tasks=num_tasks,

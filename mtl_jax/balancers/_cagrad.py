@@ -95,7 +95,7 @@ def cagrad(
         del losses
         w, converged = _cagrad.cagrad_weights(
             g,
-            c,
+            c=c,
             presence=presence,
             rescale=rescale,
             num_iters=num_iters,

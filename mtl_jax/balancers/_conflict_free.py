@@ -66,7 +66,7 @@ def conflict_free(
 
     return _base.stateless_gram_balancer(
         lambda g, losses, presence=None: _conflict_free.conflict_free_weights(
-            g, pref, presence=presence
+            g, pref_vector=pref, presence=presence
         ),
         shared=shared,
         num_tasks=num_tasks,

@@ -69,7 +69,7 @@ def dualproj(
     return _base.stateless_gram_balancer(
         lambda g, losses, presence=None: _dualproj.dualproj_weights(
             g,
-            pref,
+            pref_vector=pref,
             presence=presence,
             reg_eps=reg_eps,
             num_iters=num_iters,

@@ -130,12 +130,12 @@ def moco(
             grads = [g * jnp.reshape(factor, (k,) + (1,) * (g.ndim - 1)) for g in grads]
         task_steps = state.task_steps + present.astype(jnp.int32)
         beta_t = beta / jnp.maximum(task_steps, 1).astype(jnp.float32) ** beta_decay
-        ys = _moco.moco_track(list(state.tracked), grads, beta_t, presence=present)
+        ys = _moco.moco_track(list(state.tracked), grads, beta=beta_t, presence=present)
         step = state.step + 1
         gamma_t = gamma / step.astype(jnp.float32) ** gamma_decay
         yy = _task_tree.gram(ys)
         lam = _moco.moco_weight_step(
-            state.lam, yy, gamma_t, rho=rho, projection=projection, presence=present
+            state.lam, yy, gamma=gamma_t, rho=rho, projection=projection, presence=present
         )
         w = jnp.where(present, lam, 0.0)
         out = [_task_tree.combine(w, [y])[0].astype(x.dtype) for y, x in zip(ys, leaves)]

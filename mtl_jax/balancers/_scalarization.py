@@ -89,7 +89,7 @@ def cosmos(
     r = _check_vector("pref_vector", pref_vector, num_tasks, non_negative=True)
     return _loss_balancer(
         lambda losses, presence: _scalarization.cosmos_weights(
-            losses, r, lambda_=lambda_, presence=presence
+            losses, pref_vector=r, lambda_=lambda_, presence=presence
         ),
         shared,
         num_tasks,
@@ -137,7 +137,7 @@ def pbi(
     z = _check_vector("reference", reference, num_tasks, non_negative=False)
     return _loss_balancer(
         lambda losses, presence: _scalarization.pbi_weights(
-            losses, w, theta=theta, reference=z, presence=presence
+            losses, pref_vector=w, theta=theta, reference=z, presence=presence
         ),
         shared,
         num_tasks,

@@ -125,7 +125,7 @@ def stch(
             n = jnp.where(fix, estimate, n)
             known = known | fix
         w_warm = _presence.zero_absent(1.0 / jnp.maximum(losses, eps), presence)
-        w_stch = _stch.stch_weights(losses, n, mu=mu, eps=eps, presence=presence)
+        w_stch = _stch.stch_weights(losses, nadir=n, mu=mu, eps=eps, presence=presence)
         w = jnp.where(in_warmup, w_warm, w_stch)
         return w, STCHState(t + 1, nadir_sum, n, w, nadir_count, known)
 

@@ -70,7 +70,7 @@ def upgrad(
     return _base.stateless_gram_balancer(
         lambda g, losses, presence=None: _upgrad.upgrad_weights(
             g,
-            pref,
+            pref_vector=pref,
             presence=presence,
             reg_eps=reg_eps,
             num_iters=num_iters,

@@ -92,7 +92,9 @@ def mgda_present_weights(
         losses = jnp.ones((k,), g.dtype)
     both = p[:, None] & p[None, :]
     g = jnp.where(both, g, 0.0)
-    c = mgda_normalizers(g, jnp.where(p, jnp.asarray(losses, g.dtype), 1.0), normalization)
+    c = mgda_normalizers(
+        g, jnp.where(p, jnp.asarray(losses, g.dtype), 1.0), normalization=normalization
+    )
     gn = g / (c[:, None] * c[None, :])
     penalty = 1.0 + 2.0 * jnp.max(jnp.diagonal(gn))
     lin = jnp.where(p, 0.0, penalty)

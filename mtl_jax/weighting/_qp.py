@@ -72,7 +72,7 @@ _RIDGE = 1e-7  # ridge on the unit-diagonal free block of the polish's linear so
 
 
 def normalize_gram(
-    gram: jax.typing.ArrayLike, reg_eps: float = 1e-4, *, presence: jax.Array | None = None
+    gram: jax.typing.ArrayLike, *, reg_eps: float = 1e-4, presence: jax.Array | None = None
 ) -> jax.Array:
     """``G / tr(G) + reg_eps · I`` (``reg_eps · I`` alone when ``tr G`` is zero).
 
