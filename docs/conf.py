@@ -61,6 +61,7 @@ PACKAGES = {
     "mtl_jax.weighting": "Pure weight functions",
     "mtl_jax.models": "Flax multi-task models",
     "mtl_jax.training": "Training steps",
+    "mtl_jax.recipes": "Training procedures from papers",
     "mtl_jax.transfer": "Transfer learning",
     "mtl_jax.adaptation": "Domain adaptation and label shift",
     "mtl_jax.data": "Datasets",

@@ -32,6 +32,7 @@ API conventions (every public factory and function follows them):
 from mtl_jax import adaptation as adaptation
 from mtl_jax import balancers as balancers
 from mtl_jax import models as models
+from mtl_jax import recipes as recipes
 from mtl_jax import training as training
 from mtl_jax import transfer as transfer
 from mtl_jax import weighting as weighting
@@ -67,6 +68,7 @@ __all__ = [
     "masked_task_losses",
     "models",
     "num_tasks",
+    "recipes",
     "sum_tasks",
     "task_norms",
     "training",

@@ -16,6 +16,7 @@ PACKAGES = [
     "mtl_jax.weighting",
     "mtl_jax.models",
     "mtl_jax.training",
+    "mtl_jax.recipes",
     "mtl_jax.transfer",
     "mtl_jax.adaptation",
     "mtl_jax.data",
@@ -55,7 +56,7 @@ def test_every_public_name_is_in_the_reference(html):
 
 
 def test_guides_and_notebooks_are_rendered_with_their_outputs(html):
-    for page in ["index", "training_loop", "missing_labels", "shared", "modes"]:
+    for page in ["index", "training_loop", "missing_labels", "shared", "modes", "pta", "dsmt"]:
         assert (html / f"{page}.html").exists(), page
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         page = html / "notebooks" / f"{nb.stem}.html"

@@ -9,7 +9,7 @@ marginals) and refit on few labels with the biased regulariser
 ``λ ‖W − d W̃‖²`` (``d`` a learned scalar).
 
 What this module follows and what it simplifies (the paper's details could only be
-partly checked, see PAPERS.md A9):
+partly checked):
 
 * transport: entropic OT solved with ott-jax Sinkhorn (the paper uses Bregman
   ADMM); uniform feature masses by default; the cost is divided by its mean so

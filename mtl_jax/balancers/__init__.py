@@ -116,12 +116,16 @@ from mtl_jax.balancers._cr_mogm import CRMOGMState as CRMOGMState
 from mtl_jax.balancers._cr_mogm import cr_mogm as cr_mogm
 from mtl_jax.balancers._excess_mtl import ExcessMTLState as ExcessMTLState
 from mtl_jax.balancers._excess_mtl import excess_mtl as excess_mtl
+from mtl_jax.balancers._forum import FORUMState as FORUMState
+from mtl_jax.balancers._forum import forum as forum
 from mtl_jax.balancers._imtl_hybrid import IMTLHybridState as IMTLHybridState
 from mtl_jax.balancers._imtl_hybrid import imtl_hybrid as imtl_hybrid
 from mtl_jax.balancers._moco import MoCoState as MoCoState
 from mtl_jax.balancers._moco import moco as moco
 from mtl_jax.balancers._modo import MoDoState as MoDoState
 from mtl_jax.balancers._modo import modo as modo
+from mtl_jax.balancers._moml import MOMLState as MOMLState
+from mtl_jax.balancers._moml import moml as moml
 from mtl_jax.balancers._robust import krum as krum
 from mtl_jax.balancers._robust import trimmed_mean as trimmed_mean
 from mtl_jax.balancers._scalarization import cosmos as cosmos
@@ -135,20 +139,24 @@ from mtl_jax.balancers._sdmgrad import sdmgrad as sdmgrad
 __all__ += [
     "CRMOGMState",
     "ExcessMTLState",
+    "FORUMState",
     "IMTLHybridState",
     "IMTLLState",
     "MoCoState",
     "MoDoState",
+    "MOMLState",
     "SDMGradState",
     "constant",
     "cosmos",
     "cr_mogm",
     "excess_mtl",
+    "forum",
     "imtl_hybrid",
     "imtl_l",
     "krum",
     "moco",
     "modo",
+    "moml",
     "pbi",
     "scale_invariant",
     "sdmgrad",

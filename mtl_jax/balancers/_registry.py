@@ -239,12 +239,26 @@ METHODS: MethodTable = MethodTable(
             "MoCo",
             "",
         ),
-        # bilevel: a validation batch and a second-order term.
+        # bilevel: a validation batch and a meta-update before each step.
         "auto_lambda": _M(
             "bilevel",
             "`task_loss_fn`, `inner_lr`, a validation batch",
             "Liu et al. 2022, https://arxiv.org/abs/2202.03091",
             "Auto-Lambda",
+            "",
+        ),
+        "moml": _M(
+            "bilevel",
+            "`task_loss_fn`, `inner_lr`, a validation batch",
+            "Ye et al. 2021, https://arxiv.org/abs/2102.07121",
+            "MOML",
+            "",
+        ),
+        "forum": _M(
+            "bilevel",
+            "`task_loss_fn`, `inner_lr`, a validation batch",
+            "Ye et al. 2024, https://arxiv.org/abs/2401.09257",
+            "FORUM",
             "",
         ),
     }
@@ -261,9 +275,10 @@ def make(name: str, *, num_tasks: int, shared: Any = None, **overrides: Any):
 
     Every factory gets ``num_tasks`` (when it takes it) and ``shared``; ``constant``
     gets unit weights (equal weighting) and ``cosmos``/``pbi`` the uniform
-    preference ``1/K`` unless ``overrides`` say otherwise; ``auto_lambda`` must be
-    given ``task_loss_fn=`` and ``inner_lr=``. Loss-only methods
-    weight only the losses, so ``shared`` does not change their update.
+    preference ``1/K`` unless ``overrides`` say otherwise; the bilevel methods
+    (``auto_lambda``, ``moml``, ``forum``) must be given ``task_loss_fn=`` and
+    ``inner_lr=``. Loss-only methods weight only the losses, so ``shared`` does not
+    change their update.
 
     Args:
       name: a key of :data:`METHODS`.
@@ -289,9 +304,9 @@ def make(name: str, *, num_tasks: int, shared: Any = None, **overrides: Any):
         kwargs["num_tasks"] = int(num_tasks)
     if name == "constant":
         kwargs["weights"] = np.ones(num_tasks, np.float32)
-    if name == "auto_lambda" and not {"task_loss_fn", "inner_lr"} <= set(overrides):
+    if METHODS[name].cost == "bilevel" and not {"task_loss_fn", "inner_lr"} <= set(overrides):
         raise ValueError(
-            "auto_lambda needs task_loss_fn= and inner_lr= in make's overrides (and a "
+            f"{name} needs task_loss_fn= and inner_lr= in make's overrides (and a "
             f"validation batch at each meta_update); got {sorted(overrides)}"
         )
     if name in ("cosmos", "pbi"):

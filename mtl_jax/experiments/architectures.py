@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 from mtl_jax import balancers, data, models, training
-from mtl_jax.experiments import _data, _verdict
+from mtl_jax.experiments import _data, _plots, _verdict
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["ARCHITECTURES", "BALANCERS", "compare", "run"]
@@ -369,32 +369,26 @@ def _result(rows, seeds, num_steps, out_dir: pathlib.Path) -> ExperimentResult:
 
 
 def _plot(rows, path: pathlib.Path) -> pathlib.Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Per dataset: each (architecture, balancer)'s accuracy over seeds as dots and mean ± sd."""
+    plt = _plots.pyplot()
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.0), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         sub = [r for r in rows if r["dataset"] == ds]
         archs = list(dict.fromkeys(r["architecture"] for r in sub))
         bals = list(dict.fromkeys(r["balancer"] for r in sub))
         width = 0.8 / len(bals)
         for j, b in enumerate(bals):
-            vals = [
+            cells = [
                 next(r for r in sub if r["architecture"] == a and r["balancer"] == b) for a in archs
             ]
-            means = [v["accuracy"].mean() for v in vals]
-            stds = [v["accuracy"].mean(axis=1).std() for v in vals]
-            ax.bar(np.arange(len(archs)) + j * width, means, width, yerr=stds, label=b)
-        ax.set_xticks(np.arange(len(archs)) + 0.4 - width / 2, archs, rotation=30)
-        lo = min(r["accuracy"].mean() for r in sub)
-        ax.set_ylim(max(0.0, lo - 0.1), 1.0)
-        ax.set_title(ds)
+            xs = np.arange(len(archs)) + (j - (len(bals) - 1) / 2) * width
+            per_seed = [np.asarray(c["accuracy"]).mean(axis=1) for c in cells]
+            _plots.dots_and_intervals(ax, xs, per_seed, color=f"C{j}", label=b)
+        ax.set_xticks(np.arange(len(archs)), archs, rotation=30)
+        ax.set_title(f"{ds}: {_plots.AGGREGATE}", fontsize=8)
+        ax.set_xlabel("architecture")
         ax.set_ylabel("test accuracy (mean over tasks)")
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(title="balancer", fontsize=8)
+    return _plots.save(fig, path, dpi=90)

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from mtl_jax import balancers, models, training
-from mtl_jax.experiments import _data
+from mtl_jax.experiments import _data, _plots
 from mtl_jax.experiments._registry import ExperimentResult, progress, register, seeds_from
 
 __all__ = ["DATASETS", "FAST_METHODS", "compare", "run"]
@@ -158,7 +158,8 @@ def compare(
             params0 = _init(model, x_tr, s)
             if step is None:
                 shared = models.HardParameterSharing.shared_mask(params0)
-                extra = {"task_loss_fn": loss_fn, "inner_lr": lr} if name == "auto_lambda" else {}
+                bilevel = balancers.METHODS[name].cost == "bilevel"
+                extra = {"task_loss_fn": loss_fn, "inner_lr": lr} if bilevel else {}
                 tx = balancers.make(name, num_tasks=k, shared=shared, **extra)
                 step = training.make_train_step(loss_fn, tx, optax.adam(lr))
                 run_chunk = jax.jit(_chunk_fn(step, getattr(tx, "meta_update", None)))
@@ -188,7 +189,7 @@ def _chunk_fn(step, meta_update=None):
     def run_chunk(state, xs, ys, sel):
         def body(st, i):  # i: [2, batch] training and validation indices
             batch = (xs[i[0]], ys[i[0]])
-            if meta_update is not None:  # Auto-Lambda: λ's look-ahead step first
+            if meta_update is not None:  # a bilevel method: its meta-update first
                 val = (xs[i[1]], ys[i[1]])
                 bstate = meta_update(st.balancer_state, st.params, batch, val)
                 st = st._replace(balancer_state=bstate)
@@ -274,11 +275,7 @@ def run(
 
 
 def _plot(results: dict, path: pathlib.Path) -> pathlib.Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plots.pyplot()
     colors = dict(zip(balancers._registry.COST_CLASSES, ("C0", "C1", "C2", "C3")))
     methods = list(next(iter(results.values())))
     height = 2.0 + 0.25 * len(methods)
@@ -286,33 +283,32 @@ def _plot(results: dict, path: pathlib.Path) -> pathlib.Path:
     for ax, (ds, res) in zip(axes[0], results.items()):
         seen = set()
         for j, name in enumerate(methods):
-            v = np.asarray(res[name]["values"])
-            std = v.std(ddof=1) if v.size > 1 else 0.0
             cost = balancers.METHODS[name].cost
             label = None if cost in seen else cost
             seen.add(cost)
-            ax.errorbar(v.mean(), j, xerr=std, fmt="o", color=colors[cost], capsize=3, label=label)
+            _plots.dots_and_intervals(
+                ax, [j], [res[name]["values"]], color=colors[cost], label=label, horizontal=True,
+                seed_offset=0.15,
+            )  # fmt: skip
         ax.set_yticks(range(len(methods)), methods if ax is axes[0, 0] else [""] * len(methods))
+        ax.set_ylabel("method")
         ax.invert_yaxis()
         ax.set_title(ds)
         ax.set_xlabel(
             "test accuracy (mean over tasks)" if SETUP[ds][2] else "Σ L_i / L_i(0) on test"
         )
         ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].set_ylabel("method")
     handles = {}
     for ax in axes[0]:
         handles.update(zip(*ax.get_legend_handles_labels()[::-1]))
     fig.legend(
         handles.values(),
         handles.keys(),
-        title="cost class (dot: mean over seeds, bar: ± std)",
+        title=f"cost class ({_plots.AGGREGATE})",
         loc="lower center",
         ncol=len(handles),
         fontsize=8,
         title_fontsize=8,
     )
     fig.tight_layout(rect=(0, 0.9 / height, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _plots.save(fig, path, dpi=90, tight=False)

@@ -18,7 +18,7 @@ import pathlib
 import grain.python as grain
 import numpy as np
 
-from mtl_jax.experiments import _verdict
+from mtl_jax.experiments import _plots, _verdict
 from mtl_jax.experiments._registry import ExperimentResult, progress, register, seeds_from
 
 NUM_TASKS = 40
@@ -123,11 +123,6 @@ def run(
     quiet: bool = False,
 ) -> ExperimentResult:
     """Trains the W1 network on CelebA's 40 attributes with one balancer; mean test accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     _balancer(balancer, None)  # validate the name before reading any data
     seeds = seeds_from(seed, 1 if fast else 3)
     num_iters, batch_size, num_eval = (20, 16, 64) if fast else (3000, 64, 10000)
@@ -144,13 +139,7 @@ def run(
         )
         accs.append(acc)
         bases.append(base)
-    fig, ax = plt.subplots(figsize=(4, 3))
-    ax.bar([balancer, "majority"], [np.mean(accs), np.mean(bases)])
-    ax.set_ylabel("mean attribute accuracy (test)")
-    fig.tight_layout()
-    png = pathlib.Path(out_dir) / "celeba.png"
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
+    png = _plot(accs, bases, balancer, pathlib.Path(out_dir) / "celeba.png")
     rows = [[balancer, float(np.mean(accs))], ["majority baseline", float(np.mean(bases))]]
     untestable = "the fast form (1 seed, 20 steps) only checks the pipeline" if fast else None
     claims = [PARTS[0].test(accs, bases, untestable=untestable)]
@@ -166,3 +155,15 @@ def run(
         claim_held=_verdict.claim_held(claims),
         claims=claims,
     )
+
+
+def _plot(accs, bases, balancer: str, path: pathlib.Path) -> pathlib.Path:
+    """Mean attribute accuracy of the balancer and the majority baseline, per seed and mean ± sd."""
+    plt = _plots.pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    _plots.dots_and_intervals(ax, [0, 1], [accs, bases])
+    ax.set_xticks([0, 1], [balancer, "majority"])
+    ax.set_xlabel("method")
+    ax.set_ylabel("mean attribute accuracy (test)")
+    ax.set_title(f"CelebA, {len(accs)} seed(s): mean ± sd, dots: seeds", fontsize=9)
+    return _plots.save(fig, path, dpi=80)

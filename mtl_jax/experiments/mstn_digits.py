@@ -14,6 +14,8 @@ survives the shift and aligning features can help. Pure pixel noise and
 intensity inversion are reported but not part of the claim: on noise alone no
 adaptation method beats source-only here, and inversion defeats the tiny MLP
 for every method (its features do not transfer, so there is nothing to align).
+The fast form (600 steps, 3 seeds) runs the geometric shifts only: it records the
+noise and inversion comparisons as not tested (``summary["also_checked"]``).
 
 Every seed from :func:`seeds_from` changes the source/target split, the noise
 of the shift, the initialisation and the batch order. Training runs as one
@@ -34,7 +36,7 @@ import optax
 
 from mtl_jax import adaptation as ad
 from mtl_jax.data import shift_digits, train_test_split
-from mtl_jax.experiments import _data, _verdict
+from mtl_jax.experiments import _data, _plots, _verdict
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["run"]
@@ -61,6 +63,14 @@ PARTS = tuple(
     for d in CLAIM_DOMAINS
     for hi, lo in (("MSTN", "DANN"), ("DANN", "source-only"))
 )
+#: Reported beside the claim (not part of ``claim_held``): on each other domain, a one-sided
+#: paired t-test that MSTN beats source-only; the fast form does not run these domains and
+#: records them as not tested.
+ALSO_PARTS = {
+    d: _verdict.ClaimPart(f"{d}: MSTN - source-only target accuracy > 0")
+    for d in DOMAINS
+    if d not in CLAIM_DOMAINS
+}
 CLAIM = (
     "MSTN > DANN > source-only in target accuracy on the shifted domains "
     "(checked on the geometric shifts: rotation, rotation + noise)"
@@ -159,11 +169,6 @@ def run(
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> ExperimentResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = 600 if fast else 3000
     seeds = seeds_from(seed, NUM_SEEDS[0] if fast else NUM_SEEDS[1])
     domains = CLAIM_DOMAINS if fast else tuple(DOMAINS)
@@ -198,33 +203,19 @@ def run(
     ]
     claim_held = _verdict.claim_held(claims)
     # Reported beside the claim: does MSTN beat source-only on the other domains?
+    # The fast form runs the claim's geometric shifts only: the other domains' comparisons
+    # are recorded as not tested rather than left out.
     also = [
-        _verdict.ClaimPart(f"{d}: MSTN - source-only target accuracy > 0").test(
-            per_seed[f"{d} / MSTN"], per_seed[f"{d} / source-only"]
-        )
-        for d in domains
+        ALSO_PARTS[d].test(per_seed[f"{d} / MSTN"], per_seed[f"{d} / source-only"])
+        if d in domains
+        else _verdict.not_tested(ALSO_PARTS[d], "the fast form runs only the geometric shifts")
+        for d in DOMAINS
         if d not in CLAIM_DOMAINS
     ]
+    for part in also:
+        print(f"  also checked: {part['name']}: {part['verdict']}")
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.27
-    pos = np.arange(len(domains))
-    for i, m in enumerate(METHODS):
-        ax.bar(
-            pos + (i - 1) * width,
-            [mean[f"{d} / {m}"] for d in domains],
-            width,
-            yerr=[std[f"{d} / {m}"] for d in domains],
-            label=m,
-        )
-    ax.set_xticks(pos, list(domains), fontsize=8)
-    ax.set_ylabel("target accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = out_dir / "mstn_digits.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png = _plot(per_seed, domains, out_dir / "mstn_digits.png")
     summary = dict(mean)
     summary["also_checked"] = also
     summary["domains_not_run"] = [d for d in DOMAINS if d not in domains]
@@ -242,3 +233,23 @@ def run(
         claim_held=claim_held,
         claims=claims,
     )
+
+
+def _plot(per_seed: dict[str, list[float]], domains, path: pathlib.Path) -> pathlib.Path:
+    """Target accuracy per domain and method: each seed as a dot, mean ± sd over seeds."""
+    plt = _plots.pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    width = 0.27
+    pos = np.arange(len(domains))
+    for i, m in enumerate(METHODS):
+        xs = pos + (i - (len(METHODS) - 1) / 2) * width
+        values = [per_seed[f"{d} / {m}"] for d in domains]
+        _plots.dots_and_intervals(ax, xs, values, color=f"C{i}", label=m, seed_offset=0.06)
+    num = len(per_seed[f"{domains[0]} / {METHODS[0]}"])
+    ax.set_xticks(pos, list(domains), fontsize=8)
+    ax.set_xlabel("target domain")
+    ax.set_ylabel("target accuracy")
+    ax.set_title(f"Digits → shifted digits, {num} seeds: {_plots.AGGREGATE}", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _plots.save(fig, path, dpi=100)

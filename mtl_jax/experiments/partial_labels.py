@@ -49,7 +49,7 @@ import optax
 
 import mtl_jax as mtl
 from mtl_jax import balancers, models, training
-from mtl_jax.experiments import _data
+from mtl_jax.experiments import _data, _plots
 from mtl_jax.experiments._registry import ExperimentResult, progress, register, seeds_from
 
 __all__ = ["BALANCERS", "CLAIM", "FRACTIONS", "VARIANTS", "compare", "label_masks", "run"]
@@ -465,11 +465,7 @@ def _cell(rows, dataset, balancer, variant) -> np.ndarray:
 
 
 def _plot(rows, path: pathlib.Path) -> pathlib.Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plots.pyplot()
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 3.8), squeeze=False)
     colors = {"naive": "tab:gray", "presence": "tab:blue"}
@@ -480,20 +476,13 @@ def _plot(rows, path: pathlib.Path) -> pathlib.Path:
             cells = [r for b in bals for r in sub if r["balancer"] == b and r["variant"] == v]
             if not cells:
                 continue
-            means = [r["accuracy"].mean() for r in cells]
-            per = [r["accuracy"].mean(axis=1) for r in cells]
-            errs = [p.std(ddof=1) if len(p) > 1 else 0.0 for p in per]
+            per = [np.asarray(r["accuracy"]).mean(axis=1) for r in cells]
             xs = np.arange(len(cells)) + (j - 0.5) * 0.25
-            ax.errorbar(xs, means, yerr=errs, fmt="o", color=colors[v], capsize=3, label=v)
-            for x, p in zip(xs, per):
-                ax.plot(np.full(len(p), x + 0.06), p, ".", color=colors[v], alpha=0.4, ms=4)
+            _plots.dots_and_intervals(ax, xs, per, color=colors[v], label=v, seed_offset=0.06)
         ax.set_xticks(np.arange(len(bals)), bals)
         ax.set_xlabel("balancer")
         ax.set_ylabel("test accuracy (mean over tasks)")
         ax.set_title(ds)
         ax.legend(title="variant", fontsize=8)
-    fig.suptitle("Partially labelled tasks: mean ± std over seeds (dots: seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    fig.suptitle(f"Partially labelled tasks: {_plots.AGGREGATE}", fontsize=10)
+    return _plots.save(fig, path, dpi=90)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax import adaptation as ad
-from mtl_jax.experiments import _verdict
+from mtl_jax.experiments import _plots, _verdict
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["run"]
@@ -117,11 +117,6 @@ PARTS = (
     parts=PARTS,
 )
 def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ns = (6, 80) if fast else (6, 10, 15, 25, 40, 80, 160)
     seeds = seeds_from(seed, NUM_SEEDS[0] if fast else NUM_SEEDS[1])
     worlds = []
@@ -158,24 +153,7 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
     }
     claims = [PARTS[0].test(gain[few]), PARTS[1].test(gain[few] - gain[many])]
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for m in METHODS:
-        ax.errorbar(
-            ns,
-            [mean[f"{m} N={n}"] for n in ns],
-            yerr=[np.std(per_seed[f"{m} N={n}"], ddof=1) for n in ns],
-            marker="o",
-            capsize=2,
-            label=m,
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled examples in the new feature space N")
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = out_dir / "reform_synthetic.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png = _plot(per_seed, ns, out_dir / "reform_synthetic.png")
     summary = {f"{m} @N={few}": mean[f"{m} N={few}"] for m in METHODS}
     summary["old-space accuracy"] = float(np.mean(old_acc))
     summary["paper"] = (
@@ -194,3 +172,16 @@ def run(*, fast: bool, out_dir: pathlib.Path, seed: int) -> ExperimentResult:
         claim_held=_verdict.claim_held(claims),
         claims=claims,
     )
+
+
+def _plot(per_seed: dict[str, list[float]], ns, path: pathlib.Path) -> pathlib.Path:
+    """Test accuracy against N: each method's seeds, and its mean ± sd over the worlds."""
+    plt = _plots.pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    num = len(per_seed[f"{METHODS[0]} N={ns[0]}"])
+    _plots.series_over_seeds(ax, ns, {m: [per_seed[f"{m} N={n}"] for n in ns] for m in METHODS})
+    ax.set_xlabel("labelled examples in the new feature space N (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"REFORM, {num} synthetic worlds: mean ± sd (ddof=1), dots: worlds", fontsize=9)
+    ax.legend(fontsize=8)
+    return _plots.save(fig, path, dpi=100)

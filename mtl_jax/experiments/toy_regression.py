@@ -48,7 +48,7 @@ import numpy as np
 import optax
 
 from mtl_jax import balancers, data, models, training
-from mtl_jax.experiments import _data, _verdict
+from mtl_jax.experiments import _data, _plots, _verdict
 from mtl_jax.experiments._registry import (
     ExperimentResult,
     checkpointer,
@@ -346,35 +346,55 @@ def _result(curves, weights, w0, ms, routes, seeds, sigmas, steps, out_dir) -> E
     )
 
 
+#: Relative weights ``w_i / mean_j w_j`` below this are drawn at it on the log-scale weight
+#: panels (MGDA gives tasks exactly zero weight, which a log axis cannot show).
+WEIGHT_FLOOR = 1e-3
+
+
 def _plot(curves, weights, w0, sigmas, claims, path: pathlib.Path) -> pathlib.Path:
-    import matplotlib
+    """Per method: the test-loss ratios and the applied weights per task over the seeds.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Each line is the mean over seeds (geometric, as the axes are logarithmic) and its band
+    the min-max over seeds. The weights are drawn relative to their mean over the tasks
+    (methods scale them differently: MGDA's ``loss+`` weights are ~1e-5), and relative
+    weights below :data:`WEIGHT_FLOOR` are drawn at the floor.
+    """
+    plt = _plots.pyplot()
     n = len(curves)
-    fig, axes = plt.subplots(2, n, figsize=(3.8 * n, 6.8), squeeze=False, sharey="row")
+    num_seeds = len(next(iter(curves.values())))
+    fig, axes = plt.subplots(2, n, figsize=(3.8 * n, 7.2), squeeze=False, sharey="row")
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(sigmas)))
     for j, name in enumerate(curves):
-        hist, w = curves[name][0], weights[name][0]  # the first seed, from step 0 on
-        hist = np.concatenate([np.ones((1, hist.shape[1])), hist])
-        w = np.concatenate([np.broadcast_to(w0[name], (1, w.shape[1])), w])
-        xs = CHUNK * np.arange(hist.shape[0])
-        ax = axes[0, j]
-        for i in range(hist.shape[1]):
-            ax.semilogy(xs, hist[:, i], color=colors[i], label=f"σ={sigmas[i]:.0f}")
-        ax.set_title(f"{name}\nΣ L_i/L_i(0) = {hist[-1].sum():.2f}")
-        ax.set_xlabel("step")
-        ax = axes[1, j]
-        for i in range(w.shape[1]):
-            ax.semilogy(xs, w[:, i], color=colors[i])
-        ax.set_xlabel("step")
-    axes[0, 0].set_ylabel("test L_i / L_i(0)")
-    axes[1, 0].set_ylabel("task weight w_i (applied)")
-    axes[0, 0].legend(fontsize=6, ncol=2)
+        hist = np.stack(curves[name])  # [S, T, K], from step CHUNK on
+        hist = np.concatenate([np.ones((hist.shape[0], 1, hist.shape[2])), hist], axis=1)
+        w = np.stack(weights[name])
+        w = np.concatenate([np.broadcast_to(w0[name], (w.shape[0], 1, w.shape[2])), w], axis=1)
+        mean = w.mean(axis=-1, keepdims=True)
+        w = np.maximum(
+            np.divide(w, mean, out=np.full_like(w, np.nan), where=mean > 0), WEIGHT_FLOOR
+        )
+        xs = CHUNK * np.arange(hist.shape[1])
+        totals = hist[:, -1].sum(axis=1)
+        for row, vals in ((0, hist), (1, w)):
+            ax = axes[row, j]
+            for i in range(vals.shape[2]):
+                v = np.maximum(vals[:, :, i], 1e-12)
+                ax.plot(xs, np.exp(np.log(v).mean(0)), color=colors[i], lw=1.2,
+                        label=f"σ={sigmas[i]:.0f}" if j == row == 0 else None)  # fmt: skip
+                ax.fill_between(xs, v.min(0), v.max(0), color=colors[i], alpha=0.2, lw=0)
+            _plots.log_axis(ax, "y")
+            ax.set_xlabel("step")
+        axes[0, j].set_title(f"{name}\nΣ L_i/L_i(0) = {totals.mean():.2f} (mean of {num_seeds})")
+        axes[0, j].set_ylabel("test L_i / L_i(0)")
+        axes[1, j].set_title(f"{name}: task weights")
+        axes[1, j].set_ylabel(f"w_i / mean(w), floor {WEIGHT_FLOOR:g}")
     verdicts = [f"{p['name']}: {p['verdict']}" for p in claims]
-    fig.suptitle("\n".join(verdicts), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    fig.suptitle(
+        f"lines: geometric mean over {num_seeds} seeds, bands: min-max over seeds; "
+        f"weights relative to their mean over the tasks, below {WEIGHT_FLOOR:g} drawn at it\n"
+        + "\n".join(verdicts),
+        fontsize=8,
+    )
+    fig.legend(loc="lower center", ncol=len(sigmas), fontsize=7, title="task scale")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return _plots.save(fig, path, dpi=90, tight=False)

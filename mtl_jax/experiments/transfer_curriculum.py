@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from mtl_jax import transfer
-from mtl_jax.experiments import _verdict
+from mtl_jax.experiments import _plots, _verdict
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 from mtl_jax.experiments.transfer_l2sp import DigitsCNN, digits_subset, train_full_batch
 
@@ -86,11 +86,6 @@ def run(
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> ExperimentResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     num_iters, step_length, eval_every = (200, 20, 20) if fast else (800, 60, 40)
     n_seeds = NUM_SEEDS[0] if fast else NUM_SEEDS[1]
     seeds = seeds_from(seed, n_seeds)
@@ -187,20 +182,7 @@ def run(
     claims = [PARTS[0].test(d_early_van), PARTS[1].test(d_final_van), PARTS[2].test(d_anti)]
     held = _verdict.claim_held(claims)
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name in CONDITIONS:
-        a = c[name]
-        ax.plot(evals, a.mean(0), label=name)
-        ax.fill_between(evals, a.min(0), a.max(0), alpha=0.15)
-    ax.axvline(evals[early], color="k", lw=0.6, ls=":")
-    ax.set_xlabel("SGD step")
-    ax.set_ylabel("test accuracy (noisy digits 5-9)")
-    ax.set_title(f"Curriculum by transfer, {n_seeds} seeds")
-    ax.legend()
-    fig.tight_layout()
-    png = out_dir / "transfer_curriculum.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png = _plot(c, evals, early, out_dir / "transfer_curriculum.png")
     return ExperimentResult(
         title=f"Curriculum by transfer on noisy digits 5-9 ({n_seeds} seeds, {num_iters} steps)",
         columns=[
@@ -232,3 +214,30 @@ def run(
         claim_held=held,
         claims=claims,
     )
+
+
+def _plot(curves: dict[str, np.ndarray], evals, early: int, path: pathlib.Path) -> pathlib.Path:
+    """Test accuracy over training per condition: mean over seeds, min-max band over seeds.
+
+    Args:
+      curves: condition -> ``[seeds, len(evals)]`` test accuracies.
+      evals: the SGD steps at which they were measured.
+      early: the index into ``evals`` of the early step the claim reads (a dotted line).
+      path: the PNG to write.
+    """
+    plt = _plots.pyplot()
+    num = len(next(iter(curves.values())))
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    for j, (name, a) in enumerate(curves.items()):
+        ax.plot(evals, a.mean(0), color=f"C{j}", label=f"{name} (mean)")
+        ax.fill_between(evals, a.min(0), a.max(0), color=f"C{j}", alpha=0.15, lw=0,
+                        label=f"{name} (min-max over seeds)")  # fmt: skip
+    ax.axvline(
+        evals[early], color="k", lw=0.8, ls=":",
+        label=f"step {evals[early]}: where the early claim is read",
+    )  # fmt: skip
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("test accuracy (noisy digits 5-9)")
+    ax.set_title(f"Curriculum by transfer, {num} seeds")
+    ax.legend(fontsize=7)
+    return _plots.save(fig, path, dpi=100)

@@ -31,7 +31,7 @@ import numpy as np
 
 from mtl_jax import transfer
 from mtl_jax.data import sample_digit_shift, shift_digits
-from mtl_jax.experiments import _data, _verdict
+from mtl_jax.experiments import _data, _plots, _verdict
 from mtl_jax.experiments._registry import ExperimentResult, register, seeds_from
 
 __all__ = ["make_pair", "run"]
@@ -103,11 +103,6 @@ def run(
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> ExperimentResult:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n_train, opt_steps = (30, 100) if fast else (150, 300)
     n_test = NUM_SEEDS[0] if fast else NUM_SEEDS[1]
     dim = 8
@@ -183,16 +178,7 @@ def run(
     for k, v in a.items():
         wins = f"{int(np.sum(a['L2T'] > v))}/{int(np.sum(a['L2T'] < v))}" if k != "L2T" else "-"
         rows.append([k, float(v.mean()), float((v / a["target only"]).mean()), wins])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = list(a)
-    ax.bar(names, [a[k].mean() for k in names], yerr=[a[k].std() for k in names], capsize=3)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_ylabel("target test accuracy")
-    ax.set_title(f"L2T vs base algorithms, {n_test} held-out digit pairs")
-    fig.tight_layout()
-    png = out_dir / "transfer_l2t.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png = _plot(a, out_dir / "transfer_l2t.png")
     gaps = {k: a["L2T"] - a[k] for k in BASES}
     claims = [part.test(gaps[base]) for part, base in zip(PARTS, ("PCA", "TCA", "SA"))]
     held = _verdict.claim_held(claims)
@@ -213,3 +199,22 @@ def run(
         claim_held=held,
         claims=claims,
     )
+
+
+def _plot(accs: dict[str, np.ndarray], path: pathlib.Path) -> pathlib.Path:
+    """Target accuracy per method: every held-out pair as a dot, mean ± sd over the pairs."""
+    plt = _plots.pyplot()
+    names = list(accs)
+    num = len(accs[names[0]])
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    _plots.dots_and_intervals(ax, list(range(len(names))), [accs[k] for k in names])
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlabel("method")
+    ax.set_ylabel("target test accuracy")
+    ax.set_title(
+        f"L2T vs base algorithms, {num} held-out digit pairs\n"
+        "mean ± sd over pairs (ddof=1); small dots: single pairs",
+        fontsize=9,
+    )
+    ax.grid(axis="y", alpha=0.3)
+    return _plots.save(fig, path, dpi=100)

@@ -23,10 +23,6 @@ from mtl_jax.models._benchmark_nets import mlp_hps as mlp_hps
 from mtl_jax.models._cross_stitch import CrossStitch as CrossStitch
 from mtl_jax.models._dselect_k import DSelectK as DSelectK
 from mtl_jax.models._dsmt import DSMTNet as DSMTNet
-from mtl_jax.models._dsmt import DSMTTrainStep as DSMTTrainStep
-from mtl_jax.models._dsmt import dsmt_losses as dsmt_losses
-from mtl_jax.models._dsmt import dsmt_phase_weights as dsmt_phase_weights
-from mtl_jax.models._dsmt import make_dsmt_train_step as make_dsmt_train_step
 from mtl_jax.models._hps import HardParameterSharing as HardParameterSharing
 from mtl_jax.models._hps import MultiHeadDense as MultiHeadDense
 from mtl_jax.models._ltb import LTB as LTB
@@ -39,23 +35,12 @@ from mtl_jax.models._pseudo_task import decoder_accuracy as decoder_accuracy
 from mtl_jax.models._pseudo_task import pseudo_task_losses as pseudo_task_losses
 from mtl_jax.models._pseudo_task import select_decoders as select_decoders
 from mtl_jax.models._pseudo_task import selected_logits as selected_logits
-from mtl_jax.models._pta_control import PTA_STRATEGIES as PTA_STRATEGIES
-from mtl_jax.models._pta_control import pta_greedy_copy as pta_greedy_copy
-from mtl_jax.models._pta_control import pta_identical_init as pta_identical_init
-from mtl_jax.models._pta_control import pta_perturb as pta_perturb
-from mtl_jax.models._pta_control import pta_perturb_dropout as pta_perturb_dropout
-from mtl_jax.models._pta_control import pta_trainable_mask as pta_trainable_mask
-from mtl_jax.models._pta_control import pta_update as pta_update
-from mtl_jax.models._pta_driver import PTADriver as PTADriver
-from mtl_jax.models._pta_driver import PTAState as PTAState
-from mtl_jax.models._pta_driver import make_pta_driver as make_pta_driver
 
 __all__ = [
     "CGC",
     "ConvEncoder",
     "CrossStitch",
     "DSMTNet",
-    "DSMTTrainStep",
     "DSelectK",
     "HardParameterSharing",
     "LTB",
@@ -64,24 +49,11 @@ __all__ = [
     "MTAN",
     "MultiHeadDense",
     "PLE",
-    "PTADriver",
-    "PTAState",
-    "PTA_STRATEGIES",
     "PseudoTaskHeads",
     "decoder_accuracy",
-    "make_pta_driver",
     "pseudo_task_losses",
-    "pta_greedy_copy",
-    "pta_identical_init",
-    "pta_perturb",
-    "pta_perturb_dropout",
-    "pta_trainable_mask",
-    "pta_update",
     "select_decoders",
     "selected_logits",
     "conv_hps",
-    "dsmt_losses",
-    "dsmt_phase_weights",
-    "make_dsmt_train_step",
     "mlp_hps",
 ]

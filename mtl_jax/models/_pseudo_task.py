@@ -64,7 +64,7 @@ class PseudoTaskHeads(nn.Module):
 
     Parameters ``kernel [K, D, d, features]`` and ``bias [K, D, features]``; every
     decoder is initialised independently (the paper's independent initialisation;
-    :func:`~mtl_jax.models.pta_identical_init` makes them identical).
+    :func:`~mtl_jax.recipes.pta_identical_init` makes them identical).
 
     Attributes:
       num_tasks: ``K``.

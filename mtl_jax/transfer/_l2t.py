@@ -17,8 +17,8 @@ per-kernel variance (``mmd_statistics``). (2) For a new pair it picks
 ``W* = argmin_W f(S, T, W) + γ ‖W‖²_F``.
 
 What we followed and what we simplified (the full paper text could not be read
-offline; only its abstract was available to us, so the formula above is the one
-recorded in PAPERS.md, marked unverified there):
+offline; only its abstract was available to us, so the formula above could not
+be checked against the paper):
 
 * β ≥ 0, λ ≥ 0 and μ ≥ 0 are enforced with a softplus parametrisation (the signs make
   a large discrepancy, an uncertain discrepancy and a collapsed target all predict

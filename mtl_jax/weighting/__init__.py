@@ -83,11 +83,14 @@ from mtl_jax.weighting._constant import constant_weights as constant_weights
 from mtl_jax.weighting._cr_mogm import cr_mogm_update as cr_mogm_update
 from mtl_jax.weighting._cr_mogm import mgda_present_weights as mgda_present_weights
 from mtl_jax.weighting._excess_mtl import excess_mtl_risks as excess_mtl_risks
+from mtl_jax.weighting._forum import forum_weights as forum_weights
 from mtl_jax.weighting._imtl_hybrid import imtl_hybrid_weights as imtl_hybrid_weights
 from mtl_jax.weighting._moco import moco_track as moco_track
 from mtl_jax.weighting._moco import moco_weight_step as moco_weight_step
 from mtl_jax.weighting._modo import modo_step as modo_step
 from mtl_jax.weighting._modo import task_cross_gram as task_cross_gram
+from mtl_jax.weighting._moml import moml_direction as moml_direction
+from mtl_jax.weighting._moml import moml_hypergradients as moml_hypergradients
 from mtl_jax.weighting._robust import krum_weights as krum_weights
 from mtl_jax.weighting._robust import trimmed_mean as trimmed_mean
 from mtl_jax.weighting._scalarization import cosmos_objective as cosmos_objective
@@ -110,6 +113,7 @@ __all__ += [
     "cosmos_weights",
     "cr_mogm_update",
     "excess_mtl_risks",
+    "forum_weights",
     "imtl_hybrid_weights",
     "imtl_l_objective",
     "imtl_l_scale_grad",
@@ -119,6 +123,8 @@ __all__ += [
     "moco_track",
     "moco_weight_step",
     "modo_step",
+    "moml_direction",
+    "moml_hypergradients",
     "pbi_objective",
     "pbi_weights",
     "scale_invariant_weights",

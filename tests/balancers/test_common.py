@@ -1,4 +1,4 @@
-"""The matrix every balancer passes (STYLE.md habit 7).
+"""The matrix every balancer passes.
 
 Jitted and un-jitted updates agree; the update has the structure and shapes of
 ``params``; it is finite on degenerate Jacobians (zero, identical, opposite,

@@ -60,6 +60,7 @@ RUN_SLOW = os.environ.get("MTL_FUZZ_SLOW", "") == "1"
 # Every balancer factory in the public namespace (new ones are fuzzed without an edit here).
 HELPERS = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
 HELPERS |= {"make", "names", "auto_lambda", "auto_lambda_hypergradient"}  # test_auto_lambda
+HELPERS |= {"moml", "forum"}  # bilevel: a task_loss_fn and batches (test_moml, test_forum)
 NAMES = [n for n in mtl.balancers.__all__ if n.islower() and n not in HELPERS]
 RANDOMISED = {"pcgrad", "gradvac", "graddrop", "rlw"}
 SCALE_POWER = {"nash_mtl": 0.0, "fairgrad": 0.0}  # others: d(cJ) = c d(J)
@@ -278,6 +279,16 @@ def _gradnorm_args(rows, losses):
     return jnp.ones_like(losses), norms, losses, losses[::-1]
 
 
+_R = np.random.default_rng(7).normal(size=(P, max(KS)))
+
+
+def _rect(rows):
+    """``[K, K]`` products of the fuzzed rows with fixed directions (row i from row i)."""
+    rows = np.asarray(rows, np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return jnp.asarray(rows @ _R[:, : rows.shape[0]].astype(np.float32))
+
+
 KEY = jax.random.key(0)
 WEIGHTING = {
     # name: (call(rows, losses) -> outputs, invariant(outputs, rows, losses) or None)
@@ -397,6 +408,19 @@ WEIGHTING = {
         lambda g, ls: W.moco_weight_step(jnp.full(len(ls), 1 / len(ls)), _gram(g), gamma=0.1),
         lambda w, g, ls: _simplex(w),
     ),
+    # bilevel (MOML, FORUM): hypergradient rows / cross products from the fuzzed rows
+    "moml_hypergradients": (
+        lambda g, ls: W.moml_hypergradients(_rect(g).T, -jnp.log1p(ls), inner_lr=0.1),
+        None,
+    ),
+    "moml_direction": (  # (γ, d): the simplex weights first
+        lambda g, ls: W.moml_direction(_rect(g))[::-1],
+        lambda out, g, ls: _simplex(out[0]),
+    ),
+    "forum_weights": (
+        lambda g, ls: W.forum_weights(_gram(g), _rect(g)[:, 0], jnp.ones((), jnp.float32)),
+        lambda out, g, ls: _simplex(out[0]),
+    ),
 }
 
 
@@ -429,6 +453,7 @@ def test_fuzz_weighting(fname):
 # transforms, normalisers): the presence check reads the weights only.
 NOT_WEIGHTS = {
     "db_mtl_log_grad_norms",
+    "moml_hypergradients",
     "famo_logit_grad",
     "gls_objective",
     "gradnorm_objective",

@@ -12,6 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 HELPERS = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
 HELPERS |= {"make", "names", "auto_lambda_hypergradient"}
 KIND = {"loss-only": "loss", "Gram": "gram", "Jacobian": "jacobian", "bilevel": "loss"}
+# FORUM's update adds a stored upper-level direction to weights on the task Jacobian.
+KIND_OF = {"forum": "jacobian"}
 
 # The two peers' lists and the 2025 baseline set (NTKMTL, Table 1) the table must cover.
 LIBMTL = (
@@ -34,11 +36,12 @@ def test_every_exported_balancer_is_registered():
 def test_make_builds_each_name_of_its_cost_class(name):
     info = mtl.balancers.METHODS[name]
     extra = {}
-    if name == "auto_lambda":
+    if info.cost == "bilevel":
         extra = {"task_loss_fn": lambda p, b: jnp.zeros(3), "inner_lr": 0.1}
     tx = mtl.balancers.make(name, num_tasks=3, shared=None, **extra)
     if info.cost in KIND:
-        assert tx.spec.kind == KIND[info.cost], (name, tx.spec.kind, info.cost)
+        want = KIND_OF.get(name, KIND[info.cost])
+        assert tx.spec.kind == want, (name, tx.spec.kind, info.cost)
     assert "Cost: " + info.cost in getattr(mtl.balancers, name).__doc__
 
 
@@ -67,6 +70,8 @@ def test_make_defaults_and_overrides():
         ({"name": "mgda", "num_tasks": 0}, "num_tasks must be a positive int, got 0"),
         ({"name": "mgda", "num_tasks": True}, "num_tasks must be a positive int"),
         ({"name": "auto_lambda", "num_tasks": 2}, "auto_lambda needs task_loss_fn= and inner_lr="),
+        ({"name": "moml", "num_tasks": 2}, "moml needs task_loss_fn= and inner_lr="),
+        ({"name": "forum", "num_tasks": 2, "inner_lr": 0.1}, "forum needs task_loss_fn="),
     ],
 )
 def test_make_rejects_bad_arguments(kwargs, match):
@@ -101,6 +106,7 @@ def _covered(column):
 
 def test_both_peers_lists_are_covered():
     assert set(LIBMTL) <= _covered("libmtl"), set(LIBMTL) - _covered("libmtl")
-    assert "Auto-Lambda" in _covered("libmtl")  # the bilevel method of LibMTL's trainer
+    # the bilevel methods of LibMTL's trainer
+    assert {"Auto-Lambda", "MOML", "FORUM"} <= _covered("libmtl")
     assert set(TORCHJD) <= _covered("torchjd"), set(TORCHJD) - _covered("torchjd")
     assert len(LIBMTL) == 23

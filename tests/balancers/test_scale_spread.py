@@ -209,6 +209,7 @@ def test_mgda_common_descent_and_sparse_weights():
 # weighting function, and the accessor of recorded weights.
 HELPERS = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
 HELPERS |= {"make", "names", "auto_lambda", "auto_lambda_hypergradient"}  # test_auto_lambda
+HELPERS |= {"moml", "forum"}  # bilevel: test_moml, test_forum
 
 
 BALANCERS = [n for n in mtl.balancers.__all__ if n.islower() and n not in HELPERS]

@@ -255,21 +255,24 @@ def _inject(monkeypatch, exc, *, item="state"):
 
 
 @pytest.mark.parametrize(
-    "exc",
+    "make_exc",
     [
-        OSError(5, "Input/output error"),
-        MemoryError(),
-        ValueError("UNAVAILABLE: the file system is not reachable"),
+        lambda: OSError(5, "Input/output error"),
+        MemoryError,
+        lambda: ValueError("UNAVAILABLE: the file system is not reachable"),
     ],
     ids=["oserror", "memoryerror", "unavailable"],
 )
 @pytest.mark.parametrize("item", ["state", "meta"])
-def test_read_error_that_is_not_corruption_propagates(exc, item, tmp_path, monkeypatch):
+def test_read_error_that_is_not_corruption_propagates(make_exc, item, tmp_path, monkeypatch):
     """A transient or resource error names the step and leaves every checkpoint in place."""
+    # A fresh exception per test: one instance shared by the parametrizations would carry
+    # the previous test's traceback (and the checkpointers its frames hold) into the next.
+    exc = make_exc()
     with mtl.training.Checkpointer(tmp_path, save_every=2, async_save=False) as ckpt:
         for i in (2, 4):
             ckpt.save(i, _toy_state(i), extra={"data_position": i})
-    with mtl.training.Checkpointer(tmp_path, save_every=2) as ckpt:
+    with mtl.training.Checkpointer(tmp_path, save_every=2, async_save=False) as ckpt:
         _inject(monkeypatch, exc, item=item)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

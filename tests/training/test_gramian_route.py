@@ -20,6 +20,7 @@ import step_problem as sp
 SKIP = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
 SKIP |= {"constant"}  # needs weights=; a loss method, not on the Gramian route
 SKIP |= {"make", "names", "auto_lambda", "auto_lambda_hypergradient"}  # registry; bilevel
+SKIP |= {"moml", "forum"}  # bilevel: need task_loss_fn= (tests/balancers/test_moml, test_forum)
 
 
 def _factory(name, **extra):

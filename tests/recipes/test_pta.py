@@ -1,4 +1,4 @@
-"""Pseudo-task heads, the control strategies and the meta-iteration driver."""
+"""Pseudo-task augmentation: the control strategies and the meta-iteration driver."""
 
 import flax.linen as nn
 import jax
@@ -9,6 +9,7 @@ import pytest
 
 from mtl_jax import balancers
 from mtl_jax import models as M
+from mtl_jax import recipes as R
 from mtl_jax.training import make_train_step
 
 K, D, DIM, C, B = 3, 4, 5, 6, 16
@@ -18,56 +19,13 @@ def _heads_params(key, k=K, n=D):
     return M.PseudoTaskHeads(k, n, C).init(key, jnp.zeros((2, DIM)))["params"]
 
 
-def test_heads_shape_and_independent_init(key):
-    p = _heads_params(key)
-    assert p["kernel"].shape == (K, D, DIM, C) and p["bias"].shape == (K, D, C)
-    w = np.asarray(p["kernel"]).reshape(K * D, -1)
-    assert len({tuple(np.round(r, 6)) for r in w}) == K * D  # all decoders differ
-    z = jax.random.normal(key, (B, DIM))
-    y = M.PseudoTaskHeads(K, D, C).apply({"params": p}, z)
-    ref = (
-        np.einsum("bi,kdif->kdbf", np.asarray(z), np.asarray(p["kernel"]))
-        + np.asarray(p["bias"])[:, :, None]
-    )
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
-
-
-def test_losses_layout_is_task_major(key):
-    logits = jax.random.normal(key, (K, D, B, C))
-    labels = jax.random.randint(jax.random.key(1), (B, K), 0, C)
-    losses = M.pseudo_task_losses(logits, labels)
-    assert losses.shape == (K * D,)
-    lg = np.asarray(logits, np.float64)
-    for k in range(K):
-        for d in range(D):
-            z = lg[k, d]
-            logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
-            logp -= z.max(-1, keepdims=True)
-            ref = -logp[np.arange(B), np.asarray(labels[:, k])].mean()
-            np.testing.assert_allclose(losses[k * D + d], ref, rtol=1e-5)
-
-
-def test_selection_by_validation_score(key):
-    scores = jnp.array([[0.1, 0.9, 0.3, 0.9], [0.5, 0.2, 0.1, 0.0], [0.0, 0.0, 0.0, 0.7]])
-    best = M.select_decoders(scores)
-    np.testing.assert_array_equal(best, [1, 0, 3])  # ties -> lowest index
-    logits = jax.random.normal(key, (K, D, B, C))
-    sel = M.selected_logits(logits, best)
-    for k in range(K):
-        np.testing.assert_array_equal(sel[k], logits[k, int(best[k])])
-    labels = jnp.argmax(logits[:, 2], -1).T  # decoder 2 is always right
-    acc = M.decoder_accuracy(logits, labels)
-    np.testing.assert_array_equal(acc[:, 2], 1.0)
-    np.testing.assert_array_equal(M.select_decoders(acc), [2, 2, 2])
-
-
 def test_identical_init_and_greedy_copy(key):
     p = _heads_params(key)
-    same = M.pta_identical_init(p)
+    same = R.pta_identical_init(p)
     for d in range(D):
         np.testing.assert_array_equal(same["kernel"][:, d], p["kernel"][:, 0])
     best = jnp.array([2, 0, 3])
-    g = M.pta_greedy_copy(p, best)
+    g = R.pta_greedy_copy(p, best)
     for k in range(K):
         for d in range(D):
             np.testing.assert_array_equal(g["kernel"][k, d], p["kernel"][k, int(best[k])])
@@ -78,7 +36,7 @@ def test_perturbation_has_configured_scale(key):
     big = {"w": jnp.zeros((2, 3, 200, 100))}
     best = jnp.array([1, 2])
     scale = 0.05
-    out = M.pta_perturb(big, key, best, scale=scale)["w"]
+    out = R.pta_perturb(big, key, best, scale=scale)["w"]
     for k in range(2):
         for d in range(3):
             x = np.asarray(out[k, d]).ravel()
@@ -95,11 +53,11 @@ def test_update_strategies(key):
     rates = jnp.full((K, D), 0.3)
     scores = jax.random.uniform(key, (K, D))
     best_ref = np.argmax(np.asarray(scores), -1)
-    same, r, best = M.pta_update(p, rates, scores, key, strategy="none")
+    same, r, best = R.pta_update(p, rates, scores, key, strategy="none")
     np.testing.assert_array_equal(best, best_ref)
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(jnp.array_equal, same, p))
-    g, _, _ = M.pta_update(p, rates, scores, key, strategy="greedy")
-    pert, _, _ = M.pta_update(p, rates, scores, key, strategy="perturb", perturbation_scale=0.1)
+    g, _, _ = R.pta_update(p, rates, scores, key, strategy="greedy")
+    pert, _, _ = R.pta_update(p, rates, scores, key, strategy="perturb", perturbation_scale=0.1)
     for k in range(K):
         b = int(best_ref[k])
         np.testing.assert_array_equal(pert["kernel"][k, b], p["kernel"][k, b])
@@ -108,7 +66,7 @@ def test_update_strategies(key):
             if d != b:
                 diff = np.asarray(pert["kernel"][k, d] - g["kernel"][k, d])
                 assert 0 < np.abs(diff).max() < 1.0
-    _, hr, _ = M.pta_update(
+    _, hr, _ = R.pta_update(
         p, rates, scores, key, strategy="hyperperturb", dropout_scale=0.5, max_dropout=0.6
     )
     for k in range(K):
@@ -121,18 +79,16 @@ def test_update_strategies(key):
 def test_argument_validation():
     p = {"w": jnp.zeros((2, 3, 4))}
     with pytest.raises(ValueError, match="strategy"):
-        M.pta_update(p, jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.key(0), strategy="bad")
+        R.pta_update(p, jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.key(0), strategy="bad")
     with pytest.raises(ValueError, match="dropout_scale"):
-        M.pta_update(p, jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.key(0),
+        R.pta_update(p, jnp.zeros((2, 3)), jnp.zeros((2, 3)), jax.random.key(0),
                      strategy="greedy", dropout_scale=-0.1)  # fmt: skip
     with pytest.raises(ValueError, match="scale"):
-        M.pta_perturb(p, jax.random.key(0), jnp.zeros(2, jnp.int32), scale=-1.0)
+        R.pta_perturb(p, jax.random.key(0), jnp.zeros(2, jnp.int32), scale=-1.0)
     with pytest.raises(ValueError, match="num_frozen"):
-        M.pta_trainable_mask(2, 3, num_frozen=3)
-    with pytest.raises(ValueError, match="labels"):
-        M.pseudo_task_losses(jnp.zeros((2, 3, 4, 5)), jnp.zeros((4, 3), jnp.int32))
+        R.pta_trainable_mask(2, 3, num_frozen=3)
     with pytest.raises(ValueError, match="num_steps"):
-        M.make_pta_driver(
+        R.make_pta_driver(
             None, None, balancers.equal_weighting(), optax.sgd(0.1),
             num_tasks=1, num_decoders=2, num_steps=0,
         )  # fmt: skip
@@ -168,7 +124,7 @@ def _problem(k, n):
 
 def test_frozen_decoders_do_not_move():
     net, params, batches, loss_fn, score_fn = _problem(2, 3)
-    drv = M.make_pta_driver(
+    drv = R.make_pta_driver(
         loss_fn, score_fn, balancers.equal_weighting(), optax.adam(1e-2),
         num_tasks=2, num_decoders=3, num_steps=4, strategy="none", num_frozen=2,
         key_impl="rbg", on_nonfinite="ignore",  # both compile faster on CPU
@@ -185,7 +141,7 @@ def test_frozen_decoders_do_not_move():
 
 def test_driver_greedy_makes_decoders_equal_and_selects():
     net, params, batches, loss_fn, score_fn = _problem(2, 3)
-    drv = M.make_pta_driver(
+    drv = R.make_pta_driver(
         loss_fn, score_fn, balancers.equal_weighting(), optax.adam(1e-2),
         num_tasks=2, num_decoders=3, num_steps=4, strategy="greedy",
     )  # fmt: skip
@@ -200,7 +156,7 @@ def test_driver_greedy_makes_decoders_equal_and_selects():
 def test_single_decoder_reduces_to_plain_model(balancer):
     """D = 1 with no control is exactly the plain shared-trunk model with one head per task."""
     net, params, batches, loss_fn, score_fn = _problem(2, 1)
-    drv = M.make_pta_driver(
+    drv = R.make_pta_driver(
         loss_fn, score_fn, balancer(), optax.sgd(0.1),
         num_tasks=2, num_decoders=1, num_steps=4, strategy="greedy", perturbation_scale=0.5,
         key_impl="rbg", on_nonfinite="ignore",
@@ -243,8 +199,8 @@ def test_perturb_is_hyperperturb_without_dropout_steps(key):
     p = _heads_params(key)
     rates = jnp.zeros((K, D))
     scores = jax.random.uniform(key, (K, D))
-    a, ra, ba = M.pta_update(p, rates, scores, key, strategy="perturb", perturbation_scale=0.1)
-    b, rb, bb = M.pta_update(
+    a, ra, ba = R.pta_update(p, rates, scores, key, strategy="perturb", perturbation_scale=0.1)
+    b, rb, bb = R.pta_update(
         p, rates, scores, key, strategy="hyperperturb", perturbation_scale=jnp.float32(0.1)
     )
     np.testing.assert_array_equal(ba, bb)
@@ -252,11 +208,11 @@ def test_perturb_is_hyperperturb_without_dropout_steps(key):
     for leaf in ("kernel", "bias"):
         np.testing.assert_array_equal(a[leaf], b[leaf])
     # a traced scale is applied and validated only when concrete
-    f = jax.jit(lambda s: M.pta_perturb(p, key, bb, scale=s))
-    ref = M.pta_perturb(p, key, bb, scale=0.1)["kernel"]
+    f = jax.jit(lambda s: R.pta_perturb(p, key, bb, scale=s))
+    ref = R.pta_perturb(p, key, bb, scale=0.1)["kernel"]
     np.testing.assert_allclose(f(0.1)["kernel"], ref, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="scale"):
-        M.pta_perturb(p, key, bb, scale=jnp.float32(-1.0))
+        R.pta_perturb(p, key, bb, scale=jnp.float32(-1.0))
 
 
 def test_driver_overrides_vmap_over_variants_and_key_impl():
@@ -269,7 +225,7 @@ def test_driver_overrides_vmap_over_variants_and_key_impl():
     ]
     opt = optax.adam(1e-2)
     ew = balancers.equal_weighting()
-    drv = M.make_pta_driver(loss_fn, score_fn, ew, opt, **common, key_impl="rbg")
+    drv = R.make_pta_driver(loss_fn, score_fn, ew, opt, **common, key_impl="rbg")
     hyper = {n: jnp.array([v[n] for v in variants]) for n in variants[0]}
     keys = jax.random.key(7, impl="rbg")
 
@@ -279,7 +235,7 @@ def test_driver_overrides_vmap_over_variants_and_key_impl():
 
     together = jax.vmap(one)(hyper)
     # the second variant (dropout and its perturbation), built with factory values
-    alone = M.make_pta_driver(loss_fn, score_fn, ew, opt, **common, key_impl="rbg", **variants[1])
+    alone = R.make_pta_driver(loss_fn, score_fn, ew, opt, **common, key_impl="rbg", **variants[1])
     ref = alone.meta_step(alone.init(params, keys), batches)[0]
     got = jax.tree_util.tree_map(lambda a: a[1], together)
     np.testing.assert_allclose(got.dropout, ref.dropout, rtol=1e-6)
@@ -296,6 +252,6 @@ def test_driver_overrides_vmap_over_variants_and_key_impl():
     with pytest.raises(ValueError, match="seed"):
         drv.init(params, jax.random.key(0))  # a threefry key for an rbg driver
     with pytest.raises(ValueError, match="key_impl"):
-        M.make_pta_driver(loss_fn, score_fn, ew, opt, **common, key_impl="nope")
+        R.make_pta_driver(loss_fn, score_fn, ew, opt, **common, key_impl="nope")
     frozen = drv.init(params, 0, num_frozen=2).trainable
     np.testing.assert_array_equal(frozen, [[True, False, False]] * 2)

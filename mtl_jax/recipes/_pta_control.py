@@ -1,45 +1,26 @@
 """Pseudo-task control: decoder initialisation and update strategies.
 
-Meyerson & Miikkulainen, "Pseudo-task Augmentation", ICML 2018,
-https://arxiv.org/abs/1803.04062 (Algorithm 1, "PTA training framework").
+Meyerson & Miikkulainen, "Pseudo-task Augmentation: From Deep Multitask Learning
+to Intratask Sharing—and Back", ICML 2018, https://arxiv.org/abs/1803.04062
+(Algorithm 1, "PTA training framework").
 
 PTA trains the shared model and all ``K×D`` decoders jointly for a
 *meta-iteration* of ``M`` gradient steps; then every task's decoders are scored
 on validation data and updated by a control strategy. These are pure functions
 over the decoder parameters (a pytree whose leaves carry leading ``[K, D]``
-axes), per-decoder dropout rates ``[K, D]`` and an explicit PRNG key.
+axes), per-decoder dropout rates ``[K, D]`` and an explicit PRNG key. Scales may
+be Python floats or scalar arrays (validated when concrete), so one compiled
+program can run several scales under ``jax.vmap``.
 
-What was read in the paper, and where (no code was released). The abstract and
-§1 (introduction): every task has several distinct decoders projecting the
-output of the completely shared model to its predictions; training with several
-pseudo-tasks strictly subsumes training with one; "a class of algorithms is
-introduced for controlling pseudo-tasks in practice", whose variants traverse
-the pseudo-task space in qualitatively different ways (our copy of the sentence
-on their results breaks off at "they all demonstrate su…"). The caption of
-figure 1: a task coupled with a decoder and its parameters is a pseudo-task,
-each with its own loss and gradient. That the paper's algorithm is "Algorithm 1:
-PTA training framework" (decoder initialisation and decoder update around the
-training steps), and its experimental setup, were read only as quoted by a
-reproducibility index (section numbers unknown): Omniglot with a four-layer
-convolutional model and a fixed random 50/20/30 % train/validation/test split
-per task, IMDB with an LSTM, CelebA's 40 attributes, Keras and Adam. The CelebA
-result (8.00 % → 7.94 % error with PTA + MTL, the state of the art) was read in
-the authors' group's summary of the paper.
-
-What could not be read (the method section's body and the result tables), and is
-therefore our choice, each a documented option: the strategies' exact rules,
-the meta-iteration length ``M``, the selection criterion (validation accuracy,
-ties to the lowest index), the perturbation distributions and scales. Here the
-perturbation is additive Gaussian noise of a fixed standard deviation on every
-parameter of every non-best decoder; the dropout hyperperturbation is additive
-Gaussian noise on the non-best decoders' rates, clipped to ``[0, max_dropout]``;
-the best decoder itself is never perturbed; the optimiser state is left as it
-is; frozen decoders keep their random initialisation and still send their loss
-to the shared model. Since the method section could not be read, no strategy or
-default here could be checked against it, and none was changed for this reason.
-
-Scales may be Python floats or scalar arrays (validated when concrete), so one
-compiled program can run several scales under ``jax.vmap``.
+Deviations: the paper's exact update rules and scales are not reproduced from
+its text (see the PTA page of the documentation); here the selection is by
+validation score with ties to the lowest index, the perturbation is additive
+Gaussian noise of a fixed standard deviation on every parameter of every
+non-best decoder, the dropout hyperperturbation is additive Gaussian noise on
+the non-best decoders' rates clipped to ``[0, max_dropout]``, the best decoder
+is never perturbed, the optimiser state is left as it is, and frozen decoders
+keep their random initialisation while still sending their loss to the shared
+model.
 """
 
 from __future__ import annotations

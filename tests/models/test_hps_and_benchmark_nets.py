@@ -18,11 +18,11 @@ def test_benchmark_parameter_counts():
     # Shapes only (eval_shape): nothing to compile.
     w1 = mtl.models.conv_hps(4)
     p1 = jax.eval_shape(w1.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
-    assert _count(p1["encoder"]) == 109_760  # BENCHMARKS.md W1
+    assert _count(p1["encoder"]) == 109_760  # benchmarks/PEERS.md, workload W1
     assert p1["heads"]["kernel"].shape == (4, 128, 1)
     w2 = mtl.models.mlp_hps(10)
     p2 = jax.eval_shape(w2.init, jax.random.key(0), jnp.zeros((1, 250)))["params"]
-    assert _count(p2["encoder"]) == 55_400  # BENCHMARKS.md W2
+    assert _count(p2["encoder"]) == 55_400  # benchmarks/PEERS.md, workload W2
     assert p2["heads"]["kernel"].shape == (10, 100, 100)
 
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax.models._pta_control import (
+from mtl_jax.recipes._pta_control import (
     PTA_STRATEGIES,
     _check_scale,
     pta_identical_init,
@@ -91,7 +91,7 @@ def make_pta_driver(
     ``lax.scan`` (no host round-trip per step), each the balanced step of
     :func:`mtl_jax.training.make_train_step` on the ``[K·D]`` pseudo-task loss
     vector; frozen decoders are then restored, every decoder is scored on
-    validation data (``score_fn``) and :func:`~mtl_jax.models.pta_update`
+    validation data (``score_fn``) and :func:`~mtl_jax.recipes.pta_update`
     applies the control strategy:
 
     .. code-block:: text
@@ -110,9 +110,9 @@ def make_pta_driver(
       num_tasks: ``K``.
       num_decoders: ``D``.
       num_steps: ``M``, gradient steps per meta-iteration.
-      strategy: decoder update, one of :data:`~mtl_jax.models.PTA_STRATEGIES`.
+      strategy: decoder update, one of :data:`~mtl_jax.recipes.PTA_STRATEGIES`.
       init: ``"independent"`` (decoders as the model initialised them) or
-        ``"identical"`` (:func:`~mtl_jax.models.pta_identical_init`).
+        ``"identical"`` (:func:`~mtl_jax.recipes.pta_identical_init`).
       num_frozen: decoders per task that gradient descent never moves.
       perturbation_scale: std of the parameter perturbation (``"perturb"``,
         ``"hyperperturb"``).
