@@ -25,9 +25,8 @@ API conventions (every public factory and function follows them):
   ``c`` is CAGrad's radius.
 * **Validation.** Arguments are checked eagerly: a ``ValueError`` (or
   ``TypeError``) names the argument and the offending value.
-* **Deprecations.** Old spellings used by earlier notebooks and experiments
-  (a positional ``K`` in the loss-based balancer factories, ``steps=`` /
-  ``num_steps=`` for ``num_iters=``) still work and emit a ``DeprecationWarning``.
+* **No deprecation shims.** In this 0.x series a renamed argument is simply
+  renamed; CHANGELOG.md lists every old name.
 """
 
 from mtl_jax import adaptation as adaptation

@@ -14,11 +14,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
+
 __all__ = ["value_and_jacobian"]
 
 
-def check_losses(out: Any, has_aux: bool, name: str) -> tuple[jax.Array, Any]:
-    """Splits ``name``'s output into ``(losses[K], aux)`` and checks the losses."""
+def split_losses(out: Any, has_aux: bool, name: str) -> tuple[jax.Array, Any]:
+    """Splits ``name``'s output into ``(losses[K], aux)`` and checks the losses.
+
+    The losses are checked by :func:`mtl_jax._validate.check_losses`; this adds
+    the ``has_aux`` contract: with ``has_aux=True`` the output must be a pair,
+    and without it a pair that is not two scalar losses is refused.
+    """
     if has_aux:
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError(
@@ -31,24 +38,7 @@ def check_losses(out: Any, has_aux: bool, name: str) -> tuple[jax.Array, Any]:
                 f"{name} returned a pair (losses, aux?) but has_aux=False; pass has_aux=True"
             )
         losses, aux = out, None
-    if isinstance(losses, (list, tuple)):
-        raise TypeError(
-            f"{name} returned the task losses as a Python {type(losses).__name__} of length "
-            f"{len(losses)}; return one array of shape [K] (e.g. jnp.stack(losses))"
-        )
-    if not hasattr(losses, "shape") or not hasattr(losses, "dtype"):
-        raise TypeError(f"{name} must return an array of shape [K]; got {type(losses).__name__}")
-    if losses.ndim != 1:
-        hint = " (squeeze the trailing axis)" if losses.ndim == 2 and losses.shape[1] == 1 else ""
-        raise ValueError(
-            f"{name} must return per-task losses of shape [K]; got shape {tuple(losses.shape)}"
-            f"{hint}"
-        )
-    if losses.shape[0] == 0:
-        raise ValueError(f"{name} returned no task losses (shape (0,)); K must be at least 1")
-    if not jnp.issubdtype(losses.dtype, jnp.floating):
-        raise TypeError(f"{name} must return floating losses; got dtype {losses.dtype}")
-    return losses, aux
+    return _validate.check_losses(losses, name=f"the task losses of {name}"), aux
 
 
 def _is_loss_sequence(out: tuple) -> bool:
@@ -138,11 +128,10 @@ def value_and_jacobian(
       >>> jac["w"].shape
       (2, 3)
     """
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    _validate.check_int("chunk_size", chunk_size, allow_none=True)
 
     def checked(p, *args):
-        losses, aux = check_losses(fun(p, *args), has_aux, "fun")
+        losses, aux = split_losses(fun(p, *args), has_aux, "fun")
         return (losses, aux) if has_aux else losses
 
     def wrapped(params, *args):

@@ -172,10 +172,15 @@ def resolve_mask(mask: MaskSpec, tree: PyTree) -> PyTree:
 
 
 def _selected(jac: PyTree, mask: MaskSpec) -> list[jax.Array]:
-    m = resolve_mask(mask, jac)
-    leaves = [
-        x for x, keep in zip(jax.tree_util.tree_leaves(jac), jax.tree_util.tree_leaves(m)) if keep
-    ]
+    if mask is None:  # every leaf: nothing to resolve
+        leaves = jax.tree_util.tree_leaves(jac)
+    else:
+        m = resolve_mask(mask, jac)
+        leaves = [
+            x
+            for x, keep in zip(jax.tree_util.tree_leaves(jac), jax.tree_util.tree_leaves(m))
+            if keep
+        ]
     if not leaves:
         raise ValueError("the mask selects no leaf of the task Jacobian")
     return leaves

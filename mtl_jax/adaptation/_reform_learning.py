@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from mtl_jax._deprecation import renamed_kwargs
 from mtl_jax._lbfgs import minimize
 from mtl_jax.adaptation._reform import (
     LinearModel,
@@ -96,7 +95,6 @@ def _refit(x, y, w_prior, b0, lam, learn_scale, num_iters):
     return LinearModel(p["w"], p["b"]), d
 
 
-@renamed_kwargs(num_steps="num_iters")
 def learn_metric(
     phi_old: ArrayLike,
     phi_new: ArrayLike,
@@ -122,7 +120,7 @@ def learn_metric(
       x: ``[N, d1]`` few labelled examples in the new space.
       y: ``[N]`` labels.
       factor_init: ``[m, m]`` initial ``L`` (identity by default).
-      num_iters: Adam steps (the old name ``num_steps=`` is deprecated).
+      num_iters: Adam steps.
       learning_rate: Adam step size.
       epsilon: relative entropic regularisation of :func:`semantic_transport`.
 

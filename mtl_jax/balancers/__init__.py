@@ -12,12 +12,10 @@ from mtl_jax.balancers._auto_lambda_hypergradient import (
 )
 from mtl_jax.balancers._base import Balancer as Balancer
 from mtl_jax.balancers._base import BalancerSpec as BalancerSpec
-from mtl_jax.balancers._base import WeightsState as WeightsState
 from mtl_jax.balancers._base import check_balancer as check_balancer
 from mtl_jax.balancers._base import gram_balancer as gram_balancer
 from mtl_jax.balancers._base import jacobian_balancer as jacobian_balancer
 from mtl_jax.balancers._base import loss_balancer as loss_balancer
-from mtl_jax.balancers._base import task_weights as task_weights
 from mtl_jax.balancers._cagrad import CAGradState as CAGradState
 from mtl_jax.balancers._cagrad import cagrad as cagrad
 from mtl_jax.balancers._conflict_free import conflict_free as conflict_free
@@ -49,6 +47,8 @@ from mtl_jax.balancers._registry import make as make
 from mtl_jax.balancers._registry import names as names
 from mtl_jax.balancers._rlw import RLWState as RLWState
 from mtl_jax.balancers._rlw import rlw as rlw
+from mtl_jax.balancers._state import WeightsState as WeightsState
+from mtl_jax.balancers._state import task_weights as task_weights
 from mtl_jax.balancers._stch import STCHState as STCHState
 from mtl_jax.balancers._stch import stch as stch
 from mtl_jax.balancers._uncertainty_weighting import (

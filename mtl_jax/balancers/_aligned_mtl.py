@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _aligned_mtl
@@ -52,7 +53,7 @@ def aligned_mtl(
     References:
       Senushkin et al. 2023, https://arxiv.org/abs/2305.19000
     """
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
     if scale_mode not in _aligned_mtl._SCALE_MODES:
         raise ValueError(
             f"scale_mode must be one of {_aligned_mtl._SCALE_MODES}, got {scale_mode!r}"
@@ -67,7 +68,7 @@ def aligned_mtl(
 
     return _base.stateless_gram_balancer(
         lambda g, losses, presence=None: _aligned_mtl.aligned_mtl_weights(
-            g, pref, scale_mode=scale_mode, presence=presence
+            g, pref_vector=pref, scale_mode=scale_mode, presence=presence
         ),
         shared=shared,
         num_tasks=num_tasks,

@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.balancers._auto_lambda_hypergradient import METHODS, auto_lambda_hypergradient
 
 __all__ = ["AutoLambdaState", "auto_lambda"]
@@ -104,10 +105,9 @@ def auto_lambda(
       Liu, Davison & Johns, "Auto-Lambda: Disentangling Dynamic Task Relationships",
       TMLR 2022, https://arxiv.org/abs/2202.03091
     """
-    _base.check_num_tasks(num_tasks, required=True)
+    _validate.check_num_tasks(num_tasks, required=True)
     for name, value in (("inner_lr", inner_lr), ("meta_lr", meta_lr), ("eps", eps)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+        _validate.check_positive(name, value)
     if isinstance(weight_init, bool) or not isinstance(weight_init, int | float):
         raise ValueError(f"weight_init must be a number, got {weight_init!r}")
     if method not in METHODS:
@@ -159,7 +159,7 @@ def auto_lambda(
                 return n
 
             new = jax.tree_util.tree_map(pick, new, state)
-        return _base.like(new, state)
+        return _state.like(new, state)
 
     bal = _base.loss_balancer(init, weights_fn, shared=shared)
     out = AutoLambda(bal.init, bal.update, bal.spec)

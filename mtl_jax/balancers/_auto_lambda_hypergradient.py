@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
+
 __all__ = ["auto_lambda_hypergradient"]
 
 METHODS = ("finite_difference", "exact")
@@ -90,10 +92,8 @@ def auto_lambda_hypergradient(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(inner_lr, int | float) or not inner_lr > 0:
-        raise ValueError(f"inner_lr must be a positive number, got {inner_lr!r}")
-    if not isinstance(eps, int | float) or not eps > 0:
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    _validate.check_positive("inner_lr", inner_lr)
+    _validate.check_positive("eps", eps)
     weights = jnp.asarray(weights)
     k = weights.shape[0]
     ones = jnp.ones((k,), bool)

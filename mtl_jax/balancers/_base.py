@@ -34,20 +34,17 @@ with :func:`loss_balancer`, :func:`gram_balancer` or :func:`jacobian_balancer`.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import math
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from mtl_jax import _presence, _task_tree
+from mtl_jax import _presence, _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
+from mtl_jax.balancers import _routing, _state
 
 __all__ = [
     "Balancer",
@@ -56,10 +53,9 @@ __all__ = [
     "gram_balancer",
     "jacobian_balancer",
     "loss_balancer",
-    "task_weights",
-    "validate_task_inputs",
+    "stateless_gram_balancer",
+    "takes_presence",
 ]
-
 PyTree = Any
 Kind = Literal["loss", "gram", "jacobian"]
 
@@ -164,186 +160,22 @@ def check_balancer(obj: Any, name: str = "balancer") -> Balancer:
     )
 
 
-_NOT_GIVEN = object()
-
-
-def task_weights(state: Any, default: Any = _NOT_GIVEN) -> jax.Array | None:
-    """The task weights a balancer applied at its last update (``state.weights``).
-
-    The recorded weights are those of the update the balancer just returned:
-    for the methods whose update is ``Σ_k w_k g_k`` on the shared leaves, ``w``.
-    Before the first update they are the method's initial weights.
-
-    Works on a balancer's own state and on an ``optax.chain`` state whose first
-    element is a balancer state.
-
-    Args:
-      state: a balancer state, or an ``optax.chain`` state starting with one.
-      default: returned when the balancer was built without ``num_tasks`` and so
-        records no weights; if not given, that case raises ``ValueError``.
-
-    Returns:
-      The ``[K]`` weights (or ``default``).
-    """
-    target = state
-    if not hasattr(state, "weights") and isinstance(state, tuple) and state:
-        target = state[0]
-    if not hasattr(target, "weights"):
-        raise ValueError(f"no task weights in a state of type {type(state).__name__}")
-    if target.weights is None:
-        if default is not _NOT_GIVEN:
-            return default
-        raise ValueError(
-            "this balancer was built without num_tasks, so its state records no task "
-            "weights; build it with num_tasks=K to record them"
-        )
-    return target.weights
-
-
-def _is_list_like(x: Any) -> bool:
-    return isinstance(x, list | tuple)
-
-
-def check_losses(task_losses: Any, num_tasks: int | None = None) -> jax.Array:
-    """``task_losses`` as a ``[K]`` array; ``TypeError``/``ValueError`` on anything else."""
-    if _is_list_like(task_losses):
-        raise TypeError(
-            f"task_losses must be an array of shape [K], got a Python {type(task_losses).__name__}"
-            f" of {len(task_losses)} items: return jnp.stack(losses) from the loss function"
-        )
-    losses = jnp.asarray(task_losses)
-    if losses.ndim != 1:
-        hint = ""
-        if losses.ndim == 2 and 1 in losses.shape:
-            hint = " (a [K, 1] or [1, K] array: squeeze the extra axis)"
-        raise ValueError(f"task_losses must have shape [K], got shape {losses.shape}{hint}")
-    if losses.shape[0] == 0:
-        raise ValueError("task_losses has shape (0,): there must be at least one task")
-    if num_tasks is not None and losses.shape[0] != num_tasks:
-        raise ValueError(
-            f"the balancer was built with num_tasks={num_tasks} but task_losses has "
-            f"{losses.shape[0]} entries (shape {losses.shape})"
-        )
-    if not jnp.issubdtype(losses.dtype, jnp.floating):
-        raise TypeError(f"task_losses must be floating point, got dtype {losses.dtype}")
-    return losses
-
-
-def validate_task_inputs(task_grads: PyTree, params: PyTree | None, task_losses: Any) -> int:
-    """Checks a task Jacobian against ``params`` and the losses; returns ``K``.
-
-    Raises ``ValueError`` (``TypeError`` for a list of losses) naming what
-    disagrees: the losses' shape, the task axis, the tree structure, a leaf's
-    shape. A params-shaped input (no task axis), as a balancer placed after an
-    optimiser in ``optax.chain`` receives, gets its own message.
-    """
-    losses = check_losses(task_losses)
-    k = losses.shape[0]
-    leaves = jax.tree_util.tree_leaves_with_path(task_grads)
-    if not leaves:
-        raise ValueError("the task Jacobian has no leaves")
-    if params is not None:
-        g_def = jax.tree_util.tree_structure(task_grads)
-        p_def = jax.tree_util.tree_structure(params)
-        if g_def != p_def:
-            raise ValueError(
-                f"task_grads structure {g_def} does not match params structure {p_def}"
-            )
-        p_leaves = jax.tree_util.tree_leaves(params)
-        if all(jnp.shape(g) == jnp.shape(p) for (_, g), p in zip(leaves, p_leaves)):
-            raise ValueError(
-                "the balancer received params-shaped updates with no task axis: a balancer "
-                "must receive the task Jacobian, so it must come first in optax.chain "
-                "(e.g. optax.chain(mtl.balancers.mgda(), optax.adam(1e-3)))"
-            )
-    for i, (path, g) in enumerate(leaves):
-        shape = jnp.shape(g)
-        if not shape or shape[0] != k:
-            where = (
-                " (is the balancer after an optimiser in optax.chain? it must come first)"
-                if not shape
-                else ""
-            )
-            raise ValueError(
-                f"leaf {jax.tree_util.keystr(path)} of the task Jacobian has shape {shape}, "
-                f"expected a leading task axis of size K={k} (from task_losses){where}"
-            )
-        if params is not None:
-            p = p_leaves[i]
-            if tuple(shape) != (k, *jnp.shape(p)):
-                raise ValueError(
-                    f"leaf {jax.tree_util.keystr(path)}: task gradient shape {tuple(shape)} "
-                    f"is not (K, *param.shape) = {(k, *jnp.shape(p))}"
-                )
-    return k
-
-
-def _shape_tree(task_grads: PyTree) -> PyTree:
-    """A params-shaped tree of shape structs for masks resolved without ``params``."""
-    return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(jnp.shape(x)[1:], jnp.result_type(x)), task_grads
-    )
-
-
-def _resolve(mask: MaskSpec, ref: PyTree, name: str) -> list[bool]:
-    try:
-        flags = jax.tree_util.tree_leaves(_task_tree.resolve_mask(mask, ref))
-    except ValueError as e:
-        raise ValueError(f"{name}=: {e}") from None
-    return flags
-
-
-def _route(
-    spec: BalancerSpec,
-    task_grads: PyTree,
-    state: Any,
-    params: PyTree | None,
-    task_losses: Any,
-    task_presence: Any = None,
-) -> tuple[PyTree, Any]:
-    k = validate_task_inputs(task_grads, params, task_losses)
-    presence = _presence.check_presence(task_presence, k)
-    losses = jnp.asarray(task_losses)
-    ref = _shape_tree(task_grads) if params is None else params
-    treedef = jax.tree_util.tree_structure(task_grads)
-    leaves = jax.tree_util.tree_leaves(task_grads)
-    flags = _resolve(spec.shared, ref, "shared")
-    if presence is not None:
-        # An absent task's gradient is excluded (NaNs included). The loss and
-        # Jacobian kinds' combine zeroes the shared leaves itself.
-        leaves = [
-            _presence.zero_absent(x, presence) if spec.kind == "gram" or not m else x
-            for x, m in zip(leaves, flags)
-        ]
-    shared = [x for x, m in zip(leaves, flags) if m]
-    if not shared:
-        raise ValueError("shared= selects no leaf of the parameters: nothing to balance")
-    extra = {} if presence is None else {"presence": presence}
-    if spec.kind == "gram":
-        gflags = _resolve(spec.gram_mask, ref, "gram_mask")
-        sel = [x for x, m, gm in zip(leaves, flags, gflags) if m and gm]
-        if not sel:
-            raise ValueError("the Gram mask selects no shared leaf")
-        g = _task_tree.gram(sel)
-        w, state = spec.gram_weights(g, jax.lax.stop_gradient(losses), state, **extra)
-        balanced = _task_tree.combine(_cast_like(w, losses), shared)
-    else:
-        balanced, state = spec.combine(shared, losses, state, **extra)
-    it = iter(balanced)
-    out = [next(it) if m else _task_tree.sum_leading(x) for x, m in zip(leaves, flags)]
-    return jax.tree_util.tree_unflatten(treedef, out), state
-
-
 def _make(spec: BalancerSpec, init: Callable[[PyTree], Any]) -> Balancer:
     def update_fn(task_grads, state, params=None, *, task_losses, task_presence=None, **extra_args):
-        del extra_args
-        return _route(spec, task_grads, state, params, task_losses, task_presence)
+        # A training step that has resolved the masks already passes them as
+        # shared_flags= / gram_flags= (per leaf); other extra arguments are ignored.
+        return _routing.route(
+            spec,
+            task_grads,
+            state,
+            params,
+            task_losses,
+            task_presence,
+            shared_flags=extra_args.get("shared_flags"),
+            gram_flags=extra_args.get("gram_flags"),
+        )
 
     return Balancer(init, update_fn, spec)
-
-
-def _cast_like(w: jax.Array, losses: jax.Array) -> jax.Array:
-    return jnp.asarray(w, dtype=jnp.promote_types(losses.dtype, jnp.float32))
 
 
 def takes_presence(fn: Callable) -> bool:
@@ -390,7 +222,7 @@ def loss_balancer(
     aware = takes_presence(weights_fn)
 
     def checked(losses, state, presence=None):
-        losses = check_losses(losses)
+        losses = _validate.check_losses(losses)
         presence = _presence.check_presence(presence, losses.shape[0])
         if presence is None:
             w, new = weights_fn(losses, state)
@@ -400,14 +232,16 @@ def loss_balancer(
                 w, new = weights_fn(losses, state, presence=presence)
             else:
                 w, new = weights_fn(losses, state)
+        _validate.check_weights_shape(w, losses.shape[0], "weights_fn")
+        if presence is not None:
             w = _presence.zero_absent(jnp.asarray(w), presence)
-        return w, like(new, state)
+        return w, _state.like(new, state)
 
     def combine(jac, losses, state, presence=None):
         w, state = checked(jax.lax.stop_gradient(losses), state, presence)
         if presence is not None:
             jac = _zero_absent_leaves(jac, jnp.asarray(presence))
-        return _task_tree.combine(_cast_like(w, losses), jac), state
+        return _task_tree.combine(_routing.cast_like(w, losses), jac), state
 
     spec = BalancerSpec("loss", shared, combine, loss_weights=checked, representation=True)
     return _make(spec, init)
@@ -452,7 +286,7 @@ def gram_balancer(
     aware = takes_presence(weights_fn)
 
     def checked(gram, losses, state, presence=None):
-        check_losses(losses, gram.shape[0])
+        _validate.check_losses(losses, num_tasks=gram.shape[0])
         presence = _presence.check_presence(presence, gram.shape[0])
         if presence is None:
             w, new = weights_fn(gram, losses, state)
@@ -463,15 +297,17 @@ def gram_balancer(
                 w, new = weights_fn(gram, losses, state, presence=presence)
             else:
                 w, new = weights_fn(gram, losses, state)
+        _validate.check_weights_shape(w, gram.shape[0], "weights_fn")
+        if presence is not None:
             w = _presence.zero_absent(jnp.asarray(w), presence)
-        return w, like(new, state)
+        return w, _state.like(new, state)
 
     def combine(jac, losses, state, presence=None):
         if presence is not None:
-            presence = _presence.check_presence(presence, check_losses(losses).shape[0])
+            presence = _presence.check_presence(presence, _validate.check_losses(losses).shape[0])
             jac = _zero_absent_leaves(jac, presence)
         w, state = checked(_task_tree.gram(jac), jax.lax.stop_gradient(losses), state, presence)
-        return _task_tree.combine(_cast_like(w, losses), jac), state
+        return _task_tree.combine(_routing.cast_like(w, losses), jac), state
 
     spec = BalancerSpec(
         "gram",
@@ -511,168 +347,17 @@ def jacobian_balancer(
         if presence is None:
             out, new = combine_fn(leaves, losses, state)
         else:
-            presence = _presence.check_presence(presence, check_losses(losses).shape[0])
+            presence = _presence.check_presence(presence, _validate.check_losses(losses).shape[0])
             leaves = _zero_absent_leaves(leaves, presence)
             losses = _presence.zero_absent(losses, presence)
             if aware:
                 out, new = combine_fn(leaves, losses, state, presence=presence)
             else:
                 out, new = combine_fn(leaves, losses, state)
-        return out, like(new, state)
+        return out, _state.like(new, state)
 
     spec = BalancerSpec("jacobian", shared, checked, representation=representation)
     return _make(spec, init)
-
-
-# --------------------------------------------------------------------------- state
-
-
-class WeightsState(NamedTuple):
-    """State of a balancer with no state of its own but the weights it last used.
-
-    ``weights`` is ``[K]`` (float32) when the balancer was built with
-    ``num_tasks``; else ``None`` (nothing recorded: a state's shapes are fixed at
-    ``init``, before ``K`` is known, and orbax cannot save zero-size arrays).
-    """
-
-    weights: jax.Array | None  # [K] float32, or None without num_tasks
-
-
-def init_weights_state(num_tasks: int | None) -> WeightsState:
-    """A :class:`WeightsState` of ``[K]`` ones, or of ``None`` without ``num_tasks``."""
-    return WeightsState(init_weights(num_tasks))
-
-
-def init_weights(num_tasks: int | None, value: float = 1.0) -> jax.Array | None:
-    """``[K]`` float32 ``value``, or ``None`` if ``num_tasks`` is None."""
-    return None if num_tasks is None else jnp.full((num_tasks,), value, jnp.float32)
-
-
-def record_weights(recorded: jax.Array | None, weights: jax.Array) -> jax.Array | None:
-    """``weights`` cast to ``recorded``'s dtype, or ``None`` if nothing is recorded."""
-    if recorded is None:
-        return None
-    if recorded.shape != weights.shape:
-        raise ValueError(
-            f"the balancer was built with num_tasks={recorded.shape[0]} but the task "
-            f"Jacobian has K={weights.shape[0]} tasks"
-        )
-    return weights.astype(recorded.dtype)
-
-
-def like(new: Any, old: Any) -> Any:
-    """``new`` cast leaf-wise to the dtypes of ``old`` (keeps a state's dtypes fixed)."""
-    return jax.tree_util.tree_map(lambda n, o: jnp.asarray(n).astype(jnp.result_type(o)), new, old)
-
-
-def key_data(seed: int) -> jax.Array:
-    """The raw ``uint32`` data of ``jax.random.key(seed)``, as a state stores it."""
-    return jax.random.key_data(jax.random.key(seed))
-
-
-def split_key(data: jax.Array, num: int = 1) -> tuple[jax.Array, jax.Array]:
-    """Splits stored key data: ``(new key data, num subkeys)`` (typed keys)."""
-    keys = jax.random.split(jax.random.wrap_key_data(data), num + 1)
-    return jax.random.key_data(keys[0]), keys[1:]
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def check_num_tasks(num_tasks: int | None, name: str = "num_tasks", *, required: bool = False):
-    """Raises ``ValueError`` unless ``num_tasks`` is None (if allowed) or a positive int."""
-    if num_tasks is None:
-        if required:
-            raise ValueError(f"{name} must be given (a positive int), got None")
-        return
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int | np.integer) or num_tasks < 1:
-        raise ValueError(f"{name} must be a positive int, got {num_tasks!r}")
-
-
-def check_number(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """A finite real hyperparameter within bounds, as a float; ``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
-    lo = "(" if low_open or low is None else "["
-    hi = ")" if high_open or high is None else "]"
-    rng = (
-        f"{lo}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{hi}"
-    )
-    bad = not math.isfinite(v)
-    if low is not None:
-        bad = bad or (v <= low if low_open else v < low)
-    if high is not None:
-        bad = bad or (v >= high if high_open else v > high)
-    if bad:
-        raise ValueError(f"{name} must be a finite number in {rng}, got {value!r}")
-    return v
-
-
-def check_int(name: str, value: Any, *, low: int = 1) -> int:
-    """An int hyperparameter ``≥ low``; ``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def inner_optimizer(
-    optimizer: optax.GradientTransformation | None, learning_rate: Any
-) -> optax.GradientTransformation:
-    """The optimiser of a balancer's own learned quantities (log-variances, scales, weights).
-
-    ``optimizer`` if given (it must be an optax transform), else Adam at
-    ``learning_rate`` (a positive finite number).
-    """
-    if optimizer is None:
-        learning_rate = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
-        return optax.adam(learning_rate)
-    if not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
-    return optimizer
-
-
-def check_seed(seed: Any) -> int:
-    """A seed must be a Python int."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    return int(seed)
-
-
-def positional_num_tasks(factory: Callable) -> Callable:
-    """Keeps the deprecated ``factory(K, ...)`` spelling working with a ``DeprecationWarning``.
-
-    ``num_tasks`` is keyword-only; a single leading positional argument is taken
-    as ``num_tasks``.
-    """
-    name = factory.__name__
-
-    @functools.wraps(factory)
-    def wrapper(*args, **kwargs):
-        if args:
-            if len(args) > 1 or "num_tasks" in kwargs:
-                raise TypeError(
-                    f"{name}() takes keyword arguments only (num_tasks=K, hyperparameters by "
-                    f"name); got {len(args)} positional argument(s)"
-                )
-            warnings.warn(
-                f"{name}(K, ...) is deprecated: pass num_tasks=K by keyword",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            kwargs["num_tasks"] = args[0]
-        return factory(**kwargs)
-
-    wrapper.__signature__ = inspect.signature(factory)
-    return wrapper
 
 
 def stateless_gram_balancer(
@@ -691,14 +376,15 @@ def stateless_gram_balancer(
       num_tasks: if given, the state records the weights of each update.
 
     Returns:
-      A :class:`Balancer` of kind ``"gram"`` whose state is a :class:`WeightsState`.
+      A :class:`Balancer` of kind ``"gram"`` whose state is a
+      :class:`~mtl_jax.balancers.WeightsState`.
     """
-    check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
     aware = takes_presence(weights_of_gram)
 
     def init(params):
         del params
-        return init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def weights_fn(gram, losses, state, presence=None):
         if presence is None:
@@ -707,6 +393,6 @@ def stateless_gram_balancer(
             w = _presence.zero_absent(weights_of_gram(gram, losses, presence=presence), presence)
         else:
             w = _presence.zero_absent(weights_of_gram(gram, losses), presence)
-        return w, WeightsState(record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return gram_balancer(init, weights_fn, shared=shared)

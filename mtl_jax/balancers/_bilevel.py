@@ -53,14 +53,6 @@ def cross_gram(a: list[jax.Array], b: list[jax.Array]) -> jax.Array:
     return out
 
 
-def check_positive(name: str, value: Any) -> float:
-    """A positive finite real hyperparameter; ``ValueError`` naming it otherwise."""
-    bad = isinstance(value, bool) or not isinstance(value, int | float)
-    if bad or not (value > 0 and value < float("inf")):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
 def meta_optimizer(optimizer: Any, lr: float) -> optax.GradientTransformation:
     """``optimizer`` (an optax transform) or ``Adam(lr)``; ``TypeError`` naming the argument."""
     if optimizer is None:

@@ -12,8 +12,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _cagrad
 
 __all__ = ["CAGradState", "cagrad"]
@@ -81,20 +82,20 @@ def cagrad(
     References:
       Liu et al. 2021, https://arxiv.org/abs/2110.14048
     """
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
     _cagrad.check_args(c, num_iters, tol, polish_iters)
     if rescale not in (0, 1, 2):
         raise ValueError(f"rescale must be 0, 1 or 2, got {rescale!r}")
 
     def init(params):
         del params
-        return CAGradState(_base.init_weights(num_tasks), jnp.ones((), bool))
+        return CAGradState(_state.init_weights(num_tasks), jnp.ones((), bool))
 
     def weights_fn(g, losses, state, presence=None):
         del losses
         w, converged = _cagrad.cagrad_weights(
             g,
-            c,
+            c=c,
             presence=presence,
             rescale=rescale,
             num_iters=num_iters,
@@ -102,6 +103,6 @@ def cagrad(
             polish_iters=polish_iters,
             return_converged=True,
         )
-        return w, CAGradState(_base.record_weights(state.weights, w), converged)
+        return w, CAGradState(_state.record_weights(state.weights, w), converged)
 
     return _base.gram_balancer(init, weights_fn, shared=shared)

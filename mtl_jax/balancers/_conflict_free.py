@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _conflict_free
@@ -54,7 +55,7 @@ def conflict_free(
     References:
       Liu et al. 2024, https://arxiv.org/abs/2408.11104
     """
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
     pref = None
     if pref_vector is not None:
         pref = jnp.asarray(pref_vector, jnp.float32)
@@ -65,7 +66,7 @@ def conflict_free(
 
     return _base.stateless_gram_balancer(
         lambda g, losses, presence=None: _conflict_free.conflict_free_weights(
-            g, pref, presence=presence
+            g, pref_vector=pref, presence=presence
         ),
         shared=shared,
         num_tasks=num_tasks,

@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _constant
 
 __all__ = ["constant"]
@@ -55,7 +56,7 @@ def constant(
         raise ValueError(f"weights must be a non-empty [K] vector of numbers, got {weights!r}")
     if not np.all(np.isfinite(c)):
         raise ValueError(f"weights must be finite, got {weights!r}")
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
     k = c.shape[0]
     if num_tasks is not None and num_tasks != k:
         raise ValueError(f"num_tasks={num_tasks} but weights has {k} entries")
@@ -63,11 +64,11 @@ def constant(
 
     def init(params):
         del params
-        return _base.WeightsState(c32)
+        return _state.WeightsState(c32)
 
     def weights_fn(losses, state, presence=None):
-        _base.check_losses(losses, k)
+        _validate.check_losses(losses, num_tasks=k)
         w = _constant.constant_weights(c32.astype(losses.dtype), presence=presence)
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _cr_mogm, _mgda, _qp
@@ -78,8 +79,8 @@ def cr_mogm(
       Manipulation and Beyond", NeurIPS 2022,
       https://proceedings.neurips.cc/paper_files/paper/2022/hash/f91bd64a3620aad8e70a27ad9cb3ca57-Abstract-Conference.html
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    alpha = _base.check_number("alpha", alpha, low=0.0, high=1.0)
+    _validate.check_num_tasks(num_tasks, required=True)
+    alpha = _validate.check_number("alpha", alpha, low=0.0, high=1.0)
     if base is not None:
         base = _base.check_balancer(base, "base")
         if base.spec.kind != "gram":

@@ -12,9 +12,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _presence
+from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _db_mtl
 
 __all__ = ["DBMTLState", "db_mtl"]
@@ -26,7 +26,6 @@ class DBMTLState(NamedTuple):
     weights: jax.Array  # [K] float32, weights on the raw losses used at the last update
 
 
-@_base.positional_num_tasks
 def db_mtl(
     *,
     num_tasks: int | None = None,
@@ -80,20 +79,20 @@ def db_mtl(
     References:
       Lin et al. 2023, https://arxiv.org/abs/2308.12029
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    beta = _base.check_number("beta", beta, low=0.0, high=1.0, high_open=True)
-    beta_sigma = _base.check_number("beta_sigma", beta_sigma, low=0.0)
-    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
+    _validate.check_num_tasks(num_tasks, required=True)
+    beta = _validate.check_number("beta", beta, low=0.0, high=1.0, high_open=True)
+    beta_sigma = _validate.check_number("beta_sigma", beta_sigma, low=0.0)
+    eps = _validate.check_number("eps", eps, low=0.0, low_open=True)
 
     def init(params):
         del params
         k = num_tasks
         return DBMTLState(
-            jnp.zeros((), jnp.int32), jnp.zeros((k,), jnp.float32), _base.init_weights(k)
+            jnp.zeros((), jnp.int32), jnp.zeros((k,), jnp.float32), _state.init_weights(k)
         )
 
     def weights_fn(gram, losses, state, presence=None):
-        _base.check_losses(losses, num_tasks)
+        _validate.check_losses(losses, num_tasks=num_tasks)
         step = state.step + 1
         beta_t = beta / step.astype(jnp.float32) ** beta_sigma
         n_now = _db_mtl.db_mtl_log_grad_norms(gram, losses, eps=eps).astype(jnp.float32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _dualproj
@@ -61,14 +62,14 @@ def dualproj(
     References:
       Quinton & Rey 2024, https://arxiv.org/abs/2406.16232
     """
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
     check_solver_args(num_iters, tol, polish_iters, reg_eps)
     pref = check_preference(pref_vector, num_tasks, nonnegative=True)
 
     return _base.stateless_gram_balancer(
         lambda g, losses, presence=None: _dualproj.dualproj_weights(
             g,
-            pref,
+            pref_vector=pref,
             presence=presence,
             reg_eps=reg_eps,
             num_iters=num_iters,

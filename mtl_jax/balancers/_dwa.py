@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _presence
+from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _dwa
@@ -30,7 +30,6 @@ class DWAState(NamedTuple):
     weights: jax.Array  # [K], weights used at the last update
 
 
-@_base.positional_num_tasks
 def dwa(
     *,
     num_tasks: int | None = None,
@@ -72,9 +71,9 @@ def dwa(
     References:
       Liu, Johns & Davison 2019, https://arxiv.org/abs/1803.10704
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    temperature = _base.check_number("temperature", temperature, low=0.0, low_open=True)
-    steps_per_epoch = _base.check_int("steps_per_epoch", steps_per_epoch)
+    _validate.check_num_tasks(num_tasks, required=True)
+    temperature = _validate.check_number("temperature", temperature, low=0.0, low_open=True)
+    steps_per_epoch = _validate.check_int("steps_per_epoch", steps_per_epoch)
 
     def init(params):
         del params
@@ -85,7 +84,7 @@ def dwa(
         return DWAState(i0, zeros, counts, zeros, zeros, i0, ones)
 
     def weights_fn(losses, state, presence=None):
-        _base.check_losses(losses, num_tasks)
+        _validate.check_losses(losses, num_tasks=num_tasks)
         ready = state.epochs_done >= 2
         w = _dwa.dwa_weights(
             state.prev_losses, state.prev_prev_losses, temperature=temperature, presence=presence

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 
 __all__ = ["equal_weighting"]
 
@@ -38,14 +39,14 @@ def equal_weighting(*, shared: MaskSpec = None, num_tasks: int | None = None) ->
       >>> upd["w"].tolist()
       [4.0, 6.0]
     """
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
 
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def weights_fn(losses, state, presence=None):
         w = jnp.ones_like(losses) if presence is None else presence.astype(losses.dtype)
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

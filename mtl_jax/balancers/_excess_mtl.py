@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _presence, _task_tree
+from mtl_jax import _presence, _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _excess_mtl
@@ -75,9 +75,9 @@ def excess_mtl(
       He et al., "Robust Multi-Task Learning with Excess Risks", ICML 2024,
       https://arxiv.org/abs/2402.02009
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    step_size = _base.check_number("step_size", step_size, low=0.0, low_open=True)
-    warmup_steps = _base.check_int("warmup_steps", warmup_steps, low=0)
+    _validate.check_num_tasks(num_tasks, required=True)
+    step_size = _validate.check_number("step_size", step_size, low=0.0, low_open=True)
+    warmup_steps = _validate.check_int("warmup_steps", warmup_steps, low=0)
     k = num_tasks
 
     def init(params):

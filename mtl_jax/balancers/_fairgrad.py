@@ -7,6 +7,7 @@ https://arxiv.org/abs/2402.15638. The weights come from
 
 from __future__ import annotations
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _fairgrad
@@ -55,10 +56,10 @@ def fairgrad(
     References:
       Ban & Ji 2024, https://arxiv.org/abs/2402.15638
     """
-    _base.check_num_tasks(num_tasks)
-    alpha = _base.check_number("alpha", alpha, low=0.0)
-    reg_eps = _base.check_number("reg_eps", reg_eps, low=0.0)
-    num_iters = _base.check_int("num_iters", num_iters)
+    _validate.check_num_tasks(num_tasks)
+    alpha = _validate.check_number("alpha", alpha, low=0.0)
+    reg_eps = _validate.check_number("reg_eps", reg_eps, low=0.0)
+    num_iters = _validate.check_int("num_iters", num_iters)
 
     return _base.stateless_gram_balancer(
         lambda g, losses, presence=None: _fairgrad.fairgrad_weights(

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax import _presence
+from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _famo
@@ -29,7 +29,6 @@ class FAMOState(NamedTuple):
     weights: jax.Array  # [K], weights on the raw losses used at the last update
 
 
-@_base.positional_num_tasks
 def famo(
     *,
     num_tasks: int | None = None,
@@ -85,10 +84,10 @@ def famo(
     References:
       Liu et al. 2023, https://arxiv.org/abs/2306.03792
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    learning_rate = _base.check_number("learning_rate", learning_rate, low=0.0, low_open=True)
-    gamma = _base.check_number("gamma", gamma, low=0.0)
-    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
+    _validate.check_num_tasks(num_tasks, required=True)
+    learning_rate = _validate.check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    gamma = _validate.check_number("gamma", gamma, low=0.0)
+    eps = _validate.check_number("eps", eps, low=0.0, low_open=True)
     if min_losses is not None:
         min_losses = jnp.asarray(min_losses, jnp.float32)
         if min_losses.shape != (num_tasks,):
@@ -105,7 +104,7 @@ def famo(
         return FAMOState(xi, optimizer.init(xi), jnp.zeros_like(xi), no_prev, w)
 
     def weights_fn(losses, state, presence=None):
-        _base.check_losses(losses, num_tasks)
+        _validate.check_losses(losses, num_tasks=num_tasks)
         losses = losses.astype(jnp.float32)
         xi = state.logits
         if presence is None:

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax import _presence, _task_tree
+from mtl_jax import _presence, _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base, _bilevel
+from mtl_jax.balancers import _base, _bilevel, _state
 from mtl_jax.weighting._forum import forum_weights
 
 __all__ = ["FORUMState", "forum"]
@@ -153,13 +153,13 @@ def forum(
       Ye, Lin, Cao, Zhang & Tsang, "A First-Order Multi-Gradient Algorithm for
       Multi-Objective Bi-Level Optimization", ECAI 2024, https://arxiv.org/abs/2401.09257
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    inner_lr = _bilevel.check_positive("inner_lr", inner_lr)
-    meta_lr = _bilevel.check_positive("meta_lr", meta_lr)
-    inner_steps = _base.check_int("inner_steps", inner_steps)
-    phi = _base.check_number("phi", phi, low=0.0)
-    ema_power = _base.check_number("ema_power", ema_power, low=0.0, high=1.0, low_open=True)
-    decay_every = _base.check_int("decay_every", decay_every)
+    _validate.check_num_tasks(num_tasks, required=True)
+    inner_lr = _validate.check_positive("inner_lr", inner_lr)
+    meta_lr = _validate.check_positive("meta_lr", meta_lr)
+    inner_steps = _validate.check_int("inner_steps", inner_steps)
+    phi = _validate.check_number("phi", phi, low=0.0)
+    ema_power = _validate.check_number("ema_power", ema_power, low=0.0, high=1.0, low_open=True)
+    decay_every = _validate.check_int("decay_every", decay_every)
     if not isinstance(normalize, bool):
         raise ValueError(f"normalize must be a bool, got {normalize!r}")
     meta_opt = _bilevel.meta_optimizer(meta_optimizer, meta_lr)
@@ -252,7 +252,7 @@ def forum(
             meta_opt, nu * grad_alpha, state.logits, state.meta_opt_state, keep
         )
         new = FORUMState(logits, opt_state, lam, state.count + 1, nu * s, direction)
-        return _base.like(new, state)
+        return _state.like(new, state)
 
     bal = _base.jacobian_balancer(init, combine, shared=shared, representation=False)
     out = FORUM(bal.init, bal.update, bal.spec)

@@ -7,8 +7,9 @@ https://arxiv.org/abs/1904.08492. The weights are
 
 from __future__ import annotations
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _gls
 
 __all__ = ["gls"]
@@ -46,15 +47,15 @@ def gls(
     References:
       Chennupati et al. 2019, https://arxiv.org/abs/1904.08492
     """
-    _base.check_num_tasks(num_tasks)
-    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
+    _validate.check_num_tasks(num_tasks)
+    eps = _validate.check_number("eps", eps, low=0.0, low_open=True)
 
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def weights_fn(losses, state, presence=None):
         w = _gls.gls_weights(losses, eps=eps, presence=presence)
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)

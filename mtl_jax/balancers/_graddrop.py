@@ -13,9 +13,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _task_tree
+from mtl_jax import _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 
 __all__ = ["GradDropState", "graddrop"]
 
@@ -85,8 +85,8 @@ def graddrop(
     References:
       Chen et al. 2020, https://arxiv.org/abs/2010.06808
     """
-    _base.check_num_tasks(num_tasks)
-    seed = _base.check_seed(seed)
+    _validate.check_num_tasks(num_tasks)
+    seed = _validate.check_seed(seed)
     if isinstance(leak, str):
         raise ValueError(f"leak must be a float or a 1-D sequence in [0, 1], got {leak!r}")
     leak_arr = jnp.asarray(leak, jnp.float32)
@@ -98,7 +98,7 @@ def graddrop(
 
     def init(params):
         del params
-        return GradDropState(_base.key_data(seed), _base.init_weights(num_tasks))
+        return GradDropState(_state.key_data(seed), _state.init_weights(num_tasks))
 
     def combine(leaves, losses, state, presence=None):
         # Absent tasks' rows arrive as zeros: they add nothing to Σ g or Σ |g|, so
@@ -107,14 +107,14 @@ def graddrop(
         k = leaves[0].shape[0]
         if leak_arr.ndim == 1 and leak_arr.shape[0] != k:
             raise ValueError(f"leak has {leak_arr.shape[0]} entries but got {k} tasks")
-        key, subs = _base.split_key(state.key, len(leaves))
+        key, subs = _state.split_key(state.key, len(leaves))
         out = []
         for x, sub in zip(leaves, subs):
             out.append(_drop(x, sub, jnp.broadcast_to(leak_arr, (k,))))
         ones = jnp.ones((k,), jnp.float32)
         if presence is not None:
             ones = jnp.where(presence, ones, 0.0)
-        weights = _base.record_weights(state.weights, ones)
+        weights = _state.record_weights(state.weights, ones)
         return out, GradDropState(key, weights)
 
     return _base.jacobian_balancer(init, combine, shared=shared)

@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax import _presence, _task_tree
+from mtl_jax import _presence, _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _gradnorm
 
 __all__ = ["GradNormState", "gradnorm"]
@@ -59,7 +59,6 @@ def _layer_mask(shared: MaskSpec, layer: MaskSpec) -> _task_tree.TreeMask:
     return _task_tree.TreeMask(select)
 
 
-@_base.positional_num_tasks
 def gradnorm(
     *,
     num_tasks: int | None = None,
@@ -119,9 +118,9 @@ def gradnorm(
     References:
       Chen et al. 2018, https://arxiv.org/abs/1711.02257
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    alpha = _base.check_number("alpha", alpha, low=0.0)
-    optimizer = _base.inner_optimizer(optimizer, learning_rate)
+    _validate.check_num_tasks(num_tasks, required=True)
+    alpha = _validate.check_number("alpha", alpha, low=0.0)
+    optimizer = _state.inner_optimizer(optimizer, learning_rate)
 
     def init(params):
         del params
@@ -130,11 +129,7 @@ def gradnorm(
         return GradNormState(w, w, w, jnp.zeros((), jnp.int32), optimizer.init(w), seen)
 
     def weights_fn(gram, losses, state, presence=None):
-        if gram.shape != (num_tasks, num_tasks):
-            raise ValueError(
-                f"the balancer was built with num_tasks={num_tasks} but the task Jacobian "
-                f"has K={gram.shape[0]} tasks"
-            )
+        _validate.check_num_tasks(num_tasks, got=gram.shape[0], source="the task Jacobian")
         w = state.next_weights
         losses = losses.astype(w.dtype)
         present = jnp.ones((num_tasks,), bool) if presence is None else presence

@@ -11,8 +11,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _gradvac
 
 __all__ = ["GradVacState", "gradvac"]
@@ -68,30 +69,26 @@ def gradvac(
             "gradvac needs num_tasks=K: its [K, K] cosine targets live in the state, which is "
             "built before K is seen (without them every update would be PCGrad's)"
         )
-    _base.check_num_tasks(num_tasks)
-    beta = _base.check_number("beta", beta, low=0.0, high=1.0)
-    eps = _base.check_number("eps", eps, low=0.0)
-    seed = _base.check_seed(seed)
+    _validate.check_num_tasks(num_tasks)
+    beta = _validate.check_number("beta", beta, low=0.0, high=1.0)
+    eps = _validate.check_number("eps", eps, low=0.0)
+    seed = _validate.check_seed(seed)
 
     def init(params):
         del params
         k = num_tasks
         return GradVacState(
-            _base.key_data(seed), jnp.zeros((k, k), jnp.float32), _base.init_weights(k)
+            _state.key_data(seed), jnp.zeros((k, k), jnp.float32), _state.init_weights(k)
         )
 
     def weights_fn(gram, losses, state, presence=None):
         del losses
         k = gram.shape[0]
-        if k != num_tasks:
-            raise ValueError(
-                f"the balancer was built with num_tasks={num_tasks} but the task Jacobian "
-                f"has K={k} tasks"
-            )
-        key, (sub,) = _base.split_key(state.key)
+        _validate.check_num_tasks(num_tasks, got=k, source="the task Jacobian")
+        key, (sub,) = _state.split_key(state.key)
         w, new_targets = _gradvac.gradvac_weights(
             gram, state.targets, sub, beta=beta, eps=eps, presence=presence
         )
-        return w, GradVacState(key, new_targets, _base.record_weights(state.weights, w))
+        return w, GradVacState(key, new_targets, _state.record_weights(state.weights, w))
 
     return _base.gram_balancer(init, weights_fn, shared=shared)

@@ -7,6 +7,7 @@ https://openreview.net/forum?id=IMPnRXEWpvr. The solver is
 
 from __future__ import annotations
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _imtl
@@ -43,7 +44,7 @@ def imtl(*, shared: MaskSpec = None, num_tasks: int | None = None) -> _base.Bala
     References:
       Liu et al. 2021, https://openreview.net/forum?id=IMPnRXEWpvr
     """
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
 
     return _base.stateless_gram_balancer(
         lambda g, losses, presence=None: _imtl.imtl_weights(g, presence=presence),

@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.balancers._scale_invariant import _keep_absent
 from mtl_jax.weighting import _imtl_hybrid, _scale_invariant
 from mtl_jax.weighting._presence_mask import as_presence
@@ -68,9 +69,9 @@ def imtl_hybrid(
       Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021,
       https://openreview.net/forum?id=IMPnRXEWpvr
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    init_log_scale = _base.check_number("init_log_scale", init_log_scale)
-    optimizer = _base.inner_optimizer(optimizer, learning_rate)
+    _validate.check_num_tasks(num_tasks, required=True)
+    init_log_scale = _validate.check_number("init_log_scale", init_log_scale)
+    optimizer = _state.inner_optimizer(optimizer, learning_rate)
 
     def init(params):
         del params

@@ -7,6 +7,7 @@ Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS
 
 from __future__ import annotations
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _mgda
@@ -55,7 +56,7 @@ def mgda(
     References:
       Sener & Koltun 2018, https://arxiv.org/abs/1810.04650
     """
-    _base.check_num_tasks(num_tasks)
+    _validate.check_num_tasks(num_tasks)
     if normalization not in _mgda._NORMALIZATIONS:
         raise ValueError(
             f"normalization must be one of {_mgda._NORMALIZATIONS}, got {normalization!r}"

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _task_tree
+from mtl_jax import _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _moco
@@ -90,12 +90,12 @@ def moco(
       Fernando et al., "Mitigating Gradient Bias in Multi-objective Learning: A
       Provably Convergent Approach", ICLR 2023, https://arxiv.org/abs/2210.04650
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    beta = _base.check_number("beta", beta, low=0.0, high=1.0, low_open=True)
-    beta_decay = _base.check_number("beta_decay", beta_decay, low=0.0)
-    gamma = _base.check_number("gamma", gamma, low=0.0, low_open=True)
-    gamma_decay = _base.check_number("gamma_decay", gamma_decay, low=0.0)
-    rho = _base.check_number("rho", rho, low=0.0)
+    _validate.check_num_tasks(num_tasks, required=True)
+    beta = _validate.check_number("beta", beta, low=0.0, high=1.0, low_open=True)
+    beta_decay = _validate.check_number("beta_decay", beta_decay, low=0.0)
+    gamma = _validate.check_number("gamma", gamma, low=0.0, low_open=True)
+    gamma_decay = _validate.check_number("gamma_decay", gamma_decay, low=0.0)
+    rho = _validate.check_number("rho", rho, low=0.0)
     if normalization not in ("none", "loss"):
         raise ValueError(f"normalization must be 'none' or 'loss', got {normalization!r}")
     if projection not in ("simplex", "softmax"):
@@ -130,12 +130,12 @@ def moco(
             grads = [g * jnp.reshape(factor, (k,) + (1,) * (g.ndim - 1)) for g in grads]
         task_steps = state.task_steps + present.astype(jnp.int32)
         beta_t = beta / jnp.maximum(task_steps, 1).astype(jnp.float32) ** beta_decay
-        ys = _moco.moco_track(list(state.tracked), grads, beta_t, presence=present)
+        ys = _moco.moco_track(list(state.tracked), grads, beta=beta_t, presence=present)
         step = state.step + 1
         gamma_t = gamma / step.astype(jnp.float32) ** gamma_decay
         yy = _task_tree.gram(ys)
         lam = _moco.moco_weight_step(
-            state.lam, yy, gamma_t, rho=rho, projection=projection, presence=present
+            state.lam, yy, gamma=gamma_t, rho=rho, projection=projection, presence=present
         )
         w = jnp.where(present, lam, 0.0)
         out = [_task_tree.combine(w, [y])[0].astype(x.dtype) for y, x in zip(ys, leaves)]

@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _routing
 from mtl_jax.weighting import _modo
 from mtl_jax.weighting._presence_mask import as_presence
 
@@ -47,7 +48,7 @@ def two_sample_balancer(
             return plain.update(
                 task_grads, state, params, task_losses=task_losses, task_presence=task_presence
             )
-        k = _base.validate_task_inputs(task_grads, params, task_losses)
+        k = _routing.validate_task_inputs(task_grads, params, task_losses)
         cross = _check_cross(cross, k)
         fn = functools.partial(weights_fn, cross=cross)
         once = _base.gram_balancer(init, fn, shared=shared)
@@ -105,9 +106,9 @@ def modo(
       Chen et al., "Three-Way Trade-Off in Multi-Objective Learning: Optimization,
       Generalization and Conflict-Avoidance", JMLR 2024, https://arxiv.org/abs/2305.20057
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    gamma = _base.check_number("gamma", gamma, low=0.0, low_open=True)
-    rho = _base.check_number("rho", rho, low=0.0)
+    _validate.check_num_tasks(num_tasks, required=True)
+    gamma = _validate.check_number("gamma", gamma, low=0.0, low_open=True)
+    rho = _validate.check_number("rho", rho, low=0.0)
 
     def init(params):
         del params

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax import _presence
+from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base, _bilevel
+from mtl_jax.balancers import _base, _bilevel, _state
 from mtl_jax.weighting._moml import moml_direction, moml_hypergradients
 
 __all__ = ["MOMLState", "moml"]
@@ -127,10 +127,10 @@ def moml(
       Ye, Lin, Yue, Guo, Xiao & Zhang, "Multi-Objective Meta Learning", NeurIPS 2021,
       https://arxiv.org/abs/2102.07121
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    inner_lr = _bilevel.check_positive("inner_lr", inner_lr)
-    meta_lr = _bilevel.check_positive("meta_lr", meta_lr)
-    inner_steps = _base.check_int("inner_steps", inner_steps)
+    _validate.check_num_tasks(num_tasks, required=True)
+    inner_lr = _validate.check_positive("inner_lr", inner_lr)
+    meta_lr = _validate.check_positive("meta_lr", meta_lr)
+    inner_steps = _validate.check_int("inner_steps", inner_steps)
     if normalization not in ("l2", "none"):
         raise ValueError(f"normalization must be 'l2' or 'none', got {normalization!r}")
     meta_opt = _bilevel.meta_optimizer(meta_optimizer, meta_lr)
@@ -187,7 +187,7 @@ def moml(
         # no validation objective present: nothing to descend, the state stays as it was
         keep = present & jnp.any(val_mask)
         new_logits, opt_state = _bilevel.meta_step(meta_opt, d, logits, state.meta_opt_state, keep)
-        return _base.like(state._replace(logits=new_logits, meta_opt_state=opt_state), state)
+        return _state.like(state._replace(logits=new_logits, meta_opt_state=opt_state), state)
 
     bal = _base.loss_balancer(init, weights_fn, shared=shared)
     out = MOML(bal.init, bal.update, bal.spec)

@@ -12,8 +12,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _nash_mtl
 
 __all__ = ["NashMTLState", "nash_mtl"]
@@ -72,31 +73,30 @@ def nash_mtl(
     References:
       Navon et al. 2022, https://arxiv.org/abs/2202.01017
     """
-    _base.check_num_tasks(num_tasks)
-    max_norm = _base.check_number("max_norm", max_norm, low=0.0)
-    update_weights_every = _base.check_int("update_weights_every", update_weights_every)
+    _validate.check_num_tasks(num_tasks)
+    max_norm = _validate.check_number("max_norm", max_norm, low=0.0)
+    update_weights_every = _validate.check_int("update_weights_every", update_weights_every)
     if update_weights_every > 1 and num_tasks is None:
         raise ValueError(
             f"update_weights_every={update_weights_every} needs num_tasks to keep the weights"
         )
-    num_iters = _base.check_int("num_iters", num_iters)
-    reg_eps = _base.check_number("reg_eps", reg_eps, low=0.0)
+    num_iters = _validate.check_int("num_iters", num_iters)
+    reg_eps = _validate.check_number("reg_eps", reg_eps, low=0.0)
 
     def init(params):
         del params
         return NashMTLState(
-            weights=_base.init_weights(num_tasks),
-            alpha=_base.init_weights(num_tasks, 0.0),
+            weights=_state.init_weights(num_tasks),
+            alpha=_state.init_weights(num_tasks, 0.0),
             count=jnp.zeros((), jnp.int32),
         )
 
     def weights_fn(gram, losses, state, presence=None):
         del losses
         keep = state.alpha is not None
-        if keep and state.alpha.shape[0] != gram.shape[0]:
-            raise ValueError(
-                f"the balancer was built with num_tasks={state.alpha.shape[0]} but the task "
-                f"Jacobian has K={gram.shape[0]} tasks"
+        if keep:
+            _validate.check_num_tasks(
+                state.alpha.shape[0], got=gram.shape[0], source="the task Jacobian"
             )
         warm = state.count > 0
 
@@ -118,7 +118,7 @@ def nash_mtl(
         if max_norm > 0:
             w = _nash_mtl.clip_update_norm(gram, w, max_norm)
         new = NashMTLState(
-            weights=_base.record_weights(state.weights, w),
+            weights=_state.record_weights(state.weights, w),
             alpha=alpha if keep else state.alpha,
             count=state.count + 1,
         )

@@ -11,8 +11,9 @@ from typing import NamedTuple
 
 import jax
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _pcgrad
 
 __all__ = ["PCGradState", "pcgrad"]
@@ -53,17 +54,17 @@ def pcgrad(
     References:
       Yu et al. 2020, https://arxiv.org/abs/2001.06782
     """
-    _base.check_num_tasks(num_tasks)
-    seed = _base.check_seed(seed)
+    _validate.check_num_tasks(num_tasks)
+    seed = _validate.check_seed(seed)
 
     def init(params):
         del params
-        return PCGradState(_base.key_data(seed), _base.init_weights(num_tasks))
+        return PCGradState(_state.key_data(seed), _state.init_weights(num_tasks))
 
     def weights_fn(gram, losses, state, presence=None):
         del losses
-        key, (sub,) = _base.split_key(state.key)
+        key, (sub,) = _state.split_key(state.key)
         w = _pcgrad.pcgrad_weights(gram, sub, presence=presence)
-        return w, PCGradState(key, _base.record_weights(state.weights, w))
+        return w, PCGradState(key, _state.record_weights(state.weights, w))
 
     return _base.gram_balancer(init, weights_fn, shared=shared)

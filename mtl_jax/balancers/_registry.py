@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from mtl_jax import _validate
+
 __all__ = ["METHODS", "MethodInfo", "make", "names"]
 
 #: The cost classes: what one training step computes beyond the summed-loss gradient.
@@ -294,8 +296,7 @@ def make(name: str, *, num_tasks: int, shared: Any = None, **overrides: Any):
 
     if name not in METHODS:
         raise ValueError(f"name must be one of {', '.join(METHODS)}; got {name!r}")
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int | np.integer) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+    _validate.check_num_tasks(num_tasks, required=True)
     factory = getattr(balancers, name)
     params = inspect.signature(factory).parameters
     kwargs: dict[str, Any] = {"shared": shared}

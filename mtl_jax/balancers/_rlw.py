@@ -11,8 +11,9 @@ from typing import NamedTuple
 
 import jax
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _rlw
 
 __all__ = ["RLWState", "rlw"]
@@ -23,7 +24,6 @@ class RLWState(NamedTuple):
     weights: jax.Array  # [K], weights used at the last update
 
 
-@_base.positional_num_tasks
 def rlw(
     *,
     num_tasks: int | None = None,
@@ -61,18 +61,18 @@ def rlw(
     References:
       Lin et al. 2022, https://arxiv.org/abs/2111.10603
     """
-    _base.check_num_tasks(num_tasks, required=True)
+    _validate.check_num_tasks(num_tasks, required=True)
     if distribution not in _rlw.DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {_rlw.DISTRIBUTIONS}, got {distribution!r}")
-    seed = _base.check_seed(seed)
+    seed = _validate.check_seed(seed)
 
     def init(params):
         del params
-        return RLWState(_base.key_data(seed), _base.init_weights(num_tasks))
+        return RLWState(_state.key_data(seed), _state.init_weights(num_tasks))
 
     def weights_fn(losses, state, presence=None):
-        _base.check_losses(losses, num_tasks)
-        key, (sub,) = _base.split_key(state.key)
+        _validate.check_losses(losses, num_tasks=num_tasks)
+        key, (sub,) = _state.split_key(state.key)
         w = _rlw.rlw_weights(sub, num_tasks=num_tasks, distribution=distribution, presence=presence)
         return w, RLWState(key, w)
 

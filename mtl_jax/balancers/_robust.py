@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _robust
 from mtl_jax.weighting._presence_mask import as_presence
 
@@ -56,9 +57,9 @@ def krum(
     References:
       Blanchard et al. 2017, https://arxiv.org/abs/1703.02757
     """
-    _base.check_num_tasks(num_tasks)
-    f = _base.check_int("n_byzantine", n_byzantine, low=0)
-    m = _base.check_int("n_selected", n_selected, low=1)
+    _validate.check_num_tasks(num_tasks)
+    f = _validate.check_int("n_byzantine", n_byzantine, low=0)
+    m = _validate.check_int("n_selected", n_selected, low=1)
     if not isinstance(squared, bool):
         raise ValueError(f"squared must be a bool, got {squared!r}")
     if num_tasks is not None and m > num_tasks:
@@ -66,14 +67,14 @@ def krum(
 
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def weights_fn(gram, losses, state, presence=None):
         del losses
         w = _robust.krum_weights(
             gram, n_byzantine=f, n_selected=m, squared=squared, presence=presence
         )
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.gram_balancer(init, weights_fn, shared=shared)
 
@@ -109,12 +110,12 @@ def trimmed_mean(
     References:
       Yin et al. 2018, https://arxiv.org/abs/1803.01498
     """
-    _base.check_num_tasks(num_tasks)
-    b = _base.check_int("trim_number", trim_number, low=0)
+    _validate.check_num_tasks(num_tasks)
+    b = _validate.check_int("trim_number", trim_number, low=0)
 
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def combine(leaves, losses, state, presence=None):
         del losses
@@ -122,6 +123,6 @@ def trimmed_mean(
         present = as_presence(presence, k)
         out = [_robust.trimmed_mean(x, trim_number=b, presence=present) for x in leaves]
         w = present.astype(jnp.float32)
-        return out, _base.WeightsState(_base.record_weights(state.weights, w))
+        return out, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.jacobian_balancer(init, combine, shared=shared)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _scalarization
 
 __all__ = ["cosmos", "pbi"]
@@ -36,11 +37,11 @@ def _check_vector(name, value, num_tasks, *, non_negative):
 def _loss_balancer(weights_of_losses, shared, num_tasks):
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def weights_fn(losses, state, presence=None):
         w = weights_of_losses(losses, presence)
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)
 
@@ -83,12 +84,12 @@ def cosmos(
     References:
       Ruchte & Grabocka 2021, https://arxiv.org/abs/2103.13392
     """
-    _base.check_num_tasks(num_tasks)
-    lambda_ = _base.check_number("lambda_", lambda_, low=0.0)
+    _validate.check_num_tasks(num_tasks)
+    lambda_ = _validate.check_number("lambda_", lambda_, low=0.0)
     r = _check_vector("pref_vector", pref_vector, num_tasks, non_negative=True)
     return _loss_balancer(
         lambda losses, presence: _scalarization.cosmos_weights(
-            losses, r, lambda_=lambda_, presence=presence
+            losses, pref_vector=r, lambda_=lambda_, presence=presence
         ),
         shared,
         num_tasks,
@@ -130,13 +131,13 @@ def pbi(
     References:
       Zhang & Li 2007, https://doi.org/10.1109/TEVC.2007.892759
     """
-    _base.check_num_tasks(num_tasks)
-    theta = _base.check_number("theta", theta, low=0.0)
+    _validate.check_num_tasks(num_tasks)
+    theta = _validate.check_number("theta", theta, low=0.0)
     w = _check_vector("pref_vector", pref_vector, num_tasks, non_negative=True)
     z = _check_vector("reference", reference, num_tasks, non_negative=False)
     return _loss_balancer(
         lambda losses, presence: _scalarization.pbi_weights(
-            losses, w, theta=theta, reference=z, presence=presence
+            losses, pref_vector=w, theta=theta, reference=z, presence=presence
         ),
         shared,
         num_tasks,

@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _scale_invariant
 from mtl_jax.weighting._presence_mask import as_presence
 
@@ -50,16 +51,16 @@ def scale_invariant(
     References:
       Navon et al. 2022 (baseline "SI"), https://arxiv.org/abs/2202.01017
     """
-    _base.check_num_tasks(num_tasks)
-    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
+    _validate.check_num_tasks(num_tasks)
+    eps = _validate.check_number("eps", eps, low=0.0, low_open=True)
 
     def init(params):
         del params
-        return _base.init_weights_state(num_tasks)
+        return _state.init_weights_state(num_tasks)
 
     def weights_fn(losses, state, presence=None):
         w = _scale_invariant.scale_invariant_weights(losses, eps=eps, presence=presence)
-        return w, _base.WeightsState(_base.record_weights(state.weights, w))
+        return w, _state.WeightsState(_state.record_weights(state.weights, w))
 
     return _base.loss_balancer(init, weights_fn, shared=shared)
 
@@ -127,9 +128,9 @@ def imtl_l(
       Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021,
       https://openreview.net/forum?id=IMPnRXEWpvr
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    init_log_scale = _base.check_number("init_log_scale", init_log_scale)
-    optimizer = _base.inner_optimizer(optimizer, learning_rate)
+    _validate.check_num_tasks(num_tasks, required=True)
+    init_log_scale = _validate.check_number("init_log_scale", init_log_scale)
+    optimizer = _state.inner_optimizer(optimizer, learning_rate)
 
     def init(params):
         del params
@@ -137,7 +138,7 @@ def imtl_l(
         return IMTLLState(s, optimizer.init(s), jnp.exp(s))
 
     def weights_fn(losses, state, presence=None):
-        _base.check_losses(losses, num_tasks)
+        _validate.check_losses(losses, num_tasks=num_tasks)
         present = as_presence(presence, num_tasks)
         s = state.log_scales
         w = _scale_invariant.imtl_l_weights(s, presence=present)

@@ -11,8 +11,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.balancers._modo import two_sample_balancer
 from mtl_jax.weighting import _sdmgrad
 from mtl_jax.weighting._presence_mask import as_presence
@@ -106,14 +107,14 @@ def sdmgrad(
       Xiao, Ban & Ji, "Direction-oriented Multi-objective Learning: Simple and
       Provable Stochastic Algorithms", NeurIPS 2023, https://arxiv.org/abs/2305.18409
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    lambda_ = _base.check_number("lambda_", lambda_, low=0.0)
-    lr = _base.check_number("lr", lr, low=0.0, low_open=True)
-    momentum = _base.check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    num_iters = _base.check_int("num_iters", num_iters)
-    seed = _base.check_seed(seed)
+    _validate.check_num_tasks(num_tasks, required=True)
+    lambda_ = _validate.check_number("lambda_", lambda_, low=0.0)
+    lr = _validate.check_number("lr", lr, low=0.0, low_open=True)
+    momentum = _validate.check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    num_iters = _validate.check_int("num_iters", num_iters)
+    seed = _validate.check_seed(seed)
     if num_sampled is not None:
-        num_sampled = _base.check_int("num_sampled", num_sampled)
+        num_sampled = _validate.check_int("num_sampled", num_sampled)
         if num_sampled > num_tasks:
             raise ValueError(f"num_sampled={num_sampled} exceeds num_tasks={num_tasks}")
     pref = None
@@ -127,7 +128,7 @@ def sdmgrad(
     def init(params):
         del params
         w = jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32)
-        return SDMGradState(w, _base.key_data(seed), w)
+        return SDMGradState(w, _state.key_data(seed), w)
 
     def weights_fn(gram, losses, state, presence=None, *, cross):
         del losses
@@ -137,7 +138,7 @@ def sdmgrad(
         gain = 1.0
         sampled = present
         if num_sampled is not None:
-            key, (sub,) = _base.split_key(state.key)
+            key, (sub,) = _state.split_key(state.key)
             sampled = _sample_objectives(sub, present, num_sampled)
             a = jnp.where(sampled[:, None] & sampled[None, :], a, 0.0)
             gain = jnp.sum(present.astype(jnp.float32)) / num_sampled

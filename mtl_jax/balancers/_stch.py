@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _presence
+from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
 from mtl_jax.weighting import _stch
@@ -29,7 +29,6 @@ class STCHState(NamedTuple):
     nadir_known: jax.Array  # [K] bool, whether nadir[k] is final
 
 
-@_base.positional_num_tasks
 def stch(
     *,
     num_tasks: int | None = None,
@@ -83,8 +82,8 @@ def stch(
     References:
       Lin et al. 2024, https://arxiv.org/abs/2402.19078
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    mu = _base.check_number("mu", mu, low=0.0, low_open=True)
+    _validate.check_num_tasks(num_tasks, required=True)
+    mu = _validate.check_number("mu", mu, low=0.0, low_open=True)
     if not isinstance(warmup_steps, int) or warmup_steps < 0:
         raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
     if nadir_steps is None:
@@ -97,7 +96,7 @@ def stch(
         nadir = jnp.asarray(nadir, jnp.float32)
         if nadir.shape != (num_tasks,) or not bool(jnp.all(nadir > 0)):
             raise ValueError(f"nadir must be a positive vector of shape ({num_tasks},)")
-    eps = _base.check_number("eps", eps, low=0.0, low_open=True)
+    eps = _validate.check_number("eps", eps, low=0.0, low_open=True)
     window_start = warmup_steps - nadir_steps
 
     def init(params):
@@ -109,7 +108,7 @@ def stch(
         return STCHState(jnp.zeros((), jnp.int32), jnp.zeros_like(ones), n0, ones, counts, known)
 
     def weights_fn(losses, state, presence=None):
-        _base.check_losses(losses, num_tasks)
+        _validate.check_losses(losses, num_tasks=num_tasks)
         losses = losses.astype(jnp.float32)
         present = jnp.ones((num_tasks,), bool) if presence is None else presence
         t = state.step
@@ -126,7 +125,7 @@ def stch(
             n = jnp.where(fix, estimate, n)
             known = known | fix
         w_warm = _presence.zero_absent(1.0 / jnp.maximum(losses, eps), presence)
-        w_stch = _stch.stch_weights(losses, n, mu=mu, eps=eps, presence=presence)
+        w_stch = _stch.stch_weights(losses, nadir=n, mu=mu, eps=eps, presence=presence)
         w = jnp.where(in_warmup, w_warm, w_stch)
         return w, STCHState(t + 1, nadir_sum, n, w, nadir_count, known)
 

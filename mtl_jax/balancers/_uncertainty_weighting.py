@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax import _presence
+from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
-from mtl_jax.balancers import _base
+from mtl_jax.balancers import _base, _state
 from mtl_jax.weighting import _uncertainty
 
 __all__ = ["UncertaintyWeightingState", "uncertainty_weighting"]
@@ -26,7 +26,6 @@ class UncertaintyWeightingState(NamedTuple):
     weights: jax.Array  # [K], weights used at the last update
 
 
-@_base.positional_num_tasks
 def uncertainty_weighting(
     *,
     num_tasks: int | None = None,
@@ -51,7 +50,7 @@ def uncertainty_weighting(
     Cost: loss-only (one backward pass of the weighted loss sum).
 
     Args:
-      num_tasks: ``K`` (required, keyword-only; the positional ``K`` is deprecated).
+      num_tasks: ``K`` (required).
       learning_rate: Adam learning rate for ``s`` (ignored if ``optimizer`` is given).
       optimizer: the optax optimiser of ``s``; default ``optax.adam(learning_rate)``.
       init_log_variance: initial ``s_k``.
@@ -63,9 +62,9 @@ def uncertainty_weighting(
     References:
       Kendall, Gal & Cipolla 2018, https://arxiv.org/abs/1705.07115
     """
-    _base.check_num_tasks(num_tasks, required=True)
-    init_log_variance = _base.check_number("init_log_variance", init_log_variance)
-    optimizer = _base.inner_optimizer(optimizer, learning_rate)
+    _validate.check_num_tasks(num_tasks, required=True)
+    init_log_variance = _validate.check_number("init_log_variance", init_log_variance)
+    optimizer = _state.inner_optimizer(optimizer, learning_rate)
 
     def init(params):
         del params
@@ -73,7 +72,7 @@ def uncertainty_weighting(
         return UncertaintyWeightingState(s, optimizer.init(s), _uncertainty.uncertainty_weights(s))
 
     def weights_fn(losses, state, presence=None):
-        _base.check_losses(losses, num_tasks)
+        _validate.check_losses(losses, num_tasks=num_tasks)
         s = state.log_variances
         w = _uncertainty.uncertainty_weights(s, presence=presence)
         grad = _uncertainty.uncertainty_log_variance_grad(

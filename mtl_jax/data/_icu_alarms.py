@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mtl_jax import _validate
+
 __all__ = ["ALARM_TYPES", "ICU_STREAMS", "ICUAlarms", "icu_alarms"]
 
 ALARM_TYPES: tuple[str, ...] = (
@@ -121,8 +123,7 @@ def icu_alarms(
     Returns:
       :class:`ICUAlarms` of NumPy arrays.
     """
-    if not isinstance(num_windows, int) or num_windows < 1:
-        raise ValueError(f"num_windows must be a positive int; got {num_windows!r}")
+    _validate.check_int("num_windows", num_windows)
     if not isinstance(num_samples, int) or num_samples < 65:
         raise ValueError(f"num_samples must be an int >= 65; got {num_samples!r}")
     if not sampling_rate > 0:

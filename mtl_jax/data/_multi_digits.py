@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mtl_jax import _validate
 from mtl_jax.data._digits import Digits, load_digits, train_test_split
 
 __all__ = [
@@ -53,12 +54,6 @@ class MultiTaskDigits(NamedTuple):
     num_classes: tuple[int, ...]  # per task
 
 
-def _check_positive(**values: int) -> None:
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-
-
 def multi_digits(
     *, num_train: int = 4000, num_test: int = 1000, seed: int = 0, digits: Digits | None = None
 ) -> MultiTaskDigits:
@@ -81,7 +76,8 @@ def multi_digits(
     Raises:
       ValueError: a non-positive ``num_train`` or ``num_test``.
     """
-    _check_positive(num_train=num_train, num_test=num_test)
+    _validate.check_int("num_train", num_train)
+    _validate.check_int("num_test", num_test)
     rng = np.random.default_rng(seed)
     train, test = train_test_split(load_digits() if digits is None else digits, seed=seed)
 

@@ -17,6 +17,8 @@ from typing import Any
 import grain.python as grain
 import numpy as np
 
+from mtl_jax import _validate
+
 __all__ = ["iterator_state", "make_loader", "restore_iterator"]
 
 
@@ -61,8 +63,7 @@ def make_loader(
         ``worker_count``, or an empty ``source``.
       TypeError: ``seed`` is not an int.
     """
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _validate.check_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int, got {seed!r}")
     if num_epochs is not None and num_epochs < 1:

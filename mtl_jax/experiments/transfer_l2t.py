@@ -156,7 +156,7 @@ def run(
         for name, (m, acc, _, _) in out.items():
             accs[name].append(acc)
             w, trace = transfer.optimize_latent_map(
-                params, xs, np.concatenate([xl, xu]), m.target, sigmas, steps=opt_steps
+                params, xs, np.concatenate([xl, xu]), m.target, sigmas, num_iters=opt_steps
             )
             if best is None or float(trace[-1]) < best[0]:
                 best = (float(trace[-1]), w)

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mtl_jax import _validate
+
 __all__ = [
     "PseudoTaskHeads",
     "decoder_accuracy",
@@ -28,13 +30,6 @@ __all__ = [
     "select_decoders",
     "selected_logits",
 ]
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def _check_rates(rates: jax.Array) -> None:
@@ -115,9 +110,9 @@ class PseudoTaskHeads(nn.Module):
             rates outside ``[0, 1)`` (a rate of 1 drops every input and divides
             by zero; a negative one is not a probability).
         """
-        _check_positive_int("num_tasks", self.num_tasks)
-        _check_positive_int("num_decoders", self.num_decoders)
-        _check_positive_int("features", self.features)
+        _validate.check_int("num_tasks", self.num_tasks)
+        _validate.check_int("num_decoders", self.num_decoders)
+        _validate.check_int("features", self.features)
         if z.ndim != 2:
             raise ValueError(f"z must have shape [batch, d], got shape {z.shape}")
         k, n, d = self.num_tasks, self.num_decoders, z.shape[-1]

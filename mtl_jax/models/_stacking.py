@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _task_tree
+from mtl_jax import _task_tree, _validate
 
 __all__ = ["Stacked", "call", "check_positive", "gate_features", "path_mask", "takes_train"]
 
@@ -104,9 +104,9 @@ def gate_features(x: jax.Array, stem: nn.Module | None, *, train: bool = False) 
 
 
 def check_positive(**values: int) -> None:
+    """Raises ``ValueError`` unless every keyword's value is a positive int."""
     for name, v in values.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        _validate.check_int(name, v)
 
 
 def path_mask(params, is_shared: Callable[[tuple[str, ...]], bool]):

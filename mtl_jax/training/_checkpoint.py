@@ -29,6 +29,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mtl_jax import _validate
 from mtl_jax.training import _checkpoint_leaves as _leaves
 from mtl_jax.training._checkpoint_leaves import CorruptCheckpointError
 
@@ -37,13 +38,6 @@ __all__ = ["Checkpointer", "CorruptCheckpointError"]
 PyTree = Any
 _FORMAT = "mtl_jax.checkpoint/1"
 _CORRUPT_DIR = "corrupt"
-
-
-def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
 class Checkpointer:
@@ -118,8 +112,8 @@ class Checkpointer:
         keep: int | None = 3,
         async_save: bool = True,
     ):
-        _check_positive_int("save_every", save_every)
-        _check_positive_int("keep", keep, allow_none=True)
+        _validate.check_int("save_every", save_every)
+        _validate.check_int("keep", keep, allow_none=True)
         if not isinstance(directory, str | os.PathLike):
             raise TypeError(f"directory must be a path; got {type(directory).__name__}")
         self.directory = os.path.abspath(os.fspath(directory))

@@ -15,7 +15,8 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import optax
 
-from mtl_jax._jacobian import check_losses as check_losses
+from mtl_jax import _validate
+from mtl_jax._jacobian import split_losses
 from mtl_jax.balancers._base import Balancer
 
 PyTree = Any
@@ -50,23 +51,27 @@ def check_factory_args(balancer: Any, optimizer: Any, on_nonfinite: Any) -> None
         raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got {on_nonfinite!r}")
 
 
-def check_num_tasks(k: int, balancer_state: Any) -> None:
-    """Raises if the balancer was built for a different number of tasks than ``k``."""
-    recorded = _recorded_weights(balancer_state)
-    if recorded is not None and recorded.ndim == 1 and recorded.shape[0] not in (0, k):
-        raise ValueError(
-            f"loss_fn returned K={k} task losses but the balancer was built with "
-            f"num_tasks={recorded.shape[0]}"
-        )
-
-
-def _recorded_weights(state: Any) -> jax.Array | None:
-    from mtl_jax.balancers import task_weights
+def recorded_weights(state: Any) -> jax.Array | None:
+    """The task weights a balancer state records (see ``task_weights``), or ``None``."""
+    from mtl_jax.balancers._state import task_weights
 
     try:
         return jnp.asarray(task_weights(state))
     except (ValueError, TypeError):
         return None
+
+
+def balancer_num_tasks(state: Any) -> int | None:
+    """The ``K`` a balancer state records weights for, or ``None`` if it records none."""
+    recorded = recorded_weights(state)
+    if recorded is None or recorded.ndim != 1 or recorded.shape[0] == 0:
+        return None
+    return int(recorded.shape[0])
+
+
+def check_state_num_tasks(k: int, balancer_state: Any) -> None:
+    """Raises if the balancer was built for a different number of tasks than ``loss_fn`` gives."""
+    _validate.check_num_tasks(balancer_num_tasks(balancer_state), got=k, source="loss_fn")
 
 
 def check_batch(batch: PyTree) -> None:
@@ -105,7 +110,7 @@ def check_decode_uses_z(decode, params: PyTree, z: PyTree, batch: Any, has_aux: 
     """
 
     def losses_of(zz):
-        return check_losses(decode(params, zz, batch), has_aux, "representation.decode")[0]
+        return split_losses(decode(params, zz, batch), has_aux, "representation.decode")[0]
 
     closed = jax.make_jaxpr(losses_of)(z)
     jaxpr = closed.jaxpr

@@ -52,19 +52,20 @@ from mtl_jax import _presence, _task_tree
 from mtl_jax._jacobian import task_map
 from mtl_jax.balancers._base import Balancer
 from mtl_jax.training import _checks
+from mtl_jax.training._plan import StepPlan
+from mtl_jax.training._route_common import (
+    RouteOut,
+    normalised,
+    per_task_copies,
+    sanitised,
+    with_presence,
+)
 
 PyTree = Any
 
 # Tasks per chunk when the step is built with chunk_size=None: one VJP per task
 # (see _jacobian.task_map; measured fastest and smallest on W1 conv-hps).
 DEFAULT_CHUNK = 1
-
-
-def _flags(mask, params, name: str) -> list[bool]:
-    try:
-        return jax.tree_util.tree_leaves(_task_tree.resolve_mask(mask, params))
-    except ValueError as e:
-        raise ValueError(f"{name}=: {e}") from None
 
 
 def _sq_norms(jac: list[jax.Array]) -> jax.Array:
@@ -124,16 +125,16 @@ def _mixer(tasks: PyTree, finite: jax.Array):
     return mix
 
 
-def split_applies(representation, balancer: Balancer, params, batch, has_aux: bool) -> bool:
+def split_applies(representation, plan: StepPlan, params, batch, has_aux: bool) -> bool:
     """Whether the Gramian route may split at ``representation``'s ``z`` (trace time).
 
     It may when ``representation.decode_tasks`` is given and reads none of the
-    shared leaves (``balancer.spec.shared``): then a shared leaf's per-task
-    gradient flows through ``z`` only, ``∇_θ L_k = (∂z/∂θ)ᵀ ∂L_k/∂z``.
+    shared leaves (``plan.shared``): then a shared leaf's per-task gradient
+    flows through ``z`` only, ``∇_θ L_k = (∂z/∂θ)ᵀ ∂L_k/∂z``.
     """
     if representation is None or representation.decode_tasks is None:
         return False
-    shared = _flags(balancer.spec.shared, params, "shared")
+    shared = plan.shared
     z = jax.eval_shape(representation.encode, params, batch)
     out = jax.eval_shape(representation.decode, params, z, batch)  # K, from shapes only
     out = out[0] if has_aux else out
@@ -144,18 +145,8 @@ def split_applies(representation, balancer: Balancer, params, batch, has_aux: bo
 
 
 def gramian_route(
-    loss_fn,
-    balancer: Balancer,
-    params,
-    bal_state,
-    batch,
-    *,
-    has_aux,
-    chunk_size,
-    representation=None,
-    per_task_copies=None,
-    per_task=False,
-):
+    loss_fn, plan: StepPlan, params, bal_state, batch, *, representation=None
+) -> RouteOut:
     """``G`` over the Gram leaves by chunked per-task VJPs, ``w = f(G)``, ``Σ_k w_k ∇L_k``.
 
     **Split at the representation.** When ``representation`` (a
@@ -182,43 +173,39 @@ def gramian_route(
     ``zs`` only through ``zs[k]``) gives wrong gradients, as in representation mode.
 
     Args:
-      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)``), checked.
-      balancer: a balancer of kind ``"gram"``.
+      loss_fn: ``(params, batch) -> losses[K]`` (or ``(losses, aux)`` with
+        ``plan.has_aux``), or a :class:`~mtl_jax.TaskLosses` in place of the losses.
+      plan: the step's :class:`~mtl_jax.training._plan.StepPlan` (a Gram
+        balancer, its shared and Gram leaves, ``chunk_size``: tasks per chunk of
+        per-task VJPs, ``None`` for ``DEFAULT_CHUNK``; ``per_task``: a task whose
+        loss or Gram-leaf gradient is non-finite is treated as absent).
       params, bal_state, batch: the step's inputs.
-      has_aux: whether ``loss_fn`` returns aux.
-      chunk_size: tasks per chunk of per-task VJPs (``None``: ``DEFAULT_CHUNK``).
       representation: optional encoder/decoder split (see above).
-      per_task_copies: ``(representation, params, z, batch, has_aux, per_task) ->
-        (heads' gradient of Σ_k L_k over the tasks used, ∂L_k/∂z stacked [K, ...],
-        losses, (presence, aux), used)``; needed with ``representation``.
-      per_task: the per-task non-finite policy: a task whose loss or Gram-leaf
-        gradient is non-finite is treated as absent (see ``_routes``).
 
-    ``loss_fn`` (and the representation's functions) return ``(losses,
-    (presence, aux))`` (``_routes.with_presence``); ``presence`` (a ``[K]`` bool
-    array or ``None``) is handed to the balancer's ``gram_weights``, the rows
-    of the absent tasks are zeroed with ``where`` before ``G`` and ``wᵀJ`` are
-    formed, and the plain sum of the non-shared leaves runs over the present
-    tasks.
+    ``loss_fn`` and the representation's functions are normalised to return
+    ``(losses, (presence, aux))`` (:func:`~mtl_jax.training._route_common.with_presence`);
+    ``presence`` (a ``[K]`` bool array or ``None``) is handed to the balancer's
+    ``gram_weights``, the rows of the absent tasks are zeroed with ``where``
+    before ``G`` and ``wᵀJ`` are formed, and the plain sum of the non-shared
+    leaves runs over the present tasks.
 
     Returns:
-      ``(grads, balancer_state, losses, aux, weights, task_finite, presence,
-      used)``: the update, the new balancer state, the losses, aux, the applied
-      weights ``[K]`` (the balancer's recorded weights if it records ``[K]``
-      weights, else ``w``), the per-task finiteness of the losses and the Gram
-      leaves' gradients, the presence the loss function gave (all true if none)
-      and the tasks balanced.
+      A :class:`~mtl_jax.training._route_common.RouteOut`: the update, the new
+      balancer state, the losses, aux, the applied weights ``[K]`` (the
+      balancer's recorded weights if it records ``[K]`` weights, else ``w``),
+      the per-task finiteness of the losses and the Gram leaves' gradients, the
+      presence the loss function gave (all true if none) and the tasks balanced.
     """
-    spec = balancer.spec
+    spec, per_task, chunk_size = plan.spec, plan.per_task, plan.chunk_size
     if spec.kind != "gram" or spec.gram_weights is None:
         raise ValueError(f"the Gramian route needs a Gram balancer; this one is {spec.kind!r}")
-    split = per_task_copies is not None and split_applies(
-        representation, balancer, params, batch, has_aux
-    )
+    loss_fn = with_presence(loss_fn, plan.has_aux, "loss_fn")
+    representation = normalised(representation, plan.has_aux)
+    split = split_applies(representation, plan, params, batch, True)
     if split:
         z, enc_vjp = jax.vjp(lambda p: representation.encode(p, batch), params)
         g_heads, jz, losses, (presence, aux), used_heads = per_task_copies(
-            representation, params, z, batch, has_aux, per_task
+            representation, params, z, batch, True, per_task
         )
         z_finite = jnp.all(
             jnp.stack(
@@ -244,8 +231,6 @@ def gramian_route(
         losses, vjp_fn, (presence, aux) = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=True)
         z_finite = None
         if per_task:
-            from mtl_jax.training._routes import sanitised
-
             vjp_fn = sanitised(vjp_fn, ~jnp.all(jnp.isfinite(losses)))
 
         def backward(e):
@@ -255,14 +240,13 @@ def gramian_route(
             return vjp_fn(cot)[0]
 
     k = losses.shape[0]
-    _checks.check_num_tasks(k, bal_state)
+    _checks.check_state_num_tasks(k, bal_state)
 
     treedef = jax.tree_util.tree_structure(params)
-    shared = _flags(spec.shared, params, "shared")
+    shared = plan.shared
     if not any(shared):
         raise ValueError("shared= selects no leaf of the parameters: nothing to balance")
-    in_gram = _flags(spec.gram_mask, params, "gram_mask")
-    sel = [i for i, (s, g) in enumerate(zip(shared, in_gram)) if s and g]
+    sel = [i for i, g in enumerate(plan.gram) if g]
     if not sel:
         raise ValueError("the Gram mask selects no shared leaf")
 
@@ -273,7 +257,7 @@ def gramian_route(
     chunk = DEFAULT_CHUNK if chunk_size is None else chunk_size
     n = treedef.num_leaves
     from_jac = sel == [i for i in range(n) if shared[i]]  # the update is wᵀJ
-    diagonal = diagonal_only(balancer)
+    diagonal = spec.gram_diagonal
     if diagonal and not from_jac:
         # The update needs a VJP with cotangent w anyway: each task's gradient is
         # reduced to its squared norm (and a finiteness flag) as soon as it is
@@ -323,10 +307,10 @@ def gramian_route(
                 grads[i] = summed[i]
     g = jax.tree_util.tree_unflatten(treedef, grads)
 
-    recorded = _checks._recorded_weights(bal_state)
+    recorded = _checks.recorded_weights(bal_state)
     applied = recorded if recorded is not None and recorded.shape == (k,) else w
     present = jnp.ones((k,), bool) if presence is None else presence
-    return (
+    return RouteOut(
         g,
         bal_state,
         losses,

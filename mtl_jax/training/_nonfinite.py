@@ -68,7 +68,7 @@ def make_diagnose(
     flagged step's key (``None`` when the loss takes none) and ``model_state``
     the state's model state.
     """
-    from mtl_jax.training._routes import with_presence
+    from mtl_jax.training._route_common import with_presence
     from mtl_jax.training._stateful import bind_loss
 
     def per_task(params, batch, key, model_state):

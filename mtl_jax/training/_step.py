@@ -77,10 +77,12 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mtl_jax import _validate
 from mtl_jax.balancers._base import Balancer
-from mtl_jax.training import _checks, _nonfinite, _routes, _stateful
+from mtl_jax.training import _checks, _gramian, _nonfinite, _plan, _routes, _stateful
 from mtl_jax.training._data_parallel import put_replicated
 from mtl_jax.training._data_parallel import shard_batch as shard_batch
+from mtl_jax.training._route_common import RouteOut
 
 __all__ = ["Representation", "TrainState", "TrainStep", "make_train_step", "shard_batch"]
 
@@ -418,10 +420,7 @@ def make_train_step(
       NeurIPS 2018 (representation mode, MGDA-UB), https://arxiv.org/abs/1810.04650
     """
     _checks.check_factory_args(balancer, optimizer, on_nonfinite)
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    _validate.check_int("chunk_size", chunk_size, allow_none=True)
     if not isinstance(has_model_state, bool):
         raise ValueError(f"has_model_state must be True or False; got {has_model_state!r}")
     resolved = _resolve_mode(mode, balancer, representation)
@@ -439,10 +438,7 @@ def make_train_step(
 
     def init(params, *, key=None, model_state=None, num_tasks=None) -> TrainState:
         _stateful.check_float_params(params)
-        if num_tasks is not None and (
-            isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1
-        ):
-            raise ValueError(f"num_tasks must be a positive int or None, got {num_tasks!r}")
+        _validate.check_int("num_tasks", num_tasks, allow_none=True)
         if has_model_state and model_state is None:
             raise ValueError(
                 "the step was built with has_model_state=True but init got no model_state: pass "
@@ -456,9 +452,7 @@ def make_train_step(
         zero = jnp.zeros((), jnp.int32)
         bal_state = balancer.init(params)
         if num_tasks is None:
-            recorded = _checks._recorded_weights(bal_state)
-            if recorded is not None and recorded.ndim == 1 and recorded.shape[0] > 0:
-                num_tasks = int(recorded.shape[0])
+            num_tasks = _checks.balancer_num_tasks(bal_state)
         if num_tasks is None and on_nonfinite == "skip_task":
             raise ValueError(
                 "on_nonfinite='skip_task' counts skipped steps per task in "
@@ -496,26 +490,24 @@ def make_train_step(
 
     per_task = on_nonfinite == "skip_task"
 
-    def route(f, rep, params, bal_state, batch) -> _routes.RouteOut:
-        kw = {"has_aux": has_aux or has_model_state, "per_task": per_task}
+    def route(f, rep, params, bal_state, batch) -> RouteOut:
+        # The balancer's spec and masks, resolved once per traced step; every
+        # route (and the balancer's update in the Jacobian route) reads the plan.
+        plan = _plan.resolve(
+            balancer,
+            resolved,
+            params,
+            chunk_size=chunk_size,
+            has_aux=has_aux or has_model_state,
+            per_task=per_task,
+        )
         if resolved == "loss":
-            return _routes.loss_route(f, balancer, params, bal_state, batch, **kw)
+            return _routes.loss_route(f, plan, params, bal_state, batch)
         if resolved == "gramian":
-            return _routes.gramian_route(
-                f,
-                balancer,
-                params,
-                bal_state,
-                batch,
-                chunk_size=chunk_size,
-                representation=rep,
-                **kw,
-            )
+            return _gramian.gramian_route(f, plan, params, bal_state, batch, representation=rep)
         if resolved == "jacobian":
-            return _routes.jacobian_route(
-                f, balancer, params, bal_state, batch, chunk_size=chunk_size, **kw
-            )
-        return _routes.representation_route(f, balancer, rep, params, bal_state, batch, **kw)
+            return _routes.jacobian_route(f, plan, params, bal_state, batch)
+        return _routes.representation_route(f, plan, rep, params, bal_state, batch)
 
     def step(state: TrainState, batch) -> tuple[TrainState, dict]:
         if not isinstance(state, TrainState):

@@ -34,8 +34,6 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from mtl_jax._deprecation import renamed_kwargs
-
 __all__ = [
     "curriculum_batch",
     "curriculum_order",
@@ -49,7 +47,6 @@ __all__ = [
 Pacing = Callable[[ArrayLike], jax.Array]
 
 
-@renamed_kwargs(steps="num_iters")
 def difficulty_scores(
     features: ArrayLike,
     labels: ArrayLike,
@@ -70,7 +67,7 @@ def difficulty_scores(
       labels: int labels ``[N]`` in ``[0, num_classes)``.
       num_classes: number of classes.
       l2: weight of ``l2/2 ‖W‖²`` (≥ 0).
-      num_iters: optimisation steps (≥ 1; the old name ``steps=`` is deprecated).
+      num_iters: optimisation steps (≥ 1).
       learning_rate: gradient-descent learning rate (> 0).
 
     Returns:

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtl_jax import _validate
+
 __all__ = ["fisher_diagonal"]
 
 _KINDS = ("true", "sampled", "empirical")
@@ -101,8 +103,7 @@ def fisher_diagonal(
     if n == 0 or any(np.ndim(x) == 0 or int(np.shape(x)[0]) != n for x in leaves):
         shapes = [np.shape(x) for x in leaves]
         raise ValueError(f"inputs leaves need one common, non-zero leading axis; got {shapes}")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    _validate.check_int("chunk_size", chunk_size, allow_none=True)
     if kind == "empirical":
         if labels is None:
             raise ValueError("kind='empirical' needs labels (the dataset's class labels)")

@@ -43,7 +43,6 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from mtl_jax._deprecation import renamed_kwargs
 from mtl_jax.transfer._mmd import MMDStatistics, mmd_statistics
 
 __all__ = ["ReflectionParams", "fit_reflection", "optimize_latent_map", "reflection_value"]
@@ -83,7 +82,6 @@ def _constrain(raw: tuple) -> ReflectionParams:
     return ReflectionParams(jax.nn.softplus(vb), jax.nn.softplus(vl), jax.nn.softplus(vm), b)
 
 
-@renamed_kwargs(steps="num_iters")
 def fit_reflection(
     stats: MMDStatistics,
     improvement_ratios: ArrayLike,
@@ -102,7 +100,7 @@ def fit_reflection(
         ``tau [E, K]``), e.g. ``jax.vmap(mmd_statistics, (0, 0, None))(...)`` or stacked.
       improvement_ratios: ``[E]`` positive performance improvement ratios l_e.
       reg: L2 regularisation weight (≥ 0).
-      num_iters: Adam steps (≥ 1; the old name ``steps=`` is deprecated).
+      num_iters: Adam steps (≥ 1).
       learning_rate: Adam learning rate (> 0).
 
     Returns:
@@ -154,7 +152,6 @@ def _fit_impl(stats, targets, reg, steps, learning_rate):
 _fit_jit = jax.jit(_fit_impl, static_argnums=(2, 3, 4))
 
 
-@renamed_kwargs(steps="num_iters")
 def optimize_latent_map(
     params: ReflectionParams,
     source: ArrayLike,
@@ -177,8 +174,7 @@ def optimize_latent_map(
       init: ``[d, k]`` starting map (e.g. a base algorithm's map).
       sigmas: ``[K]`` kernel bandwidths, the bank used to fit ``params``.
       gamma: weight γ ≥ 0 of ``‖W‖²_F``.
-      num_iters: Adam steps (≥ 0; 0 returns ``init``; the old name ``steps=`` is
-        deprecated).
+      num_iters: Adam steps (≥ 0; 0 returns ``init``).
       learning_rate: Adam learning rate (> 0).
 
     Returns:

@@ -37,8 +37,8 @@ _SCALE_MODES = ("min", "median", "rmse")
 
 def aligned_mtl_weights(
     gram: jax.typing.ArrayLike,
-    pref_vector: jax.typing.ArrayLike | None = None,
     *,
+    pref_vector: jax.typing.ArrayLike | None = None,
     scale_mode: ScaleMode = "min",
     presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:

@@ -228,8 +228,8 @@ def _solve(gram, c, num_iters, tol, polish_iters, presence):
 
 def cagrad_dual(
     gram: jax.typing.ArrayLike,
-    c: float = 0.5,
     *,
+    c: float = 0.5,
     num_iters: int = 50,
     tol: float = 1e-6,
     polish_iters: int = 20,
@@ -257,8 +257,8 @@ def cagrad_dual(
 
 def cagrad_weights(
     gram: jax.typing.ArrayLike,
-    c: float = 0.5,
     *,
+    c: float = 0.5,
     rescale: int = 1,
     num_iters: int = 50,
     tol: float = 1e-6,
@@ -296,7 +296,7 @@ def cagrad_weights(
       >>> import jax.numpy as jnp
       >>> from mtl_jax.weighting import cagrad_weights
       >>> g = jnp.array([[1.0, 0.0], [0.0, 1.0]])  # orthogonal, equal norms
-      >>> [round(float(x), 3) for x in cagrad_weights(g, 0.5, rescale=0)]
+      >>> [round(float(x), 3) for x in cagrad_weights(g, c=0.5, rescale=0)]
       [0.75, 0.75]
     """
     if rescale not in (0, 1, 2):

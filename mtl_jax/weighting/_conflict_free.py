@@ -46,8 +46,8 @@ def psd_pinv(gram: jax.Array) -> jax.Array:
 
 def conflict_free_weights(
     gram: jax.typing.ArrayLike,
-    pref_vector: jax.typing.ArrayLike | None = None,
     *,
+    pref_vector: jax.typing.ArrayLike | None = None,
     presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """ConFIG task weights for a Gram matrix.

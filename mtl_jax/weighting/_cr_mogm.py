@@ -93,7 +93,7 @@ def mgda_present_weights(
         losses = jnp.ones((k,), g.dtype)
     g = restrict_gram(g, p)
     losses = jnp.where(p, jnp.asarray(losses, g.dtype), 1.0)
-    c = mgda_normalizers(g, losses, normalization)
+    c = mgda_normalizers(g, losses, normalization=normalization)
     gn = g / (c[:, None] * c[None, :])
     penalty = 1.0 + 2.0 * jnp.max(jnp.diagonal(gn))
     lin = jnp.where(p, 0.0, penalty)

@@ -28,8 +28,8 @@ __all__ = ["dualproj_weights"]
 
 def dualproj_weights(
     gram: jax.typing.ArrayLike,
-    pref_vector: jax.typing.ArrayLike | None = None,
     *,
+    pref_vector: jax.typing.ArrayLike | None = None,
     reg_eps: float = 1e-4,
     num_iters: int = 1000,
     tol: float = 1e-6,
@@ -72,7 +72,7 @@ def dualproj_weights(
     g = as_gram(gram, symmetrize=False)
     k = g.shape[0]
     m = check_presence(presence, k)
-    gn = normalize_gram(g, reg_eps, presence=m)
+    gn = normalize_gram(g, reg_eps=reg_eps, presence=m)
     p = preference(pref_vector, k, gn.dtype, default=1.0 / k, nonnegative=True, presence=m)
     v = box_qp(gn, p, num_iters=num_iters, tol=tol, polish_iters=polish_iters, presence=m)
     return nan_unless_finite(v, restrict_gram(g, m), p)

@@ -37,6 +37,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax.weighting._gram import (
     all_present,
     as_gram,
@@ -122,8 +123,7 @@ def solve_alpha_fair(
         raise ValueError(f"alpha must be positive, got {alpha!r}")
     if not reg_eps >= 0:
         raise ValueError(f"reg_eps must be non-negative, got {reg_eps!r}")
-    if not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
+    _validate.check_int("num_iters", num_iters)
     g = as_gram(gram)
     k = g.shape[0]
     m = check_presence(presence, k)

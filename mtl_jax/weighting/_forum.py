@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax.weighting._gram import nan_unless_finite
 from mtl_jax.weighting._presence_mask import as_presence, project_present_simplex
 
@@ -88,8 +89,7 @@ def forum_weights(
         raise ValueError(f"q_sq_norm must be a scalar, got shape {n.shape}")
     if isinstance(phi, bool) or not isinstance(phi, int | float) or not phi >= 0:
         raise ValueError(f"phi must be a non-negative number, got {phi!r}")
-    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
+    _validate.check_int("num_iters", num_iters)
     present = as_presence(presence, k)
     both = present[:, None] & present[None, :]
     g = jnp.where(both, g, 0.0)

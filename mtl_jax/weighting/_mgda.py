@@ -62,7 +62,7 @@ def min_norm_simplex(
 
 
 def mgda_normalizers(
-    gram: jax.typing.ArrayLike, losses: jax.typing.ArrayLike, normalization: Normalization
+    gram: jax.typing.ArrayLike, losses: jax.typing.ArrayLike, *, normalization: Normalization
 ) -> jax.Array:
     """Per-task gradient normalisers ``c_k`` of Sener & Koltun's code.
 
@@ -132,7 +132,7 @@ def mgda_weights(
     losses = jnp.asarray(losses)
     if m is not None:
         losses = jnp.where(m, losses, jnp.ones((), losses.dtype))
-    c = mgda_normalizers(g, losses, normalization)
+    c = mgda_normalizers(g, losses, normalization=normalization)
     c2 = jnp.reshape(c, (-1, 1)) * jnp.reshape(c, (1, -1))
     w = min_norm_simplex(
         g / c2, num_iters=num_iters, tol=tol, polish_iters=polish_iters, presence=m

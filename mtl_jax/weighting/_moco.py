@@ -30,8 +30,8 @@ __all__ = ["moco_track", "moco_weight_step"]
 def moco_track(
     tracked: list[jax.Array],
     jac_leaves: list[jax.Array],
-    beta: jax.typing.ArrayLike,
     *,
+    beta: jax.typing.ArrayLike,
     presence: jax.typing.ArrayLike | None = None,
 ) -> list[jax.Array]:
     """The tracking step ``Y ← Y − β (Y − J)`` on every leaf.
@@ -64,8 +64,8 @@ def moco_track(
 def moco_weight_step(
     weights: jax.typing.ArrayLike,
     tracked_gram: jax.typing.ArrayLike,
-    gamma: jax.typing.ArrayLike,
     *,
+    gamma: jax.typing.ArrayLike,
     rho: float = 0.0,
     projection: str = "simplex",
     presence: jax.typing.ArrayLike | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _presence
+from mtl_jax import _presence, _validate
 from mtl_jax.weighting._gram import nan_unless_finite
 from mtl_jax.weighting._mgda import Normalization, mgda_weights
 from mtl_jax.weighting._presence_mask import as_presence
@@ -71,8 +71,7 @@ def moml_hypergradients(
     a = jnp.asarray(logits)
     if a.shape != (k,):
         raise ValueError(f"logits must have shape ({k},), got {a.shape}")
-    if isinstance(inner_lr, bool) or not isinstance(inner_lr, int | float) or not inner_lr > 0:
-        raise ValueError(f"inner_lr must be a positive number, got {inner_lr!r}")
+    _validate.check_positive("inner_lr", inner_lr)
     present = as_presence(presence, k)
     a = a.astype(c.dtype)
     s = _presence.masked_softmax(a, present)

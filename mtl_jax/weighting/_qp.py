@@ -56,6 +56,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax.weighting._gram import (
     all_present,
     as_gram,
@@ -71,7 +72,7 @@ _RIDGE = 1e-7  # ridge on the unit-diagonal free block of the polish's linear so
 
 
 def normalize_gram(
-    gram: jax.typing.ArrayLike, reg_eps: float = 1e-4, *, presence: jax.Array | None = None
+    gram: jax.typing.ArrayLike, *, reg_eps: float = 1e-4, presence: jax.Array | None = None
 ) -> jax.Array:
     """``G / tr(G) + reg_eps · I`` (``reg_eps · I`` alone when ``tr G`` is zero).
 
@@ -303,12 +304,9 @@ def check_solver_args(num_iters, tol, polish_iters, reg_eps=None) -> None:
       polish_iters: a non-negative int.
       reg_eps: if not None, a non-negative finite float.
     """
-    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
-    if isinstance(polish_iters, bool) or not isinstance(polish_iters, int) or polish_iters < 0:
-        raise ValueError(f"polish_iters must be a non-negative int, got {polish_iters!r}")
-    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol < float("inf"):
-        raise ValueError(f"tol must be a positive float, got {tol!r}")
+    _validate.check_int("num_iters", num_iters)
+    _validate.check_int("polish_iters", polish_iters, low=0)
+    _validate.check_positive("tol", tol)
     if reg_eps is not None and (
         isinstance(reg_eps, bool)
         or not isinstance(reg_eps, int | float)

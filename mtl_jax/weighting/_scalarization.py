@@ -52,8 +52,8 @@ def _inputs(losses, pref, presence):
 
 def cosmos_objective(
     losses: jax.typing.ArrayLike,
-    pref_vector: jax.typing.ArrayLike | None = None,
     *,
+    pref_vector: jax.typing.ArrayLike | None = None,
     lambda_: float = 1.0,
     presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
@@ -78,8 +78,8 @@ def cosmos_objective(
 
 def cosmos_weights(
     losses: jax.typing.ArrayLike,
-    pref_vector: jax.typing.ArrayLike | None = None,
     *,
+    pref_vector: jax.typing.ArrayLike | None = None,
     lambda_: float = 1.0,
     presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
@@ -93,14 +93,14 @@ def cosmos_weights(
       [0.5, 0.5]
     """
     ls, r, p = _inputs(losses, pref_vector, presence)
-    w = jax.grad(lambda x: cosmos_objective(x, r, lambda_=lambda_))(ls)
+    w = jax.grad(lambda x: cosmos_objective(x, pref_vector=r, lambda_=lambda_))(ls)
     return jnp.where(p, w, 0.0)
 
 
 def pbi_objective(
     losses: jax.typing.ArrayLike,
-    pref_vector: jax.typing.ArrayLike | None = None,
     *,
+    pref_vector: jax.typing.ArrayLike | None = None,
     theta: float = 5.0,
     reference: jax.typing.ArrayLike | None = None,
     presence: jax.typing.ArrayLike | None = None,
@@ -137,8 +137,8 @@ def pbi_objective(
 
 def pbi_weights(
     losses: jax.typing.ArrayLike,
-    pref_vector: jax.typing.ArrayLike | None = None,
     *,
+    pref_vector: jax.typing.ArrayLike | None = None,
     theta: float = 5.0,
     reference: jax.typing.ArrayLike | None = None,
     presence: jax.typing.ArrayLike | None = None,
@@ -156,5 +156,7 @@ def pbi_weights(
     z = None
     if reference is not None:
         z = jnp.where(p, jnp.asarray(reference, ls.dtype), 0.0)
-    grad = jax.grad(lambda x: pbi_objective(x, w, theta=theta, reference=z, presence=p))(ls)
+    grad = jax.grad(
+        lambda x: pbi_objective(x, pref_vector=w, theta=theta, reference=z, presence=p)
+    )(ls)
     return jnp.where(p, grad, 0.0)

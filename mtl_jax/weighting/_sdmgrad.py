@@ -27,6 +27,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from mtl_jax import _validate
 from mtl_jax.weighting._presence_mask import as_presence, project_present_simplex
 
 __all__ = ["sdmgrad_step"]
@@ -70,8 +71,7 @@ def sdmgrad_step(
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     if not lambda_ >= 0:
         raise ValueError(f"lambda_ must be non-negative, got {lambda_!r}")
-    if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
+    _validate.check_int("num_iters", num_iters)
     a = jnp.asarray(matrix)
     a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
     if a.ndim != 2 or a.shape[0] != a.shape[1]:

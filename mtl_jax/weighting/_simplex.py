@@ -14,7 +14,7 @@ import jax.numpy as jnp
 __all__ = ["project_simplex"]
 
 
-def project_simplex(v: jax.typing.ArrayLike, scale: float = 1.0) -> jax.Array:
+def project_simplex(v: jax.typing.ArrayLike, *, scale: float = 1.0) -> jax.Array:
     """``argmin_{w ≥ 0, Σw = scale} ‖w − v‖₂`` for a 1-D ``v``."""
     v = jnp.asarray(v)
     if v.ndim != 1:

@@ -33,8 +33,8 @@ def _normalised_log(losses, nadir, eps):
 
 def stch_objective(
     losses: jax.typing.ArrayLike,
-    nadir: jax.typing.ArrayLike | None = None,
     *,
+    nadir: jax.typing.ArrayLike | None = None,
     mu: float = 1.0,
     eps: float = 1e-8,
 ) -> jax.Array:
@@ -45,8 +45,8 @@ def stch_objective(
 
 def stch_weights(
     losses: jax.typing.ArrayLike,
-    nadir: jax.typing.ArrayLike | None = None,
     *,
+    nadir: jax.typing.ArrayLike | None = None,
     mu: float = 1.0,
     eps: float = 1e-8,
     presence: jax.Array | None = None,

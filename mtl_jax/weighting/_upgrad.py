@@ -30,8 +30,8 @@ __all__ = ["upgrad_weights"]
 
 def upgrad_weights(
     gram: jax.typing.ArrayLike,
-    pref_vector: jax.typing.ArrayLike | None = None,
     *,
+    pref_vector: jax.typing.ArrayLike | None = None,
     reg_eps: float = 1e-4,
     num_iters: int = 1000,
     tol: float = 1e-6,
@@ -76,7 +76,7 @@ def upgrad_weights(
     g = as_gram(gram, symmetrize=False)
     k = g.shape[0]
     m = check_presence(presence, k)
-    gn = normalize_gram(g, reg_eps, presence=m)
+    gn = normalize_gram(g, reg_eps=reg_eps, presence=m)
     p = preference(pref_vector, k, gn.dtype, default=1.0 / k, nonnegative=True, presence=m)
     v = box_qp(gn, jnp.diag(p), num_iters=num_iters, tol=tol, polish_iters=polish_iters, presence=m)
     return nan_unless_finite(jnp.sum(v, axis=0), restrict_gram(g, m), p)

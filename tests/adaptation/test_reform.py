@@ -153,6 +153,6 @@ def test_learned_metric_suppresses_nuisance_dimensions(rng):
         plan = ad.semantic_transport(ad.mahalanobis_cost(phi_old, phi_new, metric), epsilon=0.05)
         return float(d1 * jnp.sum(plan[perm, jnp.arange(d1)]))
 
-    metric = ad.learn_metric(phi_old, phi_new, old, x_new, y, num_steps=30, learning_rate=0.1)
+    metric = ad.learn_metric(phi_old, phi_new, old, x_new, y, num_iters=30, learning_rate=0.1)
     assert loss(metric) < 0.5 * loss(jnp.eye(4))
     assert matched_mass(metric) > matched_mass(jnp.eye(4)) + 0.1

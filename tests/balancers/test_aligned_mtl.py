@@ -31,7 +31,7 @@ def test_matches_torchjd(mode):
         k = j.shape[0]
         ref = agg.AlignedMTL(scale_mode=mode)(torch.tensor(j)).numpy()
         w = aligned_mtl_weights(
-            jnp.asarray(j @ j.T, jnp.float32), jnp.full(k, 1.0 / k), scale_mode=mode
+            jnp.asarray(j @ j.T, jnp.float32), pref_vector=jnp.full(k, 1.0 / k), scale_mode=mode
         )
         np.testing.assert_allclose(
             np.asarray(w) @ j, ref, rtol=1e-4, atol=1e-5 * max(np.abs(ref).max(), 1)
@@ -43,7 +43,7 @@ def test_torchjd_fixed_values():
     j = jnp.asarray(J_TORCHJD, jnp.float32)
     expected = {"min": [0.2133, 0.9673, 0.9673], "rmse": [0.5764, 2.6142, 2.6142]}
     for mode, ref in expected.items():
-        w = aligned_mtl_weights(j @ j.T, jnp.full(2, 0.5), scale_mode=mode)
+        w = aligned_mtl_weights(j @ j.T, pref_vector=jnp.full(2, 0.5), scale_mode=mode)
         np.testing.assert_allclose(w @ j, ref, atol=1e-3)
 
 
@@ -56,7 +56,9 @@ def test_aligned_gradients_are_orthogonal_with_equal_norms(mode):
     # B = the weights for each unit preference: column i is w(e_i).
     b = np.stack(
         [
-            aligned_mtl_weights(jnp.asarray(g, jnp.float32), jnp.eye(k)[i], scale_mode=mode)
+            aligned_mtl_weights(
+                jnp.asarray(g, jnp.float32), pref_vector=jnp.eye(k)[i], scale_mode=mode
+            )
             for i in range(k)
         ],
         axis=1,

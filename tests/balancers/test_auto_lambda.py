@@ -175,9 +175,9 @@ def test_trains_inside_a_jitted_step_with_a_validation_batch():
     "kwargs, match",
     [
         ({"num_tasks": 0}, "num_tasks"),
-        ({"inner_lr": 0.0}, "inner_lr must be a positive number, got 0.0"),
-        ({"meta_lr": -1.0}, "meta_lr must be a positive number"),
-        ({"eps": 0}, "eps must be a positive number"),
+        ({"inner_lr": 0.0}, r"inner_lr must be a finite number in \(0, inf\), got 0.0"),
+        ({"meta_lr": -1.0}, r"meta_lr must be a finite number in \(0, inf\)"),
+        ({"eps": 0}, r"eps must be a finite number in \(0, inf\)"),
         ({"method": "hessian"}, "method must be one of"),
         ({"primary": [1, 0, 0]}, "primary must be a"),
         ({"primary": [False, False, False]}, "primary must be a"),

@@ -50,9 +50,9 @@ def test_matches_torchjd():
 def test_matches_scipy_and_rescale(c):
     rng = np.random.default_rng(1)
     jac = rng.normal(size=(4, 10)) + 0.5 * rng.normal(size=(1, 10))
-    w = np.asarray(cagrad_weights(jnp.asarray(jac @ jac.T, jnp.float32), c, rescale=0))
+    w = np.asarray(cagrad_weights(jnp.asarray(jac @ jac.T, jnp.float32), c=c, rescale=0))
     np.testing.assert_allclose(w @ jac, _scipy_cagrad(jac, c), rtol=1e-3, atol=1e-4)
-    w1 = np.asarray(cagrad_weights(jnp.asarray(jac @ jac.T, jnp.float32), c))
+    w1 = np.asarray(cagrad_weights(jnp.asarray(jac @ jac.T, jnp.float32), c=c))
     np.testing.assert_allclose(w1, w / (1 + c * c), rtol=1e-5)
 
 
@@ -60,13 +60,13 @@ def test_primal_property():
     rng = np.random.default_rng(2)
     jac = rng.normal(size=(3, 6)) * np.array([[1.0], [4.0], [0.5]])
     c = 0.5
-    d = np.asarray(cagrad_weights(jnp.asarray(jac @ jac.T, jnp.float32), c, rescale=0)) @ jac
+    d = np.asarray(cagrad_weights(jnp.asarray(jac @ jac.T, jnp.float32), c=c, rescale=0)) @ jac
     g0 = jac.mean(0)
     # d lies on the ball around g₀ and improves the worst task over g₀ itself.
     assert np.linalg.norm(d - g0) <= c * np.linalg.norm(g0) * (1 + 1e-4)
     assert (jac @ d).min() >= (jac @ g0).min() - 1e-5
     # c = 0 is the average gradient.
-    w0 = cagrad_weights(jnp.asarray(jac @ jac.T, jnp.float32), 0.0, rescale=0)
+    w0 = cagrad_weights(jnp.asarray(jac @ jac.T, jnp.float32), c=0.0, rescale=0)
     np.testing.assert_allclose(w0, np.full(3, 1 / 3), rtol=1e-6)
 
 

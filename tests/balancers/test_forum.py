@@ -270,12 +270,12 @@ def test_jitted_training_descends_checkpoints_and_resumes(tmp_path):
     "kwargs, match",
     [
         ({"num_tasks": 0}, "num_tasks"),
-        ({"inner_lr": 0.0}, "inner_lr must be a positive number, got 0.0"),
-        ({"meta_lr": float("inf")}, "meta_lr must be a positive number"),
-        ({"inner_steps": 0}, "inner_steps must be an int >= 1"),
+        ({"inner_lr": 0.0}, r"inner_lr must be a finite number in \(0, inf\), got 0.0"),
+        ({"meta_lr": float("inf")}, r"meta_lr must be a finite number in \(0, inf\)"),
+        ({"inner_steps": 0}, "inner_steps must be a positive int"),
         ({"phi": -0.1}, "phi must be a finite number"),
         ({"ema_power": 0.0}, "ema_power must be a finite number in"),
-        ({"decay_every": 0}, "decay_every must be an int >= 1"),
+        ({"decay_every": 0}, "decay_every must be a positive int"),
         ({"normalize": 1}, "normalize must be a bool"),
     ],
 )

@@ -329,7 +329,10 @@ WEIGHTING = {
         None,
     ),
     "imtl_weights": (lambda g, ls: W.imtl_weights(_gram(g)), None),
-    "mgda_normalizers": (lambda g, ls: W.mgda_normalizers(_gram(g), ls, "loss+"), None),
+    "mgda_normalizers": (
+        lambda g, ls: W.mgda_normalizers(_gram(g), ls, normalization="loss+"),
+        None,
+    ),
     "mgda_weights": (lambda g, ls: W.mgda_weights(_gram(g)), lambda w, g, ls: _simplex(w)),
     "min_norm_simplex": (lambda g, ls: W.min_norm_simplex(_gram(g)), lambda w, g, ls: _simplex(w)),
     "nash_mtl_weights": (lambda g, ls: W.nash_mtl_weights(_gram(g)), None),
@@ -398,11 +401,11 @@ WEIGHTING = {
     "pbi_objective": (lambda g, ls: W.pbi_objective(ls), None),
     "pbi_weights": (lambda g, ls: W.pbi_weights(ls), None),
     "moco_track": (
-        lambda g, ls: W.moco_track([jnp.zeros(g.shape)], [jnp.asarray(g, jnp.float32)], 0.5),
+        lambda g, ls: W.moco_track([jnp.zeros(g.shape)], [jnp.asarray(g, jnp.float32)], beta=0.5),
         None,
     ),
     "moco_weight_step": (
-        lambda g, ls: W.moco_weight_step(jnp.full(len(ls), 1 / len(ls)), _gram(g), 0.1),
+        lambda g, ls: W.moco_weight_step(jnp.full(len(ls), 1 / len(ls)), _gram(g), gamma=0.1),
         lambda w, g, ls: _simplex(w),
     ),
     # bilevel (MOML, FORUM): hypergradient rows / cross products from the fuzzed rows

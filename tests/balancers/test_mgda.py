@@ -90,7 +90,7 @@ def test_normalizations(norm):
     jn = j / c[:, None]
     ref = scipy_min_norm(jn @ jn.T) @ jn  # min-norm point of the normalised gradients
     g = jnp.asarray(j @ j.T, jnp.float32)
-    np.testing.assert_allclose(mgda_normalizers(g, losses, norm), c, rtol=1e-5)
+    np.testing.assert_allclose(mgda_normalizers(g, losses, normalization=norm), c, rtol=1e-5)
     w = np.asarray(mgda_weights(g, jnp.asarray(losses, jnp.float32), normalization=norm))
     np.testing.assert_allclose(w @ j, ref, atol=2e-4 * np.abs(ref).max())
 

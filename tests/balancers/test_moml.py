@@ -289,9 +289,9 @@ def test_meta_optimizer_replaces_adam_and_both_routes_apply_the_weights():
     "kwargs, match",
     [
         ({"num_tasks": 0}, "num_tasks"),
-        ({"inner_lr": 0.0}, "inner_lr must be a positive number, got 0.0"),
-        ({"meta_lr": -1.0}, "meta_lr must be a positive number"),
-        ({"inner_steps": 0}, "inner_steps must be an int >= 1"),
+        ({"inner_lr": 0.0}, r"inner_lr must be a finite number in \(0, inf\), got 0.0"),
+        ({"meta_lr": -1.0}, r"meta_lr must be a finite number in \(0, inf\)"),
+        ({"inner_steps": 0}, "inner_steps must be a positive int"),
         ({"normalization": "loss"}, "normalization must be 'l2' or 'none'"),
     ],
 )

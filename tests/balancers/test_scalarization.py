@@ -30,8 +30,8 @@ def test_cosmos_matches_torchjd():
             r = rng.dirichlet(np.ones(4))
             lam = float(rng.uniform(0.0, 8.0))
             value, grad = _torch_value_and_grad(COSMOS(lam, torch.tensor(r)), losses)
-            ours = mtl.weighting.cosmos_objective(losses, r, lambda_=lam)
-            w = mtl.weighting.cosmos_weights(losses, r, lambda_=lam)
+            ours = mtl.weighting.cosmos_objective(losses, pref_vector=r, lambda_=lam)
+            w = mtl.weighting.cosmos_weights(losses, pref_vector=r, lambda_=lam)
             np.testing.assert_allclose(ours, value, rtol=1e-10)
             np.testing.assert_allclose(w, grad, rtol=1e-9, atol=1e-12)
             worst = max(worst, float(np.max(np.abs(np.asarray(w) - grad))))
@@ -51,8 +51,8 @@ def test_pbi_matches_torchjd():
             z = None if i % 2 else rng.uniform(-1.0, 0.1, size=3)
             ref = PBI(theta, torch.tensor(w), None if z is None else torch.tensor(z))
             value, grad = _torch_value_and_grad(ref, losses)
-            ours = mtl.weighting.pbi_objective(losses, w, theta=theta, reference=z)
-            weights = mtl.weighting.pbi_weights(losses, w, theta=theta, reference=z)
+            ours = mtl.weighting.pbi_objective(losses, pref_vector=w, theta=theta, reference=z)
+            weights = mtl.weighting.pbi_weights(losses, pref_vector=w, theta=theta, reference=z)
             np.testing.assert_allclose(ours, value, rtol=1e-10)
             np.testing.assert_allclose(weights, grad, rtol=1e-9, atol=1e-12)
             worst = max(worst, float(np.max(np.abs(np.asarray(weights) - grad))))
@@ -72,7 +72,7 @@ def test_update_is_the_gradient_of_the_scalarised_loss(name):
     with jax.enable_x64(True):
         theta = jnp.asarray(rng.normal(size=5))
         objective = getattr(mtl.weighting, f"{name}_objective")
-        expected = jax.grad(lambda t: objective(losses(t), pref))(theta)
+        expected = jax.grad(lambda t: objective(losses(t), pref_vector=pref))(theta)
         values, jac = mtl.value_and_jacobian(lambda p: losses(p["t"]))({"t": theta})
         tx = getattr(mtl.balancers, name)(pref_vector=pref)
         out, _ = jax.jit(lambda s: tx.update(jac, s, task_losses=values))(tx.init(None))
@@ -86,8 +86,8 @@ def test_presence_is_the_scalarisation_of_the_present_tasks(name):
     present = jnp.array([True, False, True, True])
     idx = np.array([0, 2, 3])
     weights = getattr(mtl.weighting, f"{name}_weights")
-    w = weights(losses, pref, presence=present)
-    np.testing.assert_allclose(w[idx], weights(losses[idx], pref[idx]), rtol=1e-6)
+    w = weights(losses, pref_vector=pref, presence=present)
+    np.testing.assert_allclose(w[idx], weights(losses[idx], pref_vector=pref[idx]), rtol=1e-6)
     assert w[1] == 0.0
 
 

@@ -24,9 +24,9 @@ def test_weights_match_torch_reference(mu):
     losses = np.array([0.4, 2.5, 1.0, 0.9])
     nadir = np.array([0.5, 2.0, 1.5, 1.0])
     ref = _torch_stch_grad(losses, nadir, mu)
-    w = mtl.weighting.stch_weights(jnp.asarray(losses), jnp.asarray(nadir), mu=mu)
+    w = mtl.weighting.stch_weights(jnp.asarray(losses), nadir=jnp.asarray(nadir), mu=mu)
     np.testing.assert_allclose(w, ref, rtol=1e-5)
-    g = jax.grad(lambda ls: mtl.weighting.stch_objective(ls, jnp.asarray(nadir), mu=mu))(
+    g = jax.grad(lambda ls: mtl.weighting.stch_objective(ls, nadir=jnp.asarray(nadir), mu=mu))(
         jnp.asarray(losses)
     )
     np.testing.assert_allclose(w, g, rtol=1e-5)
@@ -35,7 +35,7 @@ def test_weights_match_torch_reference(mu):
 def test_small_mu_focuses_on_worst_normalised_task():
     losses = jnp.array([1.0, 3.0, 2.0])
     nadir = jnp.array([1.0, 2.0, 2.0])  # normalised: 1, 1.5, 1 -> task 1 is worst
-    w = mtl.weighting.stch_weights(losses, nadir, mu=0.01)
+    w = mtl.weighting.stch_weights(losses, nadir=nadir, mu=0.01)
     np.testing.assert_allclose(w * losses, [0.0, 3.0, 0.0], atol=1e-6)
 
 

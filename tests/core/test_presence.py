@@ -115,8 +115,8 @@ def _weight_fns(rng):
         ),
         (
             "stch",
-            lambda p: wt.stch_weights(losses, nadir, mu=0.5, presence=p),
-            lambda: wt.stch_weights(sub(losses), sub(nadir), mu=0.5),
+            lambda p: wt.stch_weights(losses, nadir=nadir, mu=0.5, presence=p),
+            lambda: wt.stch_weights(sub(losses), nadir=sub(nadir), mu=0.5),
         ),
         (
             "uncertainty_weights",
@@ -169,7 +169,7 @@ def test_weighting_functions_match_closed_forms_over_present_tasks(rng):
         got = {
             "gls": wt.gls_weights(losses, presence=p),
             "dwa": wt.dwa_weights(prev, prev2, temperature=2.0, presence=p),
-            "stch": wt.stch_weights(losses, nadir, mu=0.5, presence=p),
+            "stch": wt.stch_weights(losses, nadir=nadir, mu=0.5, presence=p),
         }
     for name, ref in (("gls", gls), ("dwa", dwa), ("stch", stch)):
         np.testing.assert_allclose(np.asarray(got[name])[S], ref, rtol=1e-12, err_msg=name)

@@ -40,7 +40,7 @@ def test_trains_with_every_kind_of_balancer(name):
     loss_fn = lambda p, b: _losses(_forward(model, p, b), jnp.moveaxis(b["y"], 1, 0))
     mask = model.shared_mask(variables)
     runs = {
-        "dwa": (mtl.balancers.dwa(K, shared=mask), {}),
+        "dwa": (mtl.balancers.dwa(num_tasks=K, shared=mask), {}),
         "mgda": (mtl.balancers.mgda(num_tasks=K, shared=mask), {}),
         "graddrop": (mtl.balancers.graddrop(num_tasks=K, shared=mask), {}),
     }

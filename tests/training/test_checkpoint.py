@@ -142,9 +142,9 @@ def test_save_every_keep_and_force(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="save_every must be a positive integer; got 0"):
+    with pytest.raises(ValueError, match="save_every must be a positive int, got 0"):
         mtl.training.Checkpointer(tmp_path, save_every=0)
-    with pytest.raises(ValueError, match="keep must be a positive integer; got -1"):
+    with pytest.raises(ValueError, match="keep must be a positive int or None, got -1"):
         mtl.training.Checkpointer(tmp_path, keep=-1)
     state = {"w": jnp.ones(2)}
     with mtl.training.Checkpointer(tmp_path, save_every=1) as ckpt:

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import mtl_jax as mtl
-from mtl_jax.training import _gramian, _routes
+from mtl_jax.training import _gramian, _plan, _routes
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import step_problem as sp
@@ -47,9 +47,9 @@ def _both_routes(balancer, *, chunk_size=None, batch=None):
     state = balancer.init(params)
 
     def both(params, state, batch):
-        kw = dict(has_aux=False, chunk_size=chunk_size)
-        g = _routes.gramian_route(sp.loss_fn, balancer, params, state, batch, **kw)
-        j = _routes.jacobian_route(sp.loss_fn, balancer, params, state, batch, **kw)
+        plan = lambda route: _plan.resolve(balancer, route, params, chunk_size=chunk_size)
+        g = _gramian.gramian_route(sp.loss_fn, plan("gramian"), params, state, batch)
+        j = _routes.jacobian_route(sp.loss_fn, plan("jacobian"), params, state, batch)
         return g, j
 
     return jax.jit(both)(params, state, batch)
@@ -132,8 +132,8 @@ def test_skip_policy_and_four_devices_match_the_jacobian_route():
 def _route_jaxpr(balancer) -> str:
     params, batch = sp.make_params(), sp.make_batch()
     state = balancer.init(params)
-    route = lambda p, s, b: _routes.gramian_route(
-        sp.loss_fn, balancer, p, s, b, has_aux=False, chunk_size=None
+    route = lambda p, s, b: _gramian.gramian_route(
+        sp.loss_fn, _plan.resolve(balancer, "gramian", p), p, s, b
     )
     return str(jax.make_jaxpr(route)(params, state, batch))
 

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 import mtl_jax as mtl
-from mtl_jax.training import _gramian, _routes
+from mtl_jax.training import _gramian, _plan, _routes
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import step_problem as sp
@@ -36,24 +36,26 @@ def _no_loss_fn(p, b):
 def _three_routes(balancer, *, rep=REP, chunk_size=None, batch=None, jacobian=True):
     params, batch = sp.make_params(), batch or sp.make_batch()
     state = balancer.init(params)
-    kw = dict(has_aux=False, chunk_size=chunk_size)
 
     def run(params, state, batch):
+        plan = lambda route: _plan.resolve(balancer, route, params, chunk_size=chunk_size)
         split_fn = _no_loss_fn if _split(balancer, rep, params, batch) else sp.loss_fn
-        s = _routes.gramian_route(
-            split_fn, balancer, params, state, batch, representation=rep, **kw
+        s = _gramian.gramian_route(
+            split_fn, plan("gramian"), params, state, batch, representation=rep
         )
-        u = _routes.gramian_route(sp.loss_fn, balancer, params, state, batch, **kw)
+        u = _gramian.gramian_route(sp.loss_fn, plan("gramian"), params, state, batch)
         if not jacobian:  # the unsplit route equals it: test_gramian_route.py
             return s, u, u
-        j = _routes.jacobian_route(sp.loss_fn, balancer, params, state, batch, **kw)
+        j = _routes.jacobian_route(sp.loss_fn, plan("jacobian"), params, state, batch)
         return s, u, j
 
     return jax.jit(run)(params, state, batch)
 
 
 def _split(balancer, rep, params, batch):
-    return _gramian.split_applies(rep, balancer, params, batch, False)
+    return _gramian.split_applies(
+        rep, _plan.resolve(balancer, "gramian", params), params, batch, False
+    )
 
 
 def _close(a, b, rtol=1e-5, atol=1e-6):
@@ -111,13 +113,15 @@ def test_no_split_when_decode_tasks_reads_a_shared_leaf(case):
     if case == "heads_shared":
         return  # then the route is test_gramian_route.py's
     state = balancer.init(params)
-    kw = dict(has_aux=False, chunk_size=None)
+    plan = lambda route, p: _plan.resolve(balancer, route, p)
     s = jax.jit(
-        lambda p: _routes.gramian_route(
-            loss_fn, balancer, p, state, batch, representation=rep, **kw
+        lambda p: _gramian.gramian_route(
+            loss_fn, plan("gramian", p), p, state, batch, representation=rep
         )
     )(params)
-    j = jax.jit(lambda p: _routes.jacobian_route(loss_fn, balancer, p, state, batch, **kw))(params)
+    j = jax.jit(lambda p: _routes.jacobian_route(loss_fn, plan("jacobian", p), p, state, batch))(
+        params
+    )
     _close(s.grads, j.grads)
 
 

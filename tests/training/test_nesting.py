@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import mtl_jax as mtl
-from mtl_jax.training import _gramian
+from mtl_jax.training import _gramian, _plan
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from step_problem import K, decode, make_batch, make_params
@@ -103,7 +103,9 @@ def test_scan_and_vmap_inside_jit_match_top_level_calls(route):
     ts = _build(route)
     if route == "split_gramian":  # the route under test really splits
         rep = SPLIT._replace(encode=lambda p, b: encode(p, b, key=jax.random.key(0)))
-        assert _gramian.split_applies(rep, ts_balancer(route), make_params(), make_batch(), False)
+        params = make_params()
+        plan = _plan.resolve(ts_balancer(route), "gramian", params)
+        assert _gramian.split_applies(rep, plan, params, make_batch(), False)
     batches = _batches()
     runs = [_top_level(ts, s, batches) for s in SEEDS]
     assert not np.allclose(runs[0].params["enc"]["w1"], runs[1].params["enc"]["w1"])

@@ -131,7 +131,7 @@ def test_weights_visible_without_num_tasks(mode):
 
 
 def test_effective_weights_recover_a_weighted_sum():
-    from mtl_jax.training._routes import effective_weights
+    from mtl_jax.training._route_common import effective_weights
 
     rng = np.random.default_rng(0)
     jac = [

@@ -45,7 +45,7 @@ def _assert_trees_close(a, b, **kw):
 def test_loss_route_matches_jacobian_route(problem, name):
     params, batch, loss_fn, rep = problem
     make = lambda: (
-        mtl.balancers.uncertainty_weighting(K, learning_rate=0.1)
+        mtl.balancers.uncertainty_weighting(num_tasks=K, learning_rate=0.1)
         if name == "uncertainty_weighting"
         else mtl.balancers.equal_weighting()
     )

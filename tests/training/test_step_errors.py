@@ -43,8 +43,8 @@ MISTAKES = [
         "losses [K, 1]",
         lambda: _run(_build(lambda p, b: loss_fn(p, b)[:, None])),
         ValueError,
-        r"loss_fn must return per-task losses of shape \[K\]; got shape \(3, 1\) "
-        r"\(squeeze the trailing axis\)",
+        r"the task losses of loss_fn must have shape \[K\], got shape \(3, 1\) "
+        r"\(a \[K, 1\] or \[1, K\] array: squeeze the extra axis\)",
     ),
     (
         "losses [K, 1] with num_tasks",
@@ -56,26 +56,26 @@ MISTAKES = [
         "losses as a Python list",
         lambda: _run(_build(lambda p, b: list(loss_fn(p, b)))),
         TypeError,
-        r"loss_fn returned the task losses as a Python list of length 3; return one array of "
-        r"shape \[K\] \(e\.g\. jnp\.stack\(losses\)\)",
+        r"the task losses of loss_fn must be one array of shape \[K\], got a Python list of 3 "
+        r"items: return jnp\.stack\(losses\)",
     ),
     (
         "losses as a Python list, jacobian route",
         lambda: _run(_build(lambda p, b: list(loss_fn(p, b)), B.mgda())),
         TypeError,
-        r"loss_fn returned the task losses as a Python list of length 3",
+        r"the task losses of loss_fn must be one array of shape \[K\], got a Python list of 3",
     ),
     (
         "no losses [0]",
         lambda: _run(_build(lambda p, b: loss_fn(p, b)[:0])),
         ValueError,
-        r"loss_fn returned no task losses \(shape \(0,\)\); K must be at least 1",
+        r"the task losses of loss_fn has shape \(0,\): there must be at least one task",
     ),
     (
         "no losses [0], jacobian route",
         lambda: _run(_build(lambda p, b: loss_fn(p, b)[:0], B.mgda())),
         ValueError,
-        r"loss_fn returned no task losses \(shape \(0,\)\)",
+        r"the task losses of loss_fn has shape \(0,\)",
     ),
     (
         "(losses, aux) without has_aux",
@@ -127,13 +127,13 @@ MISTAKES = [
         "K mismatch with num_tasks, loss route",
         lambda: _run(_build(balancer=B.dwa(num_tasks=4))),
         ValueError,
-        r"loss_fn returned K=3 task losses but the balancer was built with num_tasks=4",
+        r"the balancer was built with num_tasks=4, but loss_fn gives K=3 tasks",
     ),
     (
         "K mismatch with num_tasks, jacobian route",
         lambda: _run(_build(balancer=B.mgda(num_tasks=2))),
         ValueError,
-        r"loss_fn returned K=3 task losses but the balancer was built with num_tasks=2",
+        r"the balancer was built with num_tasks=2, but loss_fn gives K=3 tasks",
     ),
     (
         "K mismatch with num_tasks, representation route",
@@ -143,7 +143,7 @@ MISTAKES = [
             )
         ),
         ValueError,
-        r"loss_fn returned K=3 task losses but the balancer was built with num_tasks=5",
+        r"the balancer was built with num_tasks=5, but loss_fn gives K=3 tasks",
     ),
     (
         "unknown on_nonfinite",
@@ -164,8 +164,11 @@ def test_mistake_gives_clear_error(thunk, exc, message):
 
 def test_value_and_jacobian_checks_losses():
     f = mtl.value_and_jacobian(lambda p, b: list(loss_fn(p, b)))
-    with pytest.raises(TypeError, match=r"fun returned the task losses as a Python list"):
+    with pytest.raises(
+        TypeError,
+        match=r"the task losses of fun must be one array of shape \[K\], got a Python list",
+    ):
         f(make_params(), make_batch())
     f = mtl.value_and_jacobian(lambda p, b: loss_fn(p, b)[:0])
-    with pytest.raises(ValueError, match=r"fun returned no task losses"):
+    with pytest.raises(ValueError, match=r"the task losses of fun has shape \(0,\)"):
         f(make_params(), make_batch())

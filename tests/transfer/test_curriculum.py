@@ -104,10 +104,10 @@ def test_difficulty_scores_match_sklearn_multinomial(rng):
     n = 150
     x = rng.normal(size=(n, 4)).astype(np.float32)
     y = np.argmax(x[:, :3] + 0.7 * rng.normal(size=(n, 3)), axis=1).astype(np.int32)
-    got = np.asarray(transfer.difficulty_scores(x, y, 3, l2=1e-2, steps=400))
+    got = np.asarray(transfer.difficulty_scores(x, y, 3, l2=1e-2, num_iters=400))
     xs = (x - x.mean(0)) / x.std(0)
     clf = LogisticRegression(C=1.0 / (1e-2 * n), tol=1e-10, max_iter=10_000).fit(xs, y)
     want = clf.predict_proba(xs)[np.arange(n), y]
     np.testing.assert_allclose(got, want, atol=1e-3)
     with pytest.raises(ValueError, match="num_iters"):
-        transfer.difficulty_scores(x, y, 3, steps=0)
+        transfer.difficulty_scores(x, y, 3, num_iters=0)

@@ -113,7 +113,9 @@ def test_fit_reflection_recovers_synthetic_function(rng):
         jnp.array([1.0, 0.2, 0.5]), jnp.asarray(0.5), jnp.asarray(0.3), jnp.asarray(0.2)
     )
     inv_l = jax.vmap(transfer.reflection_value, in_axes=(None, 0))(true, stats)
-    fitted = transfer.fit_reflection(stats, 1.0 / inv_l, reg=0.0, steps=3000, learning_rate=0.03)
+    fitted = transfer.fit_reflection(
+        stats, 1.0 / inv_l, reg=0.0, num_iters=3000, learning_rate=0.03
+    )
     pred = jax.vmap(transfer.reflection_value, in_axes=(None, 0))(fitted, stats)
     resid = np.mean((np.asarray(pred) - np.asarray(inv_l)) ** 2) / np.var(np.asarray(inv_l))
     assert resid < 1e-2
@@ -129,7 +131,7 @@ def test_optimize_latent_map_decreases_objective(rng):
         jnp.array([1.0, 1.0, 1.0, 1.0]), jnp.asarray(0.1), jnp.asarray(0.05), jnp.asarray(0.0)
     )
     init = transfer.pca_map(xs, xt, 2).source
-    w, trace = transfer.optimize_latent_map(params, xs, xt, init, SIGMAS, steps=150)
+    w, trace = transfer.optimize_latent_map(params, xs, xt, init, SIGMAS, num_iters=150)
     trace = np.asarray(trace)
     assert trace.shape == (151,) and np.all(np.isfinite(trace))
     assert trace[-1] < trace[0] - 1e-3
@@ -137,7 +139,7 @@ def test_optimize_latent_map_decreases_objective(rng):
     d0 = transfer.mmd_statistics(xs @ init, xt @ init, SIGMAS).d
     d1 = transfer.mmd_statistics(xs @ w, xt @ w, SIGMAS).d
     assert float(params.beta @ d1) < float(params.beta @ d0)
-    w0, t0 = transfer.optimize_latent_map(params, xs, xt, init, SIGMAS, steps=0)
+    w0, t0 = transfer.optimize_latent_map(params, xs, xt, init, SIGMAS, num_iters=0)
     np.testing.assert_array_equal(w0, init)
     assert t0.shape == (1,)
     with pytest.raises(ValueError, match="init"):

@@ -23,7 +23,7 @@ GRAM_FNS = {
     "fairgrad_weights": lambda g: W.fairgrad_weights(g, alpha=2.0),
     "gradvac_weights": lambda g: W.gradvac_weights(g, jnp.zeros((2, 2)), orders=ORD)[0],
     "imtl_weights": lambda g: W.imtl_weights(g),
-    "mgda_normalizers": lambda g: W.mgda_normalizers(g, jnp.ones(2), "l2"),
+    "mgda_normalizers": lambda g: W.mgda_normalizers(g, jnp.ones(2), normalization="l2"),
     "mgda_weights": lambda g: W.mgda_weights(g),
     "min_norm_simplex": lambda g: W.min_norm_simplex(g),
     "nash_mtl_weights": lambda g: W.nash_mtl_weights(g),
@@ -54,16 +54,16 @@ def test_nonfinite_gram_gives_nonfinite_weights(name, bad):
 def test_bad_preference_raises_or_gives_nan(fn, pref):
     g = jnp.array([[1.0, -0.5], [-0.5, 2.0]])
     with pytest.raises(ValueError, match=r"pref_vector must be non-negative"):
-        fn(g, jnp.asarray(pref))
+        fn(g, pref_vector=jnp.asarray(pref))
     # Traced (the value is unknown when the function is traced): NaN weights.
-    out = jax.jit(fn)(g, jnp.asarray(pref))
+    out = jax.jit(lambda g, p: fn(g, pref_vector=p))(g, jnp.asarray(pref))
     assert np.all(np.isnan(np.asarray(out)))
 
 
 def test_preference_shape_and_balancer_share_the_check():
     g = jnp.eye(2)
     with pytest.raises(ValueError, match=r"pref_vector has shape \(3,\), expected \(2,\)"):
-        W.upgrad_weights(g, jnp.ones(3))
+        W.upgrad_weights(g, pref_vector=jnp.ones(3))
     for factory in (mtl.balancers.upgrad, mtl.balancers.dualproj):
         with pytest.raises(ValueError, match="pref_vector must be non-negative"):
             factory(pref_vector=jnp.array([-1.0, 2.0]))
@@ -76,8 +76,8 @@ def test_preference_shape_and_balancer_share_the_check():
     [
         ({"num_iters": 0}, "num_iters must be a positive int"),
         ({"num_iters": True}, "num_iters must be a positive int"),
-        ({"tol": float("nan")}, "tol must be a positive float"),
-        ({"tol": 0.0}, "tol must be a positive float"),
+        ({"tol": float("nan")}, r"tol must be a finite number in \(0, inf\)"),
+        ({"tol": 0.0}, r"tol must be a finite number in \(0, inf\)"),
         ({"polish_iters": -1}, "polish_iters must be a non-negative int"),
     ],
 )

@@ -69,7 +69,7 @@ def test_near_singular_gram_matches_float64_reference():
     worst_cos, worst_gap = 1.0, 0.0
     for g32 in _cases(40):
         g = g32.astype(np.float64)
-        lam = np.asarray(cagrad_weights(jnp.asarray(g32), C, rescale=0), np.float64)
+        lam = np.asarray(cagrad_weights(jnp.asarray(g32), c=C, rescale=0), np.float64)
         ref, rho = _reference(g, C)
         cos = lam @ g @ ref / np.sqrt((lam @ g @ lam) * (ref @ g @ ref))
         b = np.full(len(lam), 1.0 / len(lam))
@@ -81,9 +81,9 @@ def test_near_singular_gram_matches_float64_reference():
 
 def test_converged_flag_and_balancer_state():
     g32 = _cases(1, seed=3)[0]
-    lam, ok = cagrad_weights(jnp.asarray(g32), C, return_converged=True)
+    lam, ok = cagrad_weights(jnp.asarray(g32), c=C, return_converged=True)
     assert bool(ok) and np.all(np.isfinite(np.asarray(lam)))
-    _, ok = cagrad_weights(jnp.asarray(g32), C, num_iters=1, return_converged=True)
+    _, ok = cagrad_weights(jnp.asarray(g32), c=C, num_iters=1, return_converged=True)
     assert not bool(ok)  # one outer step cannot reach the tolerance: said, not hidden
     # The balancer records the flag in its (fixed-shape) state, also under jit.
     jac = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)), jnp.float32)}
@@ -97,13 +97,13 @@ def test_converged_flag_and_balancer_state():
 
 def test_nonfinite_gram_gives_nan_and_not_converged():
     g = jnp.array([[1.0, jnp.nan], [jnp.nan, 2.0]])
-    lam, ok = cagrad_weights(g, C, return_converged=True)
+    lam, ok = cagrad_weights(g, c=C, return_converged=True)
     assert np.all(np.isnan(np.asarray(lam))) and not bool(ok)
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
 def test_c_is_validated(bad):
     with pytest.raises(ValueError, match="c must"):
-        cagrad_weights(jnp.eye(2), bad)
+        cagrad_weights(jnp.eye(2), c=bad)
     with pytest.raises(ValueError, match="c must"):
         mtl.balancers.cagrad(c=bad)
