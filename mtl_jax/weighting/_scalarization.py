@@ -88,7 +88,7 @@ def cosmos_weights(
     Example:
       >>> import jax.numpy as jnp
       >>> from mtl_jax.weighting import cosmos_weights
-      >>> w = cosmos_weights(jnp.array([1.0, 1.0]), jnp.array([0.5, 0.5]))
+      >>> w = cosmos_weights(jnp.array([1.0, 1.0]), pref_vector=jnp.array([0.5, 0.5]))
       >>> [round(float(x), 3) for x in w]  # L ∥ r: the cosine term is stationary
       [0.5, 0.5]
     """
@@ -148,7 +148,7 @@ def pbi_weights(
     Example:
       >>> import jax.numpy as jnp
       >>> from mtl_jax.weighting import pbi_weights
-      >>> w = pbi_weights(jnp.array([1.0, 1.0]), jnp.array([1.0, 1.0]))
+      >>> w = pbi_weights(jnp.array([1.0, 1.0]), pref_vector=jnp.array([1.0, 1.0]))
       >>> [round(float(x), 3) for x in w]  # on the preference line: ŵ
       [0.707, 0.707]
     """

@@ -584,7 +584,7 @@ PRESENCE_CALLS = {
         ),
     ),
     "moco_weight_step": (
-        lambda g, ls, m: W.moco_weight_step(_lam0(len(ls)), _gram(g), 0.1, presence=m),
+        lambda g, ls, m: W.moco_weight_step(_lam0(len(ls)), _gram(g), gamma=0.1, presence=m),
         lambda out, m, g, ls: (
             _kept(out, _lam0(len(ls)), m),
             _present_simplex(np.where(m, out, 0.0), m),
@@ -600,7 +600,7 @@ PRESENCE_CALLS = {
     ),
     "moco_track": (
         lambda g, ls, m: W.moco_track(
-            [jnp.full(g.shape, 0.25)], [jnp.asarray(g, jnp.float32)], 0.5, presence=m
+            [jnp.full(g.shape, 0.25)], [jnp.asarray(g, jnp.float32)], beta=0.5, presence=m
         ),
         lambda out, m, g, ls: _kept(out[0], jnp.full(g.shape, 0.25), m),
     ),
