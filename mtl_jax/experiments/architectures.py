@@ -187,7 +187,7 @@ def compare(
     architectures: Sequence[str] = ARCHITECTURES,
     balancer_names: Sequence[str] = BALANCERS,
     seeds: Sequence[int] = (0, 1, 2),
-    num_steps: int = 300,
+    num_iters: int = 300,
     learning_rate: float = 3e-3,
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
@@ -199,7 +199,7 @@ def compare(
       architectures: names from :data:`ARCHITECTURES`.
       balancer_names: names from :data:`BALANCERS`.
       seeds: one run per seed (data split, pairing, initialisation, batches).
-      num_steps: Adam steps of batch 64.
+      num_iters: Adam steps of batch 64.
       learning_rate: Adam's step size.
       data_dir: the data cache (``None``: :func:`mtl_jax.data.default_data_dir`).
       quiet: hide the data preparation's progress bar.
@@ -209,13 +209,13 @@ def compare(
       accuracies, ``params`` (parameter count) and ``ms_per_step`` (median over
       all steps of all seeds, compilation excluded).
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if num_iters < 1:
+        raise ValueError(f"num_iters must be >= 1, got {num_iters}")
     sets = {s: _dataset(dataset, s, data_dir, quiet) for s in seeds}
     first = sets[seeds[0]]
     k, c = len(first.task_names), first.num_classes[0]
     schedule = models.LTB.temperature_schedule(
-        initial=5.0, final=0.5, decay_rate=0.5, decay_steps=max(num_steps // 6, 1)
+        initial=5.0, final=0.5, decay_rate=0.5, decay_steps=max(num_iters // 6, 1)
     )
     rows = []
     for arch in architectures:
@@ -246,9 +246,9 @@ def compare(
                 # The per-seed key feeds LTB's Gumbel noise (fold_in(key, step) each step).
                 state = step.init(params, key=noise_key, model_state=model_state)
                 rng = np.random.default_rng(s)
-                idx = rng.integers(0, len(ds.y_train), (num_steps, BATCH))
+                idx = rng.integers(0, len(ds.y_train), (num_iters, BATCH))
                 x_tr, y_tr = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-                for i in range(num_steps):
+                for i in range(num_iters):
                     batch = {
                         "x": x_tr[idx[i]],
                         "y": y_tr[idx[i]],
@@ -299,7 +299,7 @@ def run(
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> ExperimentResult:
-    num_steps, n_seeds = FAST if fast else FULL
+    num_iters, n_seeds = FAST if fast else FULL
     seeds = seeds_from(seed, n_seeds)
     rows = []
     for ds in DATASETS:
@@ -308,14 +308,14 @@ def run(
             architectures=ARCHITECTURES,
             balancer_names=BALANCERS,
             seeds=seeds,
-            num_steps=num_steps,
+            num_iters=num_iters,
             data_dir=data_dir,
             quiet=quiet,
         )
-    return _result(rows, seeds, num_steps, out_dir)
+    return _result(rows, seeds, num_iters, out_dir)
 
 
-def _result(rows, seeds, num_steps, out_dir: pathlib.Path) -> ExperimentResult:
+def _result(rows, seeds, num_iters, out_dir: pathlib.Path) -> ExperimentResult:
     table, per_seed = [], {}
     for r in rows:
         mean_task = r["accuracy"].mean(axis=1)  # [seeds]
@@ -345,7 +345,7 @@ def _result(rows, seeds, num_steps, out_dir: pathlib.Path) -> ExperimentResult:
     png = _plot(rows, out_dir / "architectures.png")
     return ExperimentResult(
         title=(
-            f"Architectures × balancers, {num_steps} Adam steps of batch {BATCH}, "
+            f"Architectures × balancers, {num_iters} Adam steps of batch {BATCH}, "
             f"{len(seeds)} seeds: test accuracy (mean over tasks ± std over seeds)"
         ),
         columns=[

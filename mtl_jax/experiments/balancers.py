@@ -121,7 +121,7 @@ def compare(
     *,
     methods=None,
     seeds=(0, 1, 2),
-    num_steps: int = FULL[0],
+    num_iters: int = FULL[0],
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> dict[str, dict]:
@@ -131,7 +131,7 @@ def compare(
       dataset: one of :data:`DATASETS`.
       methods: names of :data:`mtl_jax.balancers.METHODS` (all by default).
       seeds: one run per seed (data, initialisation, batches).
-      num_steps: Adam steps, a positive multiple of :data:`CHUNK` or smaller than it.
+      num_iters: Adam steps, a positive multiple of :data:`CHUNK` or smaller than it.
       data_dir: the data cache (``None``: :func:`mtl_jax.data.default_data_dir`).
       quiet: hide the data preparation's progress bar.
 
@@ -140,11 +140,11 @@ def compare(
       chunks, compilation excluded).
     """
     methods = tuple(balancers.names() if methods is None else methods)
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    chunk = min(CHUNK, num_steps)
-    if num_steps % chunk:
-        raise ValueError(f"num_steps must be a multiple of {CHUNK} or below it, got {num_steps}")
+    if num_iters < 1:
+        raise ValueError(f"num_iters must be >= 1, got {num_iters}")
+    chunk = min(CHUNK, num_iters)
+    if num_iters % chunk:
+        raise ValueError(f"num_iters must be a multiple of {CHUNK} or below it, got {num_iters}")
     batch_size, lr, _ = SETUP[dataset]
     problems = {s: _problem(dataset, s, data_dir, quiet) for s in seeds}
     model, loss_fn, x0, y0, _ = problems[seeds[0]]
@@ -165,9 +165,9 @@ def compare(
                 run_chunk = jax.jit(_chunk_fn(step, getattr(tx, "meta_update", None)))
             state = step.init(params0, key=jax.random.key(s))
             rng = np.random.default_rng(s)
-            idx = rng.integers(0, len(x_tr), (num_steps, 2, batch_size))  # [:, 1]: validation
+            idx = rng.integers(0, len(x_tr), (num_iters, 2, batch_size))  # [:, 1]: validation
             xs, ys = jnp.asarray(x_tr), jnp.asarray(y_tr)
-            for c in progress(range(num_steps // chunk), f"{dataset} {name} seed {s}"):
+            for c in progress(range(num_iters // chunk), f"{dataset} {name} seed {s}"):
                 sel = jnp.asarray(idx[c * chunk : (c + 1) * chunk])
                 t0 = time.perf_counter()
                 state = jax.block_until_ready(run_chunk(state, xs, ys, sel))
@@ -231,7 +231,7 @@ def run(
     quiet: bool = False,
 ) -> ExperimentResult:
     """Every balancer (or ``--balancer a,b``) on three problems; metric mean ± std, no claim."""
-    num_steps, n_seeds = FAST if fast else FULL
+    num_iters, n_seeds = FAST if fast else FULL
     methods = _methods(balancer, fast)
     seeds = seeds_from(seed, n_seeds)
     out_dir = pathlib.Path(out_dir)
@@ -241,7 +241,7 @@ def run(
             ds,
             methods=methods,
             seeds=seeds,
-            num_steps=num_steps,
+            num_iters=num_iters,
             data_dir=data_dir,
             quiet=quiet,
         )
@@ -258,7 +258,7 @@ def run(
     png = _plot(results, out_dir / "balancers.png")
     return ExperimentResult(
         title=(
-            f"Balancers, {num_steps} Adam steps, {len(seeds)} seeds: accuracy (digits, higher "
+            f"Balancers, {num_iters} Adam steps, {len(seeds)} seeds: accuracy (digits, higher "
             "is better) or Σ L_i/L_i(0) (toy, lower is better), mean ± std over seeds"
         ),
         columns=["dataset", "method", "cost", "metric", "ms/step"],
@@ -270,7 +270,7 @@ def run(
         claim=CLAIM,
         claim_held=None,
         claim_test={"reason": "a comparison of methods; no claim is tested"},
-        summary={"num_steps": num_steps, "methods": list(methods)},
+        summary={"num_iters": num_iters, "methods": list(methods)},
     )
 
 

@@ -97,7 +97,7 @@ FAST = {
     "num_seeds": 5,
     "pool": 256,
     "test": 256,
-    "num_steps": 80,
+    "num_iters": 80,
     "channels": (8,),
     "budgets": (12, 100),
 }
@@ -105,7 +105,7 @@ FULL = {
     "num_seeds": 5,
     "pool": 1000,
     "test": 1000,
-    "num_steps": 600,
+    "num_iters": 600,
     "channels": (8, 16),
     "budgets": BUDGETS,
 }
@@ -121,7 +121,7 @@ def _labelled_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(head + [i for i in perm if i not in set(head)])
 
 
-def _train_fn(model: models.DSMTNet, *, num_steps: int, pool: int):
+def _train_fn(model: models.DSMTNet, *, num_iters: int, pool: int):
     """``(keys, windows, missing, labels, orders, n_lab, aux, test_w, test_m) -> logits``.
 
     Vmapped over instances (a seed and a label budget each: ``keys``, ``orders``,
@@ -129,13 +129,13 @@ def _train_fn(model: models.DSMTNet, *, num_steps: int, pool: int):
     are shared. The label budget is data (``n_lab``), so one compiled program
     serves every budget and seed.
     """
-    burn_in = num_steps // 5
+    burn_in = num_iters // 5
     ts = recipes.make_dsmt_train_step(
         model,
         balancers.equal_weighting(),
         optax.adam(1e-3),
         burn_in_steps=burn_in,
-        phase_steps=max(1, num_steps // 20),
+        phase_steps=max(1, num_iters // 20),
         jit=False,
     )
     mask = jnp.concatenate([jnp.ones(B_LAB), jnp.zeros(B_ALL)])
@@ -160,7 +160,7 @@ def _train_fn(model: models.DSMTNet, *, num_steps: int, pool: int):
             state, metrics = ts.step(state, batch)
             return state, metrics["losses"][0]
 
-        train_state, _ = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+        train_state, _ = jax.lax.scan(body, state, jax.random.split(key, num_iters))
         logit, _ = model.apply(
             {"params": train_state.params, **train_state.model_state}, test_w, test_m, train=False
         )
@@ -245,7 +245,7 @@ def run(
             partial[orders[s][:n]] = train["label"][orders[s][:n]]
             aux.append(data.auxiliary_targets(feats, partial, num_tasks=k, seed=s).targets)
         model = models.DSMTNet(num_aux_tasks=k, aux_mode=mode, channels=cfg["channels"])
-        fns[name] = _train_fn(model, num_steps=cfg["num_steps"], pool=pool)
+        fns[name] = _train_fn(model, num_iters=cfg["num_iters"], pool=pool)
         args[name] = (keys, *shared, order_arr, n_lab, jnp.asarray(np.stack(aux)), *test_in)
     compiled = _compile_all(fns, args)
 

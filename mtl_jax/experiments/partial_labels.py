@@ -170,7 +170,7 @@ def compare(
     balancer_names: Sequence[str] = BALANCERS,
     variants: Sequence[str] = VARIANTS,
     seeds: Sequence[int] = (0, 1, 2),
-    num_steps: int = 150,
+    num_iters: int = 150,
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> list[dict]:
@@ -185,14 +185,14 @@ def compare(
       balancer_names: names from :data:`BALANCERS`.
       variants: names from :data:`VARIANTS`.
       seeds: one run per seed.
-      num_steps: Adam steps of batch :data:`BATCH`.
+      num_iters: Adam steps of batch :data:`BATCH`.
 
     Returns:
       One dict per (balancer, variant) with ``accuracy`` ``[seeds, K]`` test
       accuracies and ``weights`` ``[seeds, K]``, the mean task weights applied.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if num_iters < 1:
+        raise ValueError(f"num_iters must be >= 1, got {num_iters}")
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     if not variants or any(v not in VARIANTS for v in variants):
@@ -209,9 +209,9 @@ def compare(
         raise ValueError(f"{dataset}: the seeds' splits differ in size")
     masks = np.stack([label_masks(n, k, seed=s) for s in seeds])  # [S, N, K]
     y_tr = np.where(masks, np.stack([ds.y_train for ds in sets]), 0)  # placeholder label 0
-    idx = np.stack([np.random.default_rng(s).integers(0, n, (num_steps, BATCH)) for s in seeds])
+    idx = np.stack([np.random.default_rng(s).integers(0, n, (num_iters, BATCH)) for s in seeds])
     absent = ~np.take_along_axis(masks, idx.reshape(len(seeds), -1, 1), 1)
-    absent = absent.reshape(len(seeds), num_steps, BATCH, k).all(axis=2).mean(axis=(0, 1))
+    absent = absent.reshape(len(seeds), num_iters, BATCH, k).all(axis=2).mean(axis=(0, 1))
     x_tr, x_te = _stack(sets, "x_train"), _stack(sets, "x_test")
     y_te = np.stack([ds.y_test for ds in sets])  # [S, M, K]
     keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in seeds])
@@ -347,7 +347,7 @@ def run(
     """Partially labelled MultiDigits and DigitsAttributes: each balancer with the naive
     masked mean against presence-aware balancing (:func:`mtl_jax.masked_task_losses`).
     """
-    num_steps, n_seeds = FAST if fast else FULL
+    num_iters, n_seeds = FAST if fast else FULL
     seeds = seeds_from(seed, n_seeds)
     names = FAST_BALANCERS if fast else BALANCERS
     rows = []
@@ -356,14 +356,14 @@ def run(
             ds,
             balancer_names=names,
             seeds=seeds,
-            num_steps=num_steps,
+            num_iters=num_iters,
             data_dir=data_dir,
             quiet=quiet,
         )
-    return _result(rows, seeds, num_steps, pathlib.Path(out_dir), fast=fast)
+    return _result(rows, seeds, num_iters, pathlib.Path(out_dir), fast=fast)
 
 
-def _result(rows, seeds, num_steps, out_dir: pathlib.Path, *, fast: bool) -> ExperimentResult:
+def _result(rows, seeds, num_iters, out_dir: pathlib.Path, *, fast: bool) -> ExperimentResult:
     table, per_seed = [], {}
     for r in rows:
         acc = r["accuracy"]  # [S, K]
@@ -433,7 +433,7 @@ def _result(rows, seeds, num_steps, out_dir: pathlib.Path, *, fast: bool) -> Exp
         }
         claim_test["verdict"] = "inconclusive"
         claim_test["reason"] = (
-            f"fast form ({num_steps} steps, {len(seeds)} seeds, MGDA only) cannot test the claim: "
+            f"fast form ({num_iters} steps, {len(seeds)} seeds, MGDA only) cannot test the claim: "
             "the effect's sign depends on training length; run --full"
         )
     held = {"held": True, "not held": False}.get(claim_test["verdict"])
@@ -441,7 +441,7 @@ def _result(rows, seeds, num_steps, out_dir: pathlib.Path, *, fast: bool) -> Exp
     return ExperimentResult(
         title=(
             f"Partially labelled tasks (label fractions {FRACTIONS} cycling over tasks), "
-            f"{num_steps} Adam steps of batch {BATCH}, {len(seeds)} seeds: test accuracy "
+            f"{num_iters} Adam steps of batch {BATCH}, {len(seeds)} seeds: test accuracy "
             "(mean over tasks ± std over seeds), per task, mean weights"
         ),
         columns=["dataset", "balancer", "variant", "accuracy", "per task", "mean weights"],

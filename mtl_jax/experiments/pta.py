@@ -196,7 +196,7 @@ def _program(k: int, n: int, c: int, strategy: str, num_meta: int):
 
         drv = recipes.make_pta_driver(
             loss_fn, score_fn, balancers.equal_weighting(), optax.adam(_LEARNING_RATE),
-            num_tasks=k, num_decoders=n, num_steps=_STEPS, strategy=strategy,
+            num_tasks=k, num_decoders=n, num_iters=_STEPS, strategy=strategy,
             max_dropout=_MAX_DROPOUT, key_impl=_KEY_IMPL, on_nonfinite="ignore", jit=False,
         )  # fmt: skip
         state = drv.init(net.init(k_init, x[:2]), k_drv, **hyper)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtl_jax import _validate
 from mtl_jax.recipes._pta_control import (
     PTA_STRATEGIES,
     _check_scale,
@@ -72,7 +73,7 @@ def make_pta_driver(
     *,
     num_tasks: int,
     num_decoders: int,
-    num_steps: int,
+    num_iters: int,
     strategy: str = "perturb",
     init: str = "independent",
     num_frozen: int = 0,
@@ -87,7 +88,7 @@ def make_pta_driver(
 ) -> PTADriver:
     """Builds the pseudo-task augmentation training loop (Algorithm 1 of the paper).
 
-    One *meta-iteration* is ``M = num_steps`` training steps, run as a
+    One *meta-iteration* is ``M = num_iters`` training steps, run as a
     ``lax.scan`` (no host round-trip per step), each the balanced step of
     :func:`mtl_jax.training.make_train_step` on the ``[K·D]`` pseudo-task loss
     vector; frozen decoders are then restored, every decoder is scored on
@@ -109,7 +110,7 @@ def make_pta_driver(
       optimizer: the optax optimiser.
       num_tasks: ``K``.
       num_decoders: ``D``.
-      num_steps: ``M``, gradient steps per meta-iteration.
+      num_iters: ``M``, gradient steps per meta-iteration.
       strategy: decoder update, one of :data:`~mtl_jax.recipes.PTA_STRATEGIES`.
       init: ``"independent"`` (decoders as the model initialised them) or
         ``"identical"`` (:func:`~mtl_jax.recipes.pta_identical_init`).
@@ -141,11 +142,12 @@ def make_pta_driver(
     References:
       Meyerson & Miikkulainen, ICML 2018, https://arxiv.org/abs/1803.04062.
     """
-    for name, v in (("num_tasks", num_tasks), ("num_decoders", num_decoders)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+    for name, v in (
+        ("num_tasks", num_tasks),
+        ("num_decoders", num_decoders),
+        ("num_iters", num_iters),
+    ):
+        _validate.check_int(name, v)
     if strategy not in PTA_STRATEGIES:
         raise ValueError(f"strategy must be one of {PTA_STRATEGIES}, got {strategy!r}")
     if init not in ("independent", "identical"):
@@ -250,7 +252,7 @@ def make_pta_driver(
             train = train._replace(params=_set(train.params, decoder_path, dec))
             return train, metrics["losses"]
 
-        steps = jax.random.split(k_steps, num_steps)
+        steps = jax.random.split(k_steps, num_iters)
         train, losses = jax.lax.scan(body, state.train, (batches, steps))
         scores = jnp.asarray(score_fn(train.params), jnp.float32)
         dec, rates, best = pta_update(

@@ -117,7 +117,7 @@ def test_architectures_experiment_mtan_keeps_its_accuracy_at_evaluation():
         architectures=("mtan",),
         balancer_names=("ew",),
         seeds=(0,),
-        num_steps=60,
+        num_iters=60,
         quiet=True,
     )
     acc = rows[0]["accuracy"]

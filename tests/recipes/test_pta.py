@@ -87,10 +87,10 @@ def test_argument_validation():
         R.pta_perturb(p, jax.random.key(0), jnp.zeros(2, jnp.int32), scale=-1.0)
     with pytest.raises(ValueError, match="num_frozen"):
         R.pta_trainable_mask(2, 3, num_frozen=3)
-    with pytest.raises(ValueError, match="num_steps"):
+    with pytest.raises(ValueError, match="num_iters"):
         R.make_pta_driver(
             None, None, balancers.equal_weighting(), optax.sgd(0.1),
-            num_tasks=1, num_decoders=2, num_steps=0,
+            num_tasks=1, num_decoders=2, num_iters=0,
         )  # fmt: skip
 
 
@@ -126,7 +126,7 @@ def test_frozen_decoders_do_not_move():
     net, params, batches, loss_fn, score_fn = _problem(2, 3)
     drv = R.make_pta_driver(
         loss_fn, score_fn, balancers.equal_weighting(), optax.adam(1e-2),
-        num_tasks=2, num_decoders=3, num_steps=4, strategy="none", num_frozen=2,
+        num_tasks=2, num_decoders=3, num_iters=4, strategy="none", num_frozen=2,
         key_impl="rbg", on_nonfinite="ignore",  # both compile faster on CPU
     )  # fmt: skip
     state, metrics = drv.meta_step(drv.init(params, 0), batches)
@@ -143,7 +143,7 @@ def test_driver_greedy_makes_decoders_equal_and_selects():
     net, params, batches, loss_fn, score_fn = _problem(2, 3)
     drv = R.make_pta_driver(
         loss_fn, score_fn, balancers.equal_weighting(), optax.adam(1e-2),
-        num_tasks=2, num_decoders=3, num_steps=4, strategy="greedy",
+        num_tasks=2, num_decoders=3, num_iters=4, strategy="greedy",
     )  # fmt: skip
     state, metrics = drv.meta_step(drv.init(params, 0), batches)
     np.testing.assert_array_equal(state.best, M.select_decoders(metrics["scores"]))
@@ -158,7 +158,7 @@ def test_single_decoder_reduces_to_plain_model(balancer):
     net, params, batches, loss_fn, score_fn = _problem(2, 1)
     drv = R.make_pta_driver(
         loss_fn, score_fn, balancer(), optax.sgd(0.1),
-        num_tasks=2, num_decoders=1, num_steps=4, strategy="greedy", perturbation_scale=0.5,
+        num_tasks=2, num_decoders=1, num_iters=4, strategy="greedy", perturbation_scale=0.5,
         key_impl="rbg", on_nonfinite="ignore",
     )  # fmt: skip
     state, _ = drv.meta_step(drv.init(params, 0), batches)
@@ -218,7 +218,7 @@ def test_perturb_is_hyperperturb_without_dropout_steps(key):
 def test_driver_overrides_vmap_over_variants_and_key_impl():
     """Per-run overrides in the state: one vmapped driver equals one driver per variant."""
     net, params, batches, loss_fn, score_fn = _problem(2, 3)
-    common = dict(num_tasks=2, num_decoders=3, num_steps=4, strategy="hyperperturb")
+    common = dict(num_tasks=2, num_decoders=3, num_iters=4, strategy="hyperperturb")
     variants = [
         dict(perturbation_scale=0.05, dropout_rate=0.0, dropout_scale=0.0),
         dict(perturbation_scale=0.0, dropout_rate=0.3, dropout_scale=0.2),
