@@ -1,5 +1,8 @@
 """Auto-Lambda against a float64 NumPy transcription of its update on quadratic tasks."""
 
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,27 +11,17 @@ import pytest
 
 import mtl_jax as mtl
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from bilevel_problem import (
+    meta_train,
+    quadratic_problem,
+    task_losses,
+)
+
 K, D, ALPHA = 3, 4, 0.1
 
 
-def _problem(seed=0):
-    rng = np.random.default_rng(seed)
-    mats = []
-    for _ in range(2 * K):
-        m = rng.normal(size=(D, D))
-        mats.append(m @ m.T / D + 0.5 * np.eye(D))
-    a, b = rng.normal(size=(K, D)), rng.normal(size=(K, D))
-    return np.stack(mats[:K]), np.stack(mats[K:]), a, b, rng.normal(size=D)
-
-
-A, B, CA, CB, THETA = _problem()
-
-
-def task_losses(params, batch):
-    """``L_k = ½ (θ − c_k)ᵀ M_k (θ − c_k)``; the batch holds ``(M, c)``."""
-    m, c = batch
-    r = params["theta"][None] - c
-    return 0.5 * jnp.einsum("ki,kij,kj->k", r, m, r)
+A, B, CA, CB, THETA = quadratic_problem(K, D, seed=0)
 
 
 def np_hypergradient(theta, lam, alpha, primary=None, present=None):
@@ -157,10 +150,7 @@ def test_trains_inside_a_jitted_step_with_a_validation_batch():
     )
     step = mtl.training.make_train_step(loss_fn, tx, optax.sgd(0.05))
 
-    @jax.jit
-    def train(state, batch, val):
-        bstate = tx.meta_update(state.balancer_state, state.params, batch, val)
-        return step.step(state._replace(balancer_state=bstate), batch)
+    train = meta_train(tx, step)
 
     state = step.init(params)
     for _ in range(30):

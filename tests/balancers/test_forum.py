@@ -1,6 +1,8 @@
 """FORUM against a float64 NumPy transcription of the paper's step on quadratic tasks."""
 
 import itertools
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,31 +12,22 @@ import pytest
 
 import mtl_jax as mtl
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from bilevel_problem import (
+    assert_resumes_bit_identically,
+    meta_train,
+    quadratic_problem,
+    task_losses,
+)
+
 K, D, ETA, PHI, T = 3, 4, 0.1, 0.1, 3
 
 
-def _problem(seed=1):
-    rng = np.random.default_rng(seed)
-    mats = []
-    for _ in range(2 * K):
-        m = rng.normal(size=(D, D))
-        mats.append(m @ m.T / D + 0.5 * np.eye(D))
-    a, b = rng.normal(size=(K, D)), rng.normal(size=(K, D))
-    return np.stack(mats[:K]), np.stack(mats[K:]), a, b, 3.0 * rng.normal(size=D)
-
-
-A, B, CA, CB, THETA = _problem()
+A, B, CA, CB, THETA = quadratic_problem(K, D, seed=1, theta_scale=3.0)
 TRAIN = (jnp.asarray(A, jnp.float32), jnp.asarray(CA, jnp.float32))
 VAL = (jnp.asarray(B, jnp.float32), jnp.asarray(CB, jnp.float32))
 PARAMS = {"theta": jnp.asarray(THETA, jnp.float32)}
 ALL = np.ones(K, bool)
-
-
-def task_losses(params, batch):
-    """``L_k = ½ (θ − c_k)ᵀ M_k (θ − c_k)``; the batch holds ``(M, c)``."""
-    m, c = batch
-    r = params["theta"][None] - c
-    return 0.5 * jnp.einsum("ki,kij,kj->k", r, m, r)
 
 
 # ------------------------------------------------------------------ float64 transcription
@@ -230,19 +223,13 @@ def test_shared_leaves_get_the_direction_the_others_the_plain_sum():
 
 
 def test_jitted_training_descends_checkpoints_and_resumes(tmp_path):
-    import flax.serialization
-    import orbax.checkpoint as ocp
-
     tx = mtl.balancers.make(
         "forum", num_tasks=K, task_loss_fn=task_losses, inner_lr=ETA, inner_steps=T
     )
     assert tx.spec.kind == "jacobian"
     step = mtl.training.make_train_step(task_losses, tx, optax.sgd(0.05))
 
-    @jax.jit
-    def train(state, batch, val):
-        bstate = tx.meta_update(state.balancer_state, state.params, batch, val)
-        return step.step(state._replace(balancer_state=bstate), batch)
+    train = meta_train(tx, step)
 
     state = step.init(PARAMS)
     start = np.asarray(task_losses(PARAMS, VAL))
@@ -252,18 +239,7 @@ def test_jitted_training_descends_checkpoints_and_resumes(tmp_path):
     np.testing.assert_allclose(metrics["weights"], state.balancer_state.weights, rtol=1e-6)
     end = np.asarray(task_losses(state.params, VAL))
     assert end.max() < start.max(), (start, end)  # the worst validation loss went down
-    expected, _ = train(state, TRAIN, VAL)
-    bstate = state.balancer_state
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(tmp_path / "forum", bstate)
-    ckpt.wait_until_finished()
-    from_orbax = ckpt.restore(tmp_path / "forum", bstate)
-    from_flax = flax.serialization.from_bytes(bstate, flax.serialization.to_bytes(bstate))
-    for restored in (from_orbax, from_flax):
-        assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(bstate)
-        got, _ = train(state._replace(balancer_state=restored), TRAIN, VAL)
-        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert_resumes_bit_identically(train, state, TRAIN, VAL, tmp_path / "forum")
 
 
 @pytest.mark.parametrize(

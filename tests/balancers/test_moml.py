@@ -2,6 +2,8 @@
 
 import functools
 import itertools
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,30 +13,21 @@ import pytest
 
 import mtl_jax as mtl
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from bilevel_problem import (
+    assert_resumes_bit_identically,
+    meta_train,
+    quadratic_problem,
+    task_losses,
+)
+
 K, D, ETA = 3, 4, 0.1
 
 
-def _problem(seed=0):
-    rng = np.random.default_rng(seed)
-    mats = []
-    for _ in range(2 * K):
-        m = rng.normal(size=(D, D))
-        mats.append(m @ m.T / D + 0.5 * np.eye(D))
-    a, b = rng.normal(size=(K, D)), rng.normal(size=(K, D))
-    return np.stack(mats[:K]), np.stack(mats[K:]), a, b, rng.normal(size=D)
-
-
-A, B, CA, CB, THETA = _problem()
+A, B, CA, CB, THETA = quadratic_problem(K, D, seed=0)
 TRAIN = (jnp.asarray(A, jnp.float32), jnp.asarray(CA, jnp.float32))
 VAL = (jnp.asarray(B, jnp.float32), jnp.asarray(CB, jnp.float32))
 PARAMS = {"theta": jnp.asarray(THETA, jnp.float32)}
-
-
-def task_losses(params, batch):
-    """``L_k = ½ (θ − c_k)ᵀ M_k (θ − c_k)``; the batch holds ``(M, c)``."""
-    m, c = batch
-    r = params["theta"][None] - c
-    return 0.5 * jnp.einsum("ki,kij,kj->k", r, m, r)
 
 
 # ------------------------------------------------------------------ float64 transcription
@@ -224,9 +217,6 @@ def test_jitted_training_downweights_a_task_with_corrupted_training_labels(tmp_p
     # One shared linear model, two tasks with the same true target; task 1's training
     # labels come from a conflicting target, so raising its weight moves the look-ahead
     # away from both validation optima and MGDA lowers its logit.
-    import flax.serialization
-    import orbax.checkpoint as ocp
-
     def loss_fn(p, batch):
         x, y = batch  # y: [N, 2]
         return jnp.mean(((x @ p["w"])[:, None] - y) ** 2, axis=0)
@@ -239,10 +229,7 @@ def test_jitted_training_downweights_a_task_with_corrupted_training_labels(tmp_p
     tx = mtl.balancers.make("moml", num_tasks=2, task_loss_fn=loss_fn, inner_lr=0.05, meta_lr=0.05)
     step = mtl.training.make_train_step(loss_fn, tx, optax.sgd(0.05))
 
-    @jax.jit
-    def train(state, batch, val):
-        bstate = tx.meta_update(state.balancer_state, state.params, batch, val)
-        return step.step(state._replace(balancer_state=bstate), batch)
+    train = meta_train(tx, step)
 
     state = step.init({"w": jnp.zeros(3)})
     for _ in range(20):
@@ -252,18 +239,7 @@ def test_jitted_training_downweights_a_task_with_corrupted_training_labels(tmp_p
     np.testing.assert_allclose(metrics["weights"], w, rtol=1e-6)
     np.testing.assert_allclose(w, np_softmax(np.asarray(state.balancer_state.logits), [1, 1]), 1e-5)
     assert w[1] < 0.4 < 0.6 < w[0], w
-    expected, _ = train(state, train_b, val_b)
-    bstate = state.balancer_state
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(tmp_path / "moml", bstate)
-    ckpt.wait_until_finished()
-    from_orbax = ckpt.restore(tmp_path / "moml", bstate)
-    from_flax = flax.serialization.from_bytes(bstate, flax.serialization.to_bytes(bstate))
-    for restored in (from_orbax, from_flax):
-        assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(bstate)
-        got, _ = train(state._replace(balancer_state=restored), train_b, val_b)
-        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert_resumes_bit_identically(train, state, train_b, val_b, tmp_path / "moml")
 
 
 def test_meta_optimizer_replaces_adam_and_both_routes_apply_the_weights():
