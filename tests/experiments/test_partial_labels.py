@@ -11,6 +11,7 @@ from scipy import stats
 
 import mtl_jax as mtl
 from mtl_jax.experiments import _cli, partial_labels
+from mtl_jax.experiments._registry import get
 
 
 def test_label_masks_label_each_task_on_its_fraction():
@@ -78,24 +79,20 @@ def test_mgda_sees_the_absent_task_only_in_the_naive_variant():
         partial_labels.make_loss_fn(model, "masked")
 
 
-def test_paired_test_verdicts_against_the_t_distribution():
+def test_claim_is_a_declared_part_of_the_shared_verdict():
+    """The claim goes through the experiments' shared verdict: declared, paired, one-sided."""
+    (declared,) = get("partial-labels").parts
+    assert declared is partial_labels.PART and declared.paired
+    assert declared.statistic == "paired_t" and declared.alternative == "greater"
     naive = np.array([0.50, 0.52, 0.47, 0.55, 0.51])
     better = naive + np.array([0.03, 0.05, 0.02, 0.04, 0.06])
-    out = partial_labels.paired_test(better, naive)
     d = better - naive
     t = d.mean() / (d.std(ddof=1) / np.sqrt(d.size))
-    np.testing.assert_allclose(out["statistic"], t, rtol=1e-10)
+    out = partial_labels.PART.test(better, naive)
+    np.testing.assert_allclose(out["value"], t, rtol=1e-10)
     np.testing.assert_allclose(out["p_value"], stats.t.sf(t, d.size - 1), rtol=1e-8)
-    np.testing.assert_allclose(out["effect_size"], d.mean() / d.std(ddof=1), rtol=1e-10)
     assert out["verdict"] == "held"
-    assert partial_labels.paired_test(naive, better)["verdict"] == "not held"
-    mixed = naive + np.array([0.03, -0.04, 0.01, -0.02, 0.01])
-    assert partial_labels.paired_test(mixed, naive)["verdict"] == "inconclusive"
-    # Too few seeds, or no spread: the test cannot decide.
-    two = partial_labels.paired_test(better[:2], naive[:2])
-    assert two["verdict"] == "inconclusive" and two["p_value"] is None and "reason" in two
-    flat = partial_labels.paired_test(naive + 0.01, naive)
-    assert flat["verdict"] == "inconclusive"
+    assert partial_labels.PART.test(naive, better)["verdict"] == "not held"
 
 
 @pytest.mark.reproduction
@@ -123,17 +120,17 @@ def test_fast_form_runs_from_the_cli(tmp_path, capsys):
                 assert m["std"] >= 0.0
                 per_task = [payload["methods"][f"{cell}/{t}"]["per_seed"] for t in names]
                 np.testing.assert_allclose(np.mean(per_task, axis=0), m["per_seed"], rtol=1e-9)
-    test = payload["claim_test"]
     assert payload["claim"] == partial_labels.CLAIM
-    for field in ("statistic", "p_value", "effect_size", "mean_difference", "alpha"):
-        assert field in test, field
+    (part,) = payload["claims"]
+    for field in ("statistic", "value", "p_value", "interval", "effect_size", "alpha"):
+        assert part[field] is not None, field
     # The fast form cannot decide the claim (the full form's effect depends on training
-    # length): it says so, and keeps its own test's outcome apart.
-    assert test["verdict"] == "inconclusive" and "fast form" in test["reason"]
-    assert test["fast_form_test"]["verdict"] in ("held", "not held", "inconclusive")
+    # length): it records the test and says so.
+    assert part["verdict"] == "inconclusive" and "fast form" in part["reason"]
     assert payload["claim_held"] is None
     assert payload["verdict"] == "inconclusive"  # not "not tested"
-    assert f"-> {test['verdict'].upper()} on seeds" in capsys.readouterr().out
+    assert "-> INCONCLUSIVE on seeds" in capsys.readouterr().out
+    test = payload["summary"]
     assert partial_labels.FAST_BALANCERS == ("mgda",) and test["other_balancers"] == {}
     for ds in tasks:  # the secondary per-dataset tests
         assert test["per_dataset"][ds]["mgda"]["verdict"] in ("held", "not held", "inconclusive")
