@@ -79,17 +79,6 @@ PARTS = tuple(
 _PART_OF = dict(zip(DATASETS, PARTS))
 
 
-class _MLP(nn.Module):
-    features: Sequence[int]
-
-    @nn.compact
-    def __call__(self, x):
-        x = jnp.reshape(x, (x.shape[0], -1))
-        for f in self.features:
-            x = nn.relu(nn.Dense(f)(x))
-        return x
-
-
 class _Flat(nn.Module):
     """A dense ReLU layer on flattened input (a stage of the staged architectures)."""
 
@@ -104,20 +93,20 @@ def build(name: str, num_tasks: int, num_classes: int) -> nn.Module:
     """The architecture ``name`` for ``num_tasks`` tasks of ``num_classes`` classes."""
     k, c = num_tasks, num_classes
     if name == "hps":
-        return models.HardParameterSharing(_MLP((64, 32)), num_tasks=k, head_features=c)
+        return models.HardParameterSharing(models.MLPTrunk((64, 32)), num_tasks=k, head_features=c)
     if name == "cross_stitch":
         return models.CrossStitch([_Flat(64), _Flat(32), nn.Dense(c)], num_tasks=k)
     if name == "mmoe":
-        return models.MMoE(_MLP((32,)), nn.Dense(c), num_tasks=k, num_experts=4)
+        return models.MMoE(models.MLPTrunk((32,)), nn.Dense(c), num_tasks=k, num_experts=4)
     if name == "mtan":
         return models.MTAN([_Flat(64), _Flat(32)], nn.Dense(c), num_tasks=k)
     if name == "cgc":
-        expert = _MLP((32,))
+        expert = models.MLPTrunk((32,))
         return models.CGC(expert, nn.Dense(c), num_tasks=k, num_shared_experts=2)
     if name == "ple":
-        return models.PLE(_MLP((32,)), nn.Dense(c), num_tasks=k, num_layers=2)
+        return models.PLE(models.MLPTrunk((32,)), nn.Dense(c), num_tasks=k, num_layers=2)
     if name == "dselect_k":
-        return models.DSelectK(_MLP((32,)), nn.Dense(c), num_tasks=k, num_experts=4, k=2)
+        return models.DSelectK(models.MLPTrunk((32,)), nn.Dense(c), num_tasks=k, num_experts=4, k=2)
     if name == "ltb":
         return models.LTB([_Flat(64), _Flat(32), _Flat(32)], nn.Dense(c), num_tasks=k)
     raise ValueError(f"unknown architecture {name!r}; choose from {ARCHITECTURES}")

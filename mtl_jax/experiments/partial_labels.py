@@ -87,17 +87,6 @@ PART = _verdict.ClaimPart(
 )
 
 
-class _MLP(nn.Module):
-    features: Sequence[int]
-
-    @nn.compact
-    def __call__(self, x):
-        x = jnp.reshape(x, (x.shape[0], -1))
-        for f in self.features:
-            x = nn.relu(nn.Dense(f)(x))
-        return x
-
-
 def label_masks(num_examples: int, num_tasks: int, *, seed: int) -> np.ndarray:
     """Which training examples keep each task's label: ``[N, K]`` bool.
 
@@ -225,7 +214,7 @@ def compare(
     y_te = np.stack([ds.y_test for ds in sets])  # [S, M, K]
     keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in seeds])
 
-    model = models.HardParameterSharing(_MLP((64, 32)), num_tasks=k, head_features=c)
+    model = models.HardParameterSharing(models.MLPTrunk((64, 32)), num_tasks=k, head_features=c)
     shapes = jax.eval_shape(model.init, jax.random.key(0), x_tr[0, :1])
     shared = model.shared_mask(shapes)
     rows = []

@@ -31,12 +31,13 @@ class ConvEncoder(nn.Module):
 
 
 class MLPTrunk(nn.Module):
-    """``len(features)`` Dense+ReLU layers."""
+    """``len(features)`` Dense+ReLU layers on the flattened input ``[B, ...] -> [B, -1]``."""
 
     features: tuple[int, ...] = (100, 100, 100, 100)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.reshape(x, (x.shape[0], -1))
         for f in self.features:
             x = nn.relu(nn.Dense(f)(x))
         return x
