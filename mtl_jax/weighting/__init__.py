@@ -91,6 +91,9 @@ from mtl_jax.weighting._modo import modo_step as modo_step
 from mtl_jax.weighting._modo import task_cross_gram as task_cross_gram
 from mtl_jax.weighting._moml import moml_direction as moml_direction
 from mtl_jax.weighting._moml import moml_hypergradients as moml_hypergradients
+from mtl_jax.weighting._pcd import pcd_norms_update as pcd_norms_update
+from mtl_jax.weighting._pcd import pcd_scales as pcd_scales
+from mtl_jax.weighting._pcd import pcd_weights as pcd_weights
 from mtl_jax.weighting._robust import krum_weights as krum_weights
 from mtl_jax.weighting._robust import trimmed_mean as trimmed_mean
 from mtl_jax.weighting._scalarization import cosmos_objective as cosmos_objective
@@ -127,6 +130,9 @@ __all__ += [
     "moml_hypergradients",
     "pbi_objective",
     "pbi_weights",
+    "pcd_norms_update",
+    "pcd_scales",
+    "pcd_weights",
     "scale_invariant_weights",
     "sdmgrad_step",
     "task_cross_gram",
