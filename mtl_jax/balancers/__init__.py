@@ -126,6 +126,8 @@ from mtl_jax.balancers._modo import MoDoState as MoDoState
 from mtl_jax.balancers._modo import modo as modo
 from mtl_jax.balancers._moml import MOMLState as MOMLState
 from mtl_jax.balancers._moml import moml as moml
+from mtl_jax.balancers._pcd import PCDState as PCDState
+from mtl_jax.balancers._pcd import pcd as pcd
 from mtl_jax.balancers._robust import krum as krum
 from mtl_jax.balancers._robust import trimmed_mean as trimmed_mean
 from mtl_jax.balancers._scalarization import cosmos as cosmos
@@ -145,6 +147,7 @@ __all__ += [
     "MoCoState",
     "MoDoState",
     "MOMLState",
+    "PCDState",
     "SDMGradState",
     "constant",
     "cosmos",
@@ -158,6 +161,7 @@ __all__ += [
     "modo",
     "moml",
     "pbi",
+    "pcd",
     "scale_invariant",
     "sdmgrad",
     "trimmed_mean",

@@ -211,6 +211,13 @@ METHODS: MethodTable = MethodTable(
             "SDMGrad",
             "SDMGrad",
         ),
+        "pcd": _M(
+            "Gram",
+            "`num_tasks`",
+            "Varam & AlHajri 2026, https://arxiv.org/abs/2606.29521",
+            "",
+            "PCD",
+        ),
         "krum": _M(
             "Gram", "—", "Blanchard et al. 2017, https://arxiv.org/abs/1703.02757", "", "Krum"
         ),

@@ -1,6 +1,6 @@
 """Priority-Constrained Descent (PCD): follow the primary task, guarantee the others some progress.
 
-Varam et al., "Not All Objectives Are Born Equal: Priority-Constrained Descent for
+Varam & AlHajri, "Not All Objectives Are Born Equal: Priority-Constrained Descent for
 Hierarchical Multi-Objective Optimization", TMLR 2026,
 https://openreview.net/forum?id=HT01yGHLEt, https://arxiv.org/abs/2606.29521
 (torchjd's ``PCD``). Task 1 is the primary objective; tasks ``2..K`` are secondary.

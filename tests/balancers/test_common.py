@@ -55,12 +55,14 @@ NAMES = [
     "pbi",
     "moco",
     "imtl_hybrid",
+    "pcd",
 ]
 
 
 # Balancers that cannot run without num_tasks (their state needs K).
 NEEDS_K = {"uncertainty_weighting", "gradnorm", "gradvac", "dwa", "rlw", "db_mtl", "famo", "stch"}
 NEEDS_K |= {"constant", "imtl_l", "imtl_hybrid", "cr_mogm", "modo", "sdmgrad", "excess_mtl", "moco"}
+NEEDS_K |= {"pcd"}
 # Balancers whose update is not Σ_k w_k g_k: what they record instead (GradDrop: ones).
 NOT_WEIGHTED = {"graddrop", "trimmed_mean"}
 # MoCo's update is Σ_k λ_k Y_k on its tracked Jacobian Y; it records λ.

@@ -23,7 +23,7 @@ LIBMTL = (
 TORCHJD = (
     "AlignedMTL CAGrad ConFIG Constant CR-MOGM DualProj ExcessMTL FairGrad GradDrop GradVac "
     "IMTL-G Krum Mean MGDA MoDo Nash-MTL PCGrad Random SDMGrad Sum TrimmedMean UPGrad "
-    "COSMOS DWA FAMO GeometricMean IMTL-L PBI STCH UW"
+    "COSMOS DWA FAMO GeometricMean IMTL-L PBI STCH UW PCD"
 ).split()
 
 
