@@ -159,7 +159,7 @@ def pcd_scales(
       eps: ``ε ≥ 0``.
 
     Returns:
-      ``[K]`` scales.
+      ``[K]`` scales (all NaN if ``sq_norm_ema`` has a non-finite entry).
     """
     v = jnp.asarray(sq_norm_ema)
     v = v.astype(jnp.promote_types(v.dtype, jnp.float32))
@@ -167,7 +167,8 @@ def pcd_scales(
     correction = 1.0 - jnp.asarray(beta, v.dtype) ** n
     v_hat = v / jnp.where(correction > 0.0, correction, 1.0)
     den = jnp.sqrt(jnp.where(correction > 0.0, v_hat, 0.0) + eps)
-    return jnp.where(den > 0.0, 1.0 / jnp.where(den > 0.0, den, 1.0), 0.0)
+    s = jnp.where(den > 0.0, 1.0 / jnp.where(den > 0.0, den, 1.0), 0.0)
+    return nan_unless_finite(s, v)  # an infinite average is a corrupt state, not scale 0
 
 
 def pcd_weights(

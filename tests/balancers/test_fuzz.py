@@ -69,6 +69,7 @@ NO_SCALE_LAW = {"modo", "moco", "excess_mtl"}
 # Fixed per-task weights; Krum at K = f + 3, where the two mutually nearest gradients
 # tie exactly and the lower index wins: not permutation equivariant.
 NOT_EQUIVARIANT = {"constant", "krum"}
+NOT_EQUIVARIANT |= {"pcd"}  # the first task is the primary objective
 # Required arguments other than num_tasks, by K.
 REQUIRED = {"constant": lambda k: {"weights": jnp.linspace(0.5, 1.5, k)}}
 SIMPLEX = {"mgda", "rlw", "famo"}  # recorded weights on the simplex
@@ -338,6 +339,17 @@ WEIGHTING = {
     "nash_mtl_weights": (lambda g, ls: W.nash_mtl_weights(_gram(g)), None),
     "normalize_gram": (lambda g, ls: W.normalize_gram(_gram(g)), None),
     "pcgrad_weights": (lambda g, ls: W.pcgrad_weights(_gram(g), KEY), None),
+    "pcd_norms_update": (
+        lambda g, ls: W.pcd_norms_update(
+            jnp.zeros(len(ls)), jnp.zeros(len(ls), jnp.int32), _gram(g), beta=0.9
+        ),
+        None,
+    ),
+    "pcd_scales": (
+        lambda g, ls: W.pcd_scales(jnp.diagonal(_gram(g)), jnp.ones(len(ls), jnp.int32)),
+        None,
+    ),
+    "pcd_weights": (lambda g, ls: W.pcd_weights(_gram(g)), None),
     "simplex_qp": (
         lambda g, ls: W.simplex_qp(_gram(g), jnp.asarray(ls, jnp.float32)),
         lambda w, g, ls: _simplex(w),
@@ -596,6 +608,16 @@ PRESENCE_CALLS = {
             _kept(out[0], _lam0(len(ls)), m),
             _present_simplex(np.where(m, out[0], 0.0), m),
             _present_simplex(out[1], m),
+        ),
+    ),
+    "pcd_norms_update": (
+        lambda g, ls, m: W.pcd_norms_update(
+            _lam0(len(ls)), jnp.arange(len(ls)), _gram(g), beta=0.9, presence=m
+        ),
+        lambda out, m, g, ls: (
+            _kept(out[0], _lam0(len(ls)), m),
+            _kept(out[1], jnp.arange(len(ls)), m),
+            _check_finite_present(out[0], m),
         ),
     ),
     "moco_track": (
