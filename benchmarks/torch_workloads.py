@@ -39,6 +39,7 @@ AGGREGATORS: dict[str, Callable[[Any, int], Any]] = {
     "krum": lambda agg, k: agg.Krum(n_byzantine=0, n_selected=1),
     "trimmed_mean": lambda agg, k: agg.TrimmedMean(trim_number=0),
     "excess_mtl": lambda agg, k: agg.ExcessMTL(),
+    "pcd": lambda agg, k: agg.PCD(),
 }
 
 

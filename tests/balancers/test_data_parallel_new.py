@@ -35,6 +35,7 @@ NEW = [
     "modo",
     "moco",
     "pbi",
+    "pcd",
     "scale_invariant",
     "sdmgrad",
     "trimmed_mean",

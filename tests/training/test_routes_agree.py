@@ -38,6 +38,7 @@ FACTORIES = {
     "dualproj": lambda: B.dualproj(shared=S),
     "conflict_free": lambda: B.conflict_free(shared=S),
     "fairgrad": lambda: B.fairgrad(shared=S),
+    "pcd": lambda: B.pcd(num_tasks=K, tau=0.3, shared=S),
     "uncertainty_weighting": lambda: B.uncertainty_weighting(num_tasks=K, shared=S),
     "dwa": lambda: B.dwa(num_tasks=K, shared=S),
     "rlw": lambda: B.rlw(num_tasks=K, seed=3, shared=S),
