@@ -85,12 +85,10 @@ def check_pcd_tau(tau: jax.typing.ArrayLike, num_tasks: int | None = None) -> np
         return t
     if isinstance(tau, jax.core.Tracer):
         raise ValueError("tau must be concrete (a float or a vector known at trace time)")
-    try:
-        v = np.asarray(tau, np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"tau must be a real number in [0, 1] or a vector of them, got {tau!r}"
-        ) from None
+    v = np.asarray(tau)
+    if v.dtype.kind not in "iuf":
+        raise ValueError(f"tau must be a real number in [0, 1] or a vector of them, got {tau!r}")
+    v = v.astype(np.float64)
     if v.ndim == 0:
         return check_pcd_tau(float(v), num_tasks)
     if v.ndim != 1:
@@ -194,7 +192,8 @@ def pcd_weights(
       gram: ``[K, K]`` Gram matrix ``G = J Jᵀ`` of the task gradients.
       scales: ``[K]`` scales ``s`` (:func:`pcd_scales`); ``None``: ``s_i = 1/‖g_i‖``
         (the first step of the moving average with ``ε = 0``; 0 for a zero gradient).
-      tau: ``τ ∈ [0, 1]``, a float or a ``[K − 1]`` vector (one per secondary task).
+      tau: ``τ ∈ [0, 1]``, a float or a ``[K − 1]`` vector (one per secondary task);
+        a concrete value out of range raises, a traced one gives NaN weights.
       presence: ``[K]`` bool; absent tasks get weight 0 and are left out, and the
         first present task is the primary.
       feas_tol: relative tolerance of the feasibility check (module docstring).
@@ -221,7 +220,14 @@ def pcd_weights(
         raise ValueError(f"feas_tol must be a positive float, got {feas_tol!r}")
     g = as_gram(gram)
     k = g.shape[0]
-    t = check_pcd_tau(tau, k)
+    if isinstance(tau, jax.core.Tracer):  # taken as given; out of [0, 1] gives NaN weights
+        t = jnp.asarray(tau, g.dtype)
+        if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != k - 1):
+            raise ValueError(f"tau must be a float or a [{k - 1}] vector, got shape {t.shape}")
+        tau_ok = jnp.all((t >= 0.0) & (t <= 1.0))
+    else:
+        t = check_pcd_tau(tau, k)
+        tau_ok = True
     p = all_present(check_presence(presence, k), k)
     g = restrict_gram(g, p)
     diag = jnp.diagonal(g)
@@ -270,4 +276,5 @@ def pcd_weights(
     nonzero = (sq > 10.0 * jnp.finfo(g.dtype).eps * magnitude) & (lead_sq > 0.0)
     ratio = jnp.sqrt(lead_sq / jnp.where(nonzero, sq, 1.0))
     w = jnp.where(nonzero & p, v * s * ratio, 0.0)
+    w = jnp.where(tau_ok, w, jnp.nan)
     return nan_unless_finite(w, g, s)
