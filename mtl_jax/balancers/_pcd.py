@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from mtl_jax import _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base
-from mtl_jax.weighting import _pcd, _qp
+from mtl_jax.weighting import _pcd
 from mtl_jax.weighting._gram import restrict_gram
 from mtl_jax.weighting._presence_mask import as_presence
 
@@ -34,9 +34,7 @@ def pcd(
     beta: float = 0.999,
     eps: float = 1e-8,
     num_tasks: int | None = None,
-    num_iters: int = 1000,
-    tol: float = 1e-6,
-    polish_iters: int = 20,
+    max_iters: int | None = None,
     shared: MaskSpec = None,
 ) -> _base.Balancer:
     """PCD: ``d ∝ argmin_d ½‖d − g̃_1‖²`` s.t. ``g̃_jᵀd ≥ τ_j‖g̃_j‖²``, rescaled to ``‖g_1‖``.
@@ -50,7 +48,8 @@ def pcd(
     ``β``) of ``‖g_i‖²``, so ``τ`` is a scale-free fraction: scaling a secondary
     task's loss by a constant does not change the update (up to ``ε``). With
     ``d̃ = g̃_1 + Σ_j μ_j g̃_j`` the multipliers ``μ ≥ 0`` solve a ``(K−1)``-variable
-    QP in the Gram matrix (:func:`mtl_jax.weighting.pcd_weights`).
+    QP in the Gram matrix, solved exactly by an active-set method
+    (:func:`mtl_jax.weighting.pcd_weights`).
 
     Special cases: ``g_1 = 0`` gives a zero update; constraints that no direction
     meets (e.g. two opposite secondary gradients, ``τ > 0``) are dropped and the
@@ -74,9 +73,7 @@ def pcd(
       beta: decay ``β ∈ [0, 1)`` of the moving average of ``‖g_i‖²``.
       eps: ``ε ≥ 0`` added to the moving average before its inverse square root.
       num_tasks: ``K`` (required, keyword-only).
-      num_iters: cap on the dual QP's first-order iterations.
-      tol: the QP's stopping tolerance.
-      polish_iters: cap on the QP's active-set steps.
+      max_iters: cap on the dual QP's active-set iterations (default ``10 K``).
       shared: leaves to balance; the others receive the plain sum over tasks.
 
     Returns:
@@ -91,7 +88,7 @@ def pcd(
     tau = _pcd.check_pcd_tau(tau, num_tasks)
     beta = _validate.check_number("beta", beta, low=0.0, high=1.0, high_open=True)
     eps = _validate.check_number("eps", eps, low=0.0)
-    _qp.check_solver_args(num_iters, tol, polish_iters)
+    _validate.check_int("max_iters", max_iters, allow_none=True)
 
     def init(params):
         del params
@@ -111,9 +108,7 @@ def pcd(
             scales,
             tau=tau,
             presence=present,
-            num_iters=num_iters,
-            tol=tol,
-            polish_iters=polish_iters,
+            max_iters=max_iters,
         )
         # A non-finite Gram matrix leaves the moving average as it was.
         ok = jnp.all(jnp.isfinite(restrict_gram(gram, present)))

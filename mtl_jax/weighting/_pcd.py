@@ -16,26 +16,32 @@ a step along its own normalised gradient would give.
 In Gram space. The Lagrangian's stationarity gives ``d̃ = g̃_1 + Σ_j μ_j g̃_j`` with
 multipliers ``μ ≥ 0`` that solve the dual
 
-    min_{μ ≥ 0} ½ μᵀ G̃_S μ − bᵀμ,   b_j = τ_j G̃_jj − G̃_j1,
+    min_{μ ≥ 0} ½ μᵀ H μ − bᵀμ,   H = G̃_S,   b_j = τ_j G̃_jj − G̃_j1,
 
 where ``G̃ = diag(s) G diag(s)`` and ``G̃_S`` is its block on the secondary tasks; the
-KKT conditions are ``μ ≥ 0``, slack ``σ = G̃_S μ − b ≥ 0`` (``σ_j = g̃_jᵀd̃ − τ_j‖g̃_j‖²``)
-and ``μ ∘ σ = 0``. That dual is a box QP with a linear term, solved by
-:func:`mtl_jax.weighting.box_qp` (first-order iterations, then an exact active-set
-polish). The task weights are ``w = (‖g_1‖/‖d̃‖) s ∘ (e_1 + μ)`` with
+KKT conditions are ``μ ≥ 0``, slack ``σ = Hμ − b ≥ 0`` (``σ_j = g̃_jᵀd̃ − τ_j‖g̃_j‖²``)
+and ``μ ∘ σ = 0``. The task weights are ``w = (‖g_1‖/‖d̃‖) s ∘ (e_1 + μ)`` with
 ``‖d̃‖² = (e_1 + μ)ᵀ G̃ (e_1 + μ)``.
 
-Infeasible constraints. When no ``d`` meets every constraint (e.g. two opposite
-secondary gradients with ``τ > 0``), the dual is unbounded below. The returned ``μ``
-is then checked: the constraints count as met when every slack is at least
-``−feas_tol · ‖g̃_j‖ max_i ‖g̃_i‖`` and the rounding error of the slack (``ε_mach``
-times ``Σ_i |G̃_ji| μ_i``) is below that same bound; otherwise the constraints are
-dropped and the update is ``g_1``. The second test also treats as infeasible a
-problem that is feasible only with multipliers too large for the working
-precision (``μ`` of order ``feas_tol/ε_mach``, ~10³ in float32). torchjd solves
-the QP in float64 with the dual active-set method of Goldfarb & Idnani and calls
-the problem infeasible when a violated constraint's gradient is (to a relative
-``1e-9``) a combination of the active ones.
+Solver. The dual is solved exactly by the dual active-set method of Goldfarb &
+Idnani (1983, https://doi.org/10.1007/BF02591962) for an identity primal Hessian,
+written on ``H`` only: starting from ``μ = 0`` (``d̃ = g̃_1``), the most violated
+constraint ``p`` is made active by moving ``μ`` along ``e_p − r``, ``r`` the
+coefficients of ``g̃_p`` on the active gradients (``H_AA r = H_Ap``), which keeps the
+active constraints tight; an active multiplier that reaches 0 first leaves the set
+and ``p`` is tried again. Each iteration is one masked ``K × K`` LU solve inside a
+``lax.while_loop`` (at most ``max_iters``, default ``10 K``), so it runs under
+``jit`` and ``vmap``. When ``g̃_p`` is a combination of the active gradients (its
+orthogonal part has a squared norm at most ``max(1e-9, 10 ε_mach) ‖g̃_p‖²``) and no
+active multiplier can decrease, no direction meets the constraints: the problem is
+infeasible (e.g. two opposite secondary gradients with ``τ > 0``); the constraints
+are then dropped and the update is ``g_1``. A constraint counts as met when its
+slack is at least ``−(1e-9 ‖G̃‖_max + 10 ε_mach (|H||μ| + |b|)_j)``, i.e. to the
+rounding error of the slack. torchjd uses the same method and dependence
+tolerance (in float64); the first-order solver of the other Gram methods
+(:func:`box_qp`) is not used because a large but finite ``μ`` (nearly opposite
+secondary gradients) cannot be told from an unbounded dual (infeasible
+constraints) by its relative stopping rule.
 
 Task presence. An absent task is left out of the problem (its weight is 0 and
 its moving average and step count do not move); the step on ``K`` tasks with the
@@ -50,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtl_jax import _validate
 from mtl_jax.weighting._gram import (
     all_present,
     as_gram,
@@ -57,7 +64,7 @@ from mtl_jax.weighting._gram import (
     nan_unless_finite,
     restrict_gram,
 )
-from mtl_jax.weighting._qp import box_qp, check_solver_args
+from mtl_jax.weighting._qp import lu_solve
 
 __all__ = ["check_pcd_tau", "pcd_norms_update", "pcd_scales", "pcd_weights"]
 
@@ -169,24 +176,85 @@ def pcd_scales(
     return nan_unless_finite(s, v)  # an infinite average is a corrupt state, not scale 0
 
 
+def _dual_active_set(
+    h: jax.Array, b: jax.Array, active_ok: jax.Array, max_iters: int
+) -> tuple[jax.Array, jax.Array]:
+    """``argmin_{μ ≥ 0} ½ μᵀHμ − bᵀμ`` over the variables in ``active_ok`` (others 0).
+
+    Returns ``(μ, infeasible)``; see the module docstring.
+    """
+    k = h.shape[0]
+    idx = jnp.arange(k)
+    eps = jnp.finfo(h.dtype).eps
+    dep_tol = jnp.maximum(1e-9, 10.0 * eps)
+    base_tol = 1e-9 * jnp.max(jnp.abs(jnp.diagonal(h)))
+    hp = jax.lax.Precision.HIGHEST
+
+    def cond(c):
+        _, _, _, it, status = c
+        return (status == 0) & (it < max_iters)
+
+    def body(c):
+        mu, act, p, it, _ = c
+        slack = jnp.matmul(h, mu, precision=hp) - b
+        noise = base_tol + 10.0 * eps * (jnp.matmul(jnp.abs(h), mu, precision=hp) + jnp.abs(b))
+        # A new constraint to add: the most violated one, unless one is pending.
+        cand = jnp.where(active_ok & ~act, slack, jnp.inf)
+        q = jnp.argmin(cand)
+        fresh = p < 0
+        optimal = fresh & (cand[q] >= -noise[q])
+        p = jnp.where(fresh, q, p).astype(jnp.int32)
+        # r: coefficients of g̃_p on the active gradients (H_AA r = H_Ap); z = ‖g̃_p − Σ r g̃‖².
+        both = act[:, None] & act[None, :]
+        m = jnp.where(both, h, 0.0) + jnp.diag(jnp.where(act, 0.0, 1.0).astype(h.dtype))
+        r = jnp.where(act, lu_solve(m, jnp.where(act, h[:, p], 0.0)), 0.0)
+        z = h[p, p] - jnp.dot(h[p], r, precision=hp)
+        shrinking = act & (r > 0.0)
+        ratios = jnp.where(shrinking, mu / jnp.where(shrinking, r, 1.0), jnp.inf)
+        drop = jnp.argmin(ratios)
+        partial = ratios[drop]
+        independent = z > dep_tol * h[p, p]
+        full = jnp.where(independent, -slack[p] / jnp.where(independent, z, 1.0), jnp.inf)
+        step = jnp.minimum(partial, full)
+        infeasible = ~optimal & jnp.isinf(step)
+        move = ~optimal & ~infeasible
+        t = jnp.where(move, step, 0.0)
+        mu = jnp.where(active_ok, mu - t * r + t * (idx == p), 0.0)
+        adds = move & (full <= partial)
+        drops = move & ~adds
+        mu = jnp.where(drops & (idx == drop), 0.0, mu)
+        act = jnp.where(adds & (idx == p), True, act)
+        act = jnp.where(drops & (idx == drop), False, act)
+        p = jnp.where(adds, -1, p).astype(jnp.int32)  # after a drop, p is tried again
+        status = jnp.where(optimal, 1, jnp.where(infeasible, 2, 0)).astype(jnp.int32)
+        return mu, act, p, it + 1, status
+
+    init = (
+        jnp.zeros((k,), h.dtype),
+        jnp.zeros((k,), bool),
+        jnp.asarray(-1, jnp.int32),
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(0, jnp.int32),
+    )
+    mu, _, _, _, status = jax.lax.while_loop(cond, body, init)
+    return jnp.maximum(mu, 0.0), status == 2
+
+
 def pcd_weights(
     gram: jax.typing.ArrayLike,
     scales: jax.typing.ArrayLike | None = None,
     *,
     tau: jax.typing.ArrayLike = 0.02,
     presence: jax.typing.ArrayLike | None = None,
-    feas_tol: float = 1e-4,
-    num_iters: int = 1000,
-    tol: float = 1e-6,
-    polish_iters: int = 20,
+    max_iters: int | None = None,
 ) -> jax.Array:
     """PCD's task weights ``w``: the update is ``d = Σ_i w_i g_i`` (task 1 is the primary).
 
     ``d̃ = argmin_d ½‖d − g̃_1‖²`` s.t. ``g̃_jᵀd ≥ τ_j‖g̃_j‖²`` (``j ≥ 2``), with
     ``g̃_i = s_i g_i``, rescaled to ``‖d‖ = ‖g_1‖`` (see the module docstring for the
-    dual QP that is solved and the tolerances). Special cases: ``g_1 = 0`` gives
-    ``w = 0``; infeasible constraints give ``w = e_1`` (the update ``g_1``); a zero
-    ``d̃`` (to the Gram matrix's precision) gives ``w = 0``.
+    dual QP, its solver and tolerances). Special cases: ``g_1 = 0`` gives ``w = 0``;
+    infeasible constraints give ``w = e_1`` (the update ``g_1``); a zero ``d̃`` (to the
+    Gram matrix's precision) gives ``w = 0``.
 
     Args:
       gram: ``[K, K]`` Gram matrix ``G = J Jᵀ`` of the task gradients.
@@ -196,10 +264,8 @@ def pcd_weights(
         a concrete value out of range raises, a traced one gives NaN weights.
       presence: ``[K]`` bool; absent tasks get weight 0 and are left out, and the
         first present task is the primary.
-      feas_tol: relative tolerance of the feasibility check (module docstring).
-      num_iters: cap on :func:`box_qp`'s first-order iterations.
-      tol: :func:`box_qp`'s stopping tolerance.
-      polish_iters: cap on :func:`box_qp`'s active-set steps.
+      max_iters: cap on the active-set iterations (default ``10 K``; each adds or
+        drops one constraint, and about ``K`` are needed in practice).
 
     Returns:
       ``[K]`` weights, 0 on the absent tasks (all 0 when none is present); all NaN
@@ -213,13 +279,9 @@ def pcd_weights(
       >>> [round(float(x), 4) for x in w]
       [1.1547, 0.5774]
     """
-    check_solver_args(num_iters, tol, polish_iters)
-    if isinstance(feas_tol, bool) or not (
-        isinstance(feas_tol, int | float) and 0.0 < feas_tol < float("inf")
-    ):
-        raise ValueError(f"feas_tol must be a positive float, got {feas_tol!r}")
     g = as_gram(gram)
     k = g.shape[0]
+    max_iters = _validate.check_int("max_iters", 10 * k if max_iters is None else max_iters)
     if isinstance(tau, jax.core.Tracer):  # taken as given; out of [0, 1] gives NaN weights
         t = jnp.asarray(tau, g.dtype)
         if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != k - 1):
@@ -247,29 +309,17 @@ def pcd_weights(
     secondary = p & (e == 0.0)
     gt = g * s[:, None] * s[None, :]
     dt = jnp.diagonal(gt)
-    col = gt @ e  # G̃_j1
-    b = jnp.where(secondary, taus * dt - col, 0.0)
-    mu = box_qp(
-        gt,
-        jnp.zeros((k,), g.dtype),
-        lin=-b,
-        num_iters=num_iters,
-        tol=tol,
-        polish_iters=polish_iters,
-        presence=secondary,
+    h = jnp.where(secondary[:, None] & secondary[None, :], gt, 0.0)
+    b = jnp.where(secondary, taus * dt - gt @ e, 0.0)
+    # The solver never sees a NaN (the weights are replaced by NaN below).
+    finite = jnp.all(jnp.isfinite(h)) & jnp.all(jnp.isfinite(b))
+    mu, infeasible = _dual_active_set(
+        jnp.where(finite, h, 0.0), jnp.where(finite, b, 0.0), secondary, max_iters
     )
-    mu = jnp.where(secondary, jnp.maximum(mu, 0.0), 0.0)
-
-    # Feasibility of the dual's answer: every slack met, and measurably so.
-    norms = jnp.sqrt(jnp.maximum(dt, 0.0))
-    bound = feas_tol * norms * jnp.max(norms)
-    slack = gt @ mu - b
-    rounding = jnp.finfo(g.dtype).eps * (jnp.abs(gt) @ mu + jnp.abs(col) + taus * dt)
-    met = (slack >= -bound) & (rounding <= bound)
-    feasible = jnp.all(jnp.where(secondary & (dt > 0.0), met, True))
-    v = e + jnp.where(feasible, mu, 0.0)
+    v = e + jnp.where(infeasible, 0.0, mu)
 
     # Rescale d̃ = Σ_i v_i g̃_i to ‖g_1‖, unless d̃ (or g_1) is zero up to rounding.
+    norms = jnp.sqrt(jnp.maximum(dt, 0.0))
     sq = v @ gt @ v
     magnitude = (jnp.abs(v) @ norms) ** 2
     lead_sq = jnp.sum(e * diag)

@@ -319,27 +319,22 @@ def box_qp(
     gram: jax.typing.ArrayLike,
     lower: jax.typing.ArrayLike,
     *,
-    lin: jax.typing.ArrayLike | None = None,
     num_iters: int = 1000,
     tol: float = 1e-6,
     polish_iters: int = 20,
     presence: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
-    """Solves ``min_v ½ vᵀ G v + qᵀv`` subject to ``v ≥ lower``.
+    """Solves ``min_v ½ vᵀ G v`` subject to ``v ≥ lower``.
 
-    KKT: ``v ≥ u``, ``Gv + q ≥ 0``, ``(v − u) ∘ (Gv + q) = 0``; with ``q = 0``,
-    ``Gv ≥ 0`` is the non-conflicting property of UPGrad/DualProj. Solved as
-    described in the module docstring (rescaled FISTA with restart, then an
-    active-set polish). With ``q ≠ 0`` the problem is unbounded below when some
-    ``r ≥ 0`` has ``Gr = 0`` and ``qᵀr < 0``; the iterations then stop at their caps
-    with a large, meaningless ``v`` (the caller must check its KKT conditions).
+    KKT: ``v ≥ u``, ``Gv ≥ 0``, ``(v − u) ∘ Gv = 0``; ``Gv ≥ 0`` is the
+    non-conflicting property of UPGrad/DualProj. Solved as described in the module
+    docstring (rescaled FISTA with restart, then an active-set polish).
 
     Args:
       gram: a ``[K, K]`` symmetric positive semi-definite matrix (regularise a Gram
         matrix with :func:`normalize_gram` first when the solution must be unique).
       lower: ``[K]`` lower bounds ``u``, or a batch ``[..., K]`` of them (solved
         independently, vectorised).
-      lin: ``[K]`` linear term ``q`` (default zero), broadcastable to ``lower``.
       num_iters: cap on the accelerated projected-gradient iterations.
       tol: stopping tolerance on the rescaled natural residual (module docstring).
       polish_iters: cap on the active-set steps (0 disables polishing).
@@ -365,15 +360,10 @@ def box_qp(
     u = jnp.asarray(lower, g.dtype)
     if u.shape[-1:] != g.shape[:1]:
         raise ValueError(f"lower has shape {u.shape}, expected [..., {k}]")
-    q = jnp.zeros_like(u) if lin is None else jnp.asarray(lin, g.dtype)
-    if q.shape[-1:] != (k,):
-        raise ValueError(f"lin has shape {q.shape}, expected [..., {k}]")
-    shape = jnp.broadcast_shapes(u.shape, q.shape)
-    flat = jnp.reshape(jnp.broadcast_to(u, shape), (-1, k))
-    q = jnp.reshape(jnp.broadcast_to(q, shape), (-1, k))
+    flat = jnp.reshape(u, (-1, k))
     x0 = jnp.maximum(flat, 0.0)
-    out = _solve(g, q, flat, x0, False, num_iters, tol, polish_iters, m)
-    return jnp.reshape(out, shape)
+    out = _solve(g, jnp.zeros_like(flat), flat, x0, False, num_iters, tol, polish_iters, m)
+    return jnp.reshape(out, u.shape)
 
 
 def simplex_qp(

@@ -57,10 +57,10 @@ def test_matches_torchjd_step_by_step(tau):
         out, state = update(state, jnp.asarray(j, jnp.float32))
         got = np.asarray(mtl.balancers.task_weights(state), np.float64)
         scale = np.abs(expected).max() if np.any(expected) else 1.0
-        np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * scale, err_msg=f"step {t}")
+        np.testing.assert_allclose(got, expected, rtol=0, atol=5e-6 * scale, err_msg=f"step {t}")
         d_ref = expected @ j
         d = np.asarray(out["w"], np.float64)
-        tol = 2e-5 * max(np.linalg.norm(j[0]), 1e-12)
+        tol = 5e-6 * max(np.linalg.norm(j[0]), 1e-12)
         np.testing.assert_allclose(d, d_ref, rtol=0, atol=tol, err_msg=f"update, step {t}")
         worst_w = max(worst_w, float(np.abs(got - expected).max() / scale))
         worst_d = max(worst_d, float(np.linalg.norm(d - d_ref) / max(np.linalg.norm(j[0]), 1e-12)))
@@ -74,6 +74,32 @@ def test_matches_torchjd_step_by_step(tau):
     )
     print(f"[pcd tau={tau}] largest |w - torchjd|/max|w| = {worst_w:.1e}, ", end="")
     print(f"largest ‖d - d_torchjd‖/‖g_1‖ = {worst_d:.1e}")
+
+
+def test_matches_torchjd_in_float64_on_hard_cases():
+    """Nearly opposite secondary gradients (large multipliers, or infeasible) and more
+    tasks than dimensions (dependent gradients): the same weights as torchjd, including
+    its infeasibility decisions, when both work in float64."""
+    torch = pytest.importorskip("torch")
+    agg = pytest.importorskip("torchjd.aggregation")
+    rng = np.random.default_rng(11)
+    infeasible = 0
+    with jax.enable_x64(True):
+        for trial in range(24):
+            k, p = (5, 20) if trial % 2 else (6, 3)
+            j = rng.normal(size=(k, p)) * 10 ** rng.uniform(-2, 2, size=(k, 1))
+            if trial % 3 == 0:  # g_3 nearly opposite to g_2
+                angle = 10 ** rng.uniform(-3, -0.5)
+                v = rng.normal(size=p)
+                j[2] = -2.0 * (j[1] + angle * np.linalg.norm(j[1]) * v / np.linalg.norm(v))
+            tau = float(rng.choice([0.0, 0.02, 0.3, 0.9]))
+            g = j @ j.T
+            expected = agg.PCDWeighting(tau=tau, eps=0.0)(torch.tensor(g)).numpy()
+            got = np.asarray(W.pcd_weights(jnp.asarray(g), tau=tau))
+            scale = np.abs(expected).max()
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-8 * scale, err_msg=str(trial))
+            infeasible += int(np.array_equal(expected, np.eye(k)[0]))
+    assert 3 <= infeasible <= 21, infeasible  # both decisions are exercised
 
 
 def _quadprog_direction(gt, taus):
@@ -104,13 +130,11 @@ def test_kkt_and_quadprog_reference_in_float64():
             mu = w[1:] / s[1:] / ratio
             d_tilde = gt[0] + mu @ gt[1:]
             slack = gt[1:] @ d_tilde - taus * np.sum(gt[1:] ** 2, axis=1)
-            # To box_qp's accuracy (its active-set polish solves the free block with a
-            # 1e-7 ridge, so ~1e-7 relative, also in float64).
             assert np.all(mu >= 0.0), (trial, mu)
-            assert np.all(slack >= -1e-6), (trial, slack)
-            np.testing.assert_allclose(mu * slack, 0.0, atol=1e-6, err_msg=str(trial))
+            assert np.all(slack >= -1e-12), (trial, slack)
+            np.testing.assert_allclose(mu * slack, 0.0, atol=1e-12, err_msg=str(trial))
             ref = _quadprog_direction(gt, taus)
-            np.testing.assert_allclose(d_tilde, ref, atol=1e-6, err_msg=str(trial))
+            np.testing.assert_allclose(d_tilde, ref, atol=1e-12, err_msg=str(trial))
             worst = max(worst, float(np.abs(d_tilde - ref).max()), float(-slack.min()))
             # The update has the primary gradient's norm.
             np.testing.assert_allclose(np.linalg.norm(w @ j), np.linalg.norm(j[0]), rtol=1e-10)
@@ -313,7 +337,7 @@ def test_pure_functions_on_a_known_case():
         ({"beta": -0.1}, r"beta must be"),
         ({"eps": -1e-3}, r"eps must be"),
         ({"num_tasks": None}, "num_tasks"),
-        ({"num_iters": 0}, "num_iters"),
+        ({"max_iters": 0}, "max_iters"),
     ],
 )
 def test_rejects_bad_arguments(kwargs, match):
@@ -327,8 +351,8 @@ def test_weighting_rejects_bad_arguments():
         W.pcd_weights(g, tau=[0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match=r"scales must have shape \(3,\)"):
         W.pcd_weights(g, jnp.ones(2))
-    with pytest.raises(ValueError, match="feas_tol must be a positive float"):
-        W.pcd_weights(g, feas_tol=0.0)
+    with pytest.raises(ValueError, match="max_iters"):
+        W.pcd_weights(g, max_iters=0)
     with pytest.raises(ValueError, match=r"beta must be in \[0, 1\)"):
         W.pcd_norms_update(jnp.zeros(3), jnp.zeros(3, jnp.int32), g, beta=1.0)
     with pytest.raises(ValueError, match="presence must have shape"):
