@@ -41,7 +41,17 @@ rounding error of the slack. torchjd uses the same method and dependence
 tolerance (in float64); the first-order solver of the other Gram methods
 (:func:`box_qp`) is not used because a large but finite ``μ`` (nearly opposite
 secondary gradients) cannot be told from an unbounded dual (infeasible
-constraints) by its relative stopping rule.
+constraints) by its relative stopping rule. The iteration cap only guards against
+cycling caused by rounding; reaching it returns the current (clipped) ``μ``.
+
+Precision. Measured against torchjd's float64 solution on 400 random problems
+(K ∈ 2..8, gradient norms over four decades): computed in float64 here, the
+weights agree to ~1e-8 relative, infeasibility decisions included; in float32 the
+median update error is ~1e-7 of ``‖g_1‖`` and every problem with more dimensions
+than tasks agreed to 1e-5, but with a secondary gradient within ~1e-2 rad of
+the opposite of another one (multipliers of order ``1/angle²``), or with more
+tasks than dimensions (dependent gradients), the float32 Gram matrix does not
+resolve the geometry and the update or the infeasibility decision can differ.
 
 Task presence. An absent task is left out of the problem (its weight is 0 and
 its moving average and step count do not move); the step on ``K`` tasks with the
