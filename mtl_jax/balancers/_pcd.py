@@ -56,7 +56,7 @@ def pcd(
     update is ``g_1``; a zero ``d̃`` gives a zero update. Not symmetric in the
     tasks: order the losses with the primary task first.
 
-    Scale: ``‖d‖ = ‖g_1‖`` (the primary gradient's norm), as in the paper.
+    Scale: ``‖d‖ = ‖g_1‖`` (the primary gradient's norm), as torchjd's ``PCD``.
 
     Modes: full-parameter and representation mode (only ``G`` is needed). An
     absent task gets weight 0 and keeps its moving average and step count; the

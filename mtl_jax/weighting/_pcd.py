@@ -223,7 +223,11 @@ def _dual_active_set(
         ratios = jnp.where(shrinking, mu / jnp.where(shrinking, r, 1.0), jnp.inf)
         drop = jnp.argmin(ratios)
         partial = ratios[drop]
-        independent = z > dep_tol * h[p, p]
+        # z = H_pp − rᵀH_AA r must also exceed its rounding error, ~ε rᵀ|H|r: large when
+        # the active gradients are themselves nearly dependent (r then is large).
+        absr = jnp.abs(r)
+        z_noise = 10.0 * eps * (h[p, p] + absr @ jnp.matmul(jnp.abs(h), absr, precision=hp))
+        independent = z > dep_tol * h[p, p] + z_noise
         full = jnp.where(independent, -slack[p] / jnp.where(independent, z, 1.0), jnp.inf)
         step = jnp.minimum(partial, full)
         infeasible = ~optimal & jnp.isinf(step)
