@@ -102,6 +102,25 @@ def test_matches_torchjd_in_float64_on_hard_cases():
     assert 3 <= infeasible <= 21, infeasible  # both decisions are exercised
 
 
+def test_nearly_dependent_active_set_is_infeasible_in_float64():
+    """Five tasks in two dimensions, g_2 and g_3 nearly opposite (both become active with
+    multipliers ~6e7): g_4 is then a combination of them whose orthogonal part is only
+    rounding error. torchjd finds the constraints infeasible (update g_1); the solver
+    used to take that rounding error for an independent direction and return w = 0."""
+    j = np.array(
+        [
+            [-2.9265622150442097, 1.662412029726959],
+            [7.596543982200407, -2.298287480187404],
+            [-15.195360767201757, 4.598913886096025],
+            [0.7078142759023055, -8.210898215926099],
+            [-0.014712874494892522, 0.011381268817535732],
+        ]
+    )
+    with jax.enable_x64(True):
+        w = np.asarray(W.pcd_weights(jnp.asarray(j @ j.T), tau=0.3))
+    np.testing.assert_allclose(w, [1.0, 0.0, 0.0, 0.0, 0.0], atol=1e-12)
+
+
 def _quadprog_direction(gt, taus):
     """``argmin ½‖d − g̃_1‖²`` s.t. ``g̃_jᵀd ≥ τ_j‖g̃_j‖²`` by quadprog, in float64."""
     import quadprog
