@@ -90,9 +90,11 @@ def moml(
 
     The softmax is shift-invariant, so the ``K`` hypergradients lie in a
     ``(K − 1)``-dimensional space; for ``K ≥ 3`` zero is often in their convex hull
-    (the logits are Pareto-stationary) and the MGDA direction is zero up to
-    rounding. Adam rescales such a direction by its running second moment, so the
-    logits keep moving on momentum and rounding noise there (as in LibMTL); pass
+    (the logits are Pareto-stationary) and the MGDA direction is zero; it is
+    returned as exactly 0 (:func:`mtl_jax.weighting.moml_direction`), where LibMTL
+    hands Adam the rounding residue, which Adam's division by its running second
+    moment turns into full ``meta_lr`` steps of arbitrary sign. Adam still moves the
+    logits there on the momentum of earlier steps; pass
     ``meta_optimizer=optax.sgd(...)`` for steps proportional to the direction.
 
     Presence: a task absent from ``train_batch`` (``task_presence``) takes no part in

@@ -4,8 +4,9 @@ For each method, two training steps of a tiny two-layer regression with the batc
 sharded over 4 fake CPU devices give the parameters and the recorded task weights
 of the same two steps on one device (to float32 rounding of the cross-device
 sums). The stochastic ones (SDMGrad's objective sampling) draw from the same seed
-in both runs. Auto-Lambda runs its look-ahead ``meta_update`` before each step, on
-the same sharded training and validation batches. The state keeps the dtype,
+in both runs. The bilevel methods (Auto-Lambda, MOML, FORUM) run their
+``meta_update`` before each step, on the same sharded training and validation
+batches. The state keeps the dtype,
 shape and weak type of every leaf from one step to the next, so the step compiles
 once (a weakly typed initial weight vector used to recompile IMTL's second step).
 """
@@ -31,19 +32,22 @@ NEW = [
     "excess_mtl",
     "imtl_hybrid",
     "imtl_l",
+    "forum",
     "krum",
     "modo",
     "moco",
+    "moml",
     "pbi",
     "scale_invariant",
     "sdmgrad",
     "trimmed_mean",
 ]
 NUM_STEPS = 2
+BILEVEL = {"auto_lambda", "moml", "forum"}
 
 
 def _balancer(name):
-    extra = {"task_loss_fn": loss_fn, "inner_lr": 0.1} if name == "auto_lambda" else {}
+    extra = {"task_loss_fn": loss_fn, "inner_lr": 0.1} if name in BILEVEL else {}
     return mtl.balancers.make(name, num_tasks=K, **extra)
 
 
@@ -59,7 +63,7 @@ def _train(name, mesh=None):
     batches = [place(make_batch(seed=s)) for s in range(NUM_STEPS)]
     if mesh is not None:
         assert len(batches[0]["x"].sharding.device_set) == 4
-    meta = jax.jit(tx.meta_update) if name == "auto_lambda" else None
+    meta = jax.jit(tx.meta_update) if name in BILEVEL else None
     state = step.init(make_params())
     types = _types(state)
     for i in range(NUM_STEPS):
