@@ -57,9 +57,11 @@ def auto_lambda(
         λ ← \\mathrm{Adam}\\big(∂_λ Σ_{k∈P} L_k^{val}(θ'(λ))\\big), \\qquad
         ∂_{λ_k} = −α ∇L_k^{train}(θ)ᵀ ∇_{θ'} L^{val}_P(θ').
 
-    The balancer is a loss-only method that applies the current ``λ``, so any
-    training step takes it unchanged; the look-ahead is a separate call made
-    before each step, on the same training batch and a validation batch::
+    The balancer is a loss-only method (kind ``"loss"``) that applies the current
+    ``λ``, so any training step takes it unchanged, by default the one-backward
+    ``mode="loss"``; since no step gradient enters ``λ``, ``mode="jacobian"`` and
+    ``mode="representation"`` give the same update. The look-ahead is a separate
+    call made before each step, on the same training batch and a validation batch::
 
         bstate = tx.meta_update(state.balancer_state, state.params, batch, val_batch)
         state, metrics = step(state._replace(balancer_state=bstate), batch)

@@ -65,8 +65,11 @@ def moml(
         α ← \\mathrm{Adam}\\Big(\\sum_i γ_i \\frac{h_i}{‖h_i‖}\\Big), \\qquad
         γ = \\arg\\min_{γ ∈ Δ} \\Big\\|\\sum_i γ_i \\frac{h_i}{‖h_i‖}\\Big\\|.
 
-    The balancer applies the current ``s`` (a loss-only method), so any training step
-    takes it unchanged; the meta-update is a separate call before each step::
+    The balancer applies the current ``s`` (a loss-only method, kind ``"loss"``), so
+    any training step takes it unchanged, by default the one-backward ``mode="loss"``;
+    since no step gradient enters ``s``, ``mode="jacobian"`` and
+    ``mode="representation"`` give the same update. The meta-update is a separate
+    call before each step::
 
         bstate = tx.meta_update(state.balancer_state, state.params, batch, val_batch)
         state, metrics = step(state._replace(balancer_state=bstate), batch)

@@ -299,12 +299,14 @@ def test_pure_function_rejects_bad_inputs():
         mtl.weighting.forum_weights(jnp.eye(2), jnp.zeros(2), jnp.ones(2))
 
 
-def test_every_route_gives_the_same_step():
+@pytest.mark.parametrize("name", ["forum", "moml", "auto_lambda"])
+def test_every_route_gives_the_same_step(name):
     """FORUM's step applies ν s, fixed by the meta-update, plus a stored direction: a
     linear combination of the task gradients whose weights no step gradient changes.
     So the one-backward loss route and the representation route (exact by the chain
     rule) give the Jacobian route's update; here with the representation the whole
-    shared part (``shared`` = the encoder) and with every leaf shared."""
+    shared part (``shared`` = the encoder) and with every leaf shared. Likewise for
+    MOML's softmax(α) and Auto-Lambda's λ."""
     sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "training"))
     from step_problem import REPRESENTATION, loss_fn, make_batch, make_params
 
@@ -313,11 +315,18 @@ def test_every_route_gives_the_same_step():
     for shared in (enc, None):
         # φ = 1: the constraint is active on this problem, so ν > 0 and the step's
         # weighted part is not zero (with φ = 0.1 here ν = 0)
-        tx = mtl.balancers.forum(loss_fn, num_tasks=K, inner_lr=0.1, phi=1.0, shared=shared)
+        extra = {"phi": 1.0} if name == "forum" else {"meta_lr": 0.1}
+        tx = mtl.balancers.make(
+            name, num_tasks=K, task_loss_fn=loss_fn, inner_lr=0.1, shared=shared, **extra
+        )
         params = make_params()
         bstate = jax.jit(tx.meta_update)(tx.init(params), params, batch, val)
-        assert np.all(np.asarray(bstate.step_weights) > 0.05), bstate.step_weights
-        assert np.abs(np.asarray(bstate.direction[0])).max() > 0.05
+        applied = (
+            bstate.step_weights if name == "forum" else tx.spec.loss_weights(jnp.ones(K), bstate)[0]
+        )
+        assert np.all(np.asarray(applied) > 0.05), applied
+        if name == "forum":
+            assert np.abs(np.asarray(bstate.direction[0])).max() > 0.05
         out = {}
         for mode in ("jacobian", "loss", "representation", "auto"):
             step = mtl.training.make_train_step(
@@ -325,7 +334,7 @@ def test_every_route_gives_the_same_step():
             )
             state = step.init(params)._replace(balancer_state=bstate)
             state, metrics = step(state, batch)
-            np.testing.assert_array_equal(metrics["weights"], bstate.step_weights)
+            np.testing.assert_array_equal(metrics["weights"], applied)
             out[mode] = state.params
         moved = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), out["jacobian"], params)
         assert min(jax.tree_util.tree_leaves(moved)) > 1e-3
