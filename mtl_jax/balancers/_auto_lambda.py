@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax import _validate
+from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base, _state
 from mtl_jax.balancers._auto_lambda_hypergradient import METHODS, auto_lambda_hypergradient
@@ -105,7 +105,8 @@ def auto_lambda(
 
     Raises:
       ValueError: a bad ``num_tasks``, ``inner_lr``, ``meta_lr``, ``weight_init``,
-        ``eps``, ``method`` or ``primary``.
+        ``eps``, ``method`` or ``primary``; ``meta_update``: a ``task_presence`` or
+        ``val_presence`` that is not a ``[K]`` bool array.
 
     References:
       Liu, Davison & Johns, "Auto-Lambda: Disentangling Dynamic Task Relationships",
@@ -141,6 +142,8 @@ def auto_lambda(
     def meta_update(
         state, params, train_batch, val_batch, *, task_presence=None, val_presence=None
     ):
+        task_presence = _presence.check_presence(task_presence, num_tasks, "task_presence")
+        val_presence = _presence.check_presence(val_presence, num_tasks, "val_presence")
         hyper, _ = auto_lambda_hypergradient(
             task_loss_fn,
             params,

@@ -553,3 +553,9 @@ def test_rejects_bad_task_presence(name, rng):
     for bad, what in [(jnp.ones(2, bool), "shape"), (jnp.ones(3), "dtype")]:
         with pytest.raises(ValueError, match=f"task_presence.*{what}"):
             tx.update(j, state, params, task_losses=_losses(3), task_presence=bad)
+    if name in BILEVEL:  # and the meta-update's presence arguments, by name
+        batch = rows_batch(_flat_rows(j))
+        for arg in ("task_presence", "val_presence"):
+            for bad, what in [(jnp.ones(2, bool), "shape"), (jnp.ones(3), "dtype")]:
+                with pytest.raises(ValueError, match=f"{arg}.*{what}"):
+                    tx.meta_update(state, params, batch, batch, **{arg: bad})
