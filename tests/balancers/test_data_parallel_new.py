@@ -44,11 +44,17 @@ NEW = [
 ]
 NUM_STEPS = 2
 BILEVEL = {"auto_lambda", "moml", "forum"}
+# So that the meta-updates move the weights on this problem: FORUM's constraint is
+# inactive at φ = 0.1 (ν = 0, weights 0), and MOML's three validation hypergradients
+# have 0 in their convex hull (its direction is exactly 0), unlike the first two's;
+# Auto-Lambda's λ moves 1e-4 per meta-update at its default meta_lr.
+BILEVEL_ARGS = {"forum": {"phi": 1.0}, "moml": {"meta_lr": 0.05}, "auto_lambda": {"meta_lr": 1e-3}}
+META_ARGS = {"moml": {"val_presence": np.array([True, True, False])}}
 
 
 def _balancer(name):
     extra = {"task_loss_fn": loss_fn, "inner_lr": 0.1} if name in BILEVEL else {}
-    return mtl.balancers.make(name, num_tasks=K, **extra)
+    return mtl.balancers.make(name, num_tasks=K, **extra, **BILEVEL_ARGS.get(name, {}))
 
 
 def _types(state):
@@ -68,7 +74,13 @@ def _train(name, mesh=None):
     types = _types(state)
     for i in range(NUM_STEPS):
         if meta is not None:  # look-ahead on this batch, validated on the other one
-            bstate = meta(state.balancer_state, state.params, batches[i], batches[1 - i])
+            bstate = meta(
+                state.balancer_state,
+                state.params,
+                batches[i],
+                batches[1 - i],
+                **META_ARGS.get(name, {}),
+            )
             state = state._replace(balancer_state=bstate)
         state, _ = step(state, batches[i])
         assert _types(state) == types, (name, i)  # else the next step recompiles
@@ -89,3 +101,6 @@ def test_four_devices_match_one(name):
     assert np.all(np.isfinite(np.concatenate([x.ravel() for x in single])))
     for a, b in zip(parallel, single, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=name)
+    if name in BILEVEL:  # the meta-updates moved the weights from their initial values
+        initial = mtl.balancers.task_weights(_balancer(name).init(make_params()))
+        assert np.abs(single[-1] - np.asarray(initial)).max() > 1e-3, (name, single[-1])
