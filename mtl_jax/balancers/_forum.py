@@ -107,12 +107,13 @@ def forum(
     ``Σ_k ν s_k L_k``: the balancer is of kind ``"loss"`` and every route of
     :func:`mtl_jax.training.make_train_step` gives the same update, the stored
     direction added to the shared leaves (its
-    :attr:`~mtl_jax.balancers.BalancerSpec.offset`). ``mode="loss"`` (the default)
-    takes one backward pass; ``mode="representation"`` is then the loss route on
-    ``decode(encode(·))``, exact by the chain rule (``J_encᵀ Σ_k ν s_k ∂L_k/∂z =
-    Σ_k ν s_k ∇_enc L_k``), not an MGDA-UB-style approximation: the weights that
-    need the parameter-space gradients, ``λ̃`` and ``ν``, come from the
-    meta-update, which always takes them on the shared parameters, as the paper does.
+    :attr:`~mtl_jax.balancers.BalancerSpec.offset`). ``mode="loss"`` (what
+    ``mode="auto"`` picks) takes one backward pass; ``mode="representation"`` is
+    then the loss route on ``decode(encode(·))``, exact by the chain rule
+    (``J_encᵀ Σ_k ν s_k ∂L_k/∂z = Σ_k ν s_k ∇_enc L_k``), not an MGDA-UB-style
+    approximation: the weights that need the parameter-space gradients, ``λ̃`` and
+    ``ν``, come from the meta-update, which always takes them on the shared
+    parameters, as the paper does.
 
     Cost: bilevel (a validation batch), first order. Per meta-update: ``T + 1``
     backward passes on the training batch (the ``T`` inner steps and ``∇_ω f``), one
