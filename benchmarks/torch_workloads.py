@@ -40,6 +40,13 @@ AGGREGATORS: dict[str, Callable[[Any, int], Any]] = {
     "trimmed_mean": lambda agg, k: agg.TrimmedMean(trim_number=0),
     "excess_mtl": lambda agg, k: agg.ExcessMTL(),
     "pcd": lambda agg, k: agg.PCD(),
+    # torchjd's weightings without an aggregator of their own, on the Gramian of the one
+    # batch (as ours in a single-batch step: MoDo's and SDMGrad's J_1 J_2^T becomes J J^T).
+    "cr_mogm": lambda agg, k: agg.GramianWeightedAggregator(
+        agg.CRMOGMWeighting(agg.MGDAWeighting())
+    ),
+    "modo": lambda agg, k: agg.GramianWeightedAggregator(agg.MoDoWeighting()),
+    "sdmgrad": lambda agg, k: agg.GramianWeightedAggregator(agg.SDMGradWeighting()),
 }
 
 

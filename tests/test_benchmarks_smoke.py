@@ -111,3 +111,28 @@ def test_one_torchjd_table():
     assert torch_workloads.aggregator("famo", 2, workload="w3") is None
     with pytest.raises(ValueError, match="workload"):
         torch_workloads.aggregator("mgda", 2, workload="w4")
+
+
+def test_every_torchjd_counterpart_is_one_of_our_methods_and_runs():
+    """Each entry of the same-run table names a registered balancer and aggregates a Jacobian."""
+    import importlib.util
+    import warnings
+
+    import pytest
+
+    if importlib.util.find_spec("torchjd") is None:
+        pytest.skip("torchjd is not installed")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import torch
+
+    import mtl_jax as mtl
+    from benchmarks import torch_workloads
+
+    jac = torch.tensor([[1.0, 2.0, 0.5, -1.0], [3.0, -5.0, 1.0, 0.0], [0.5, 1.0, 2.0, 1.0]])
+    for name in torch_workloads.AGGREGATORS:
+        assert name in mtl.balancers.METHODS, name
+        with warnings.catch_warnings():  # Nash-MTL's cvxpy problem warns that it is not DPP
+            warnings.simplefilter("ignore", UserWarning)
+            out = torch_workloads.aggregator(name, 3, workload="w3")(jac)
+        assert out.shape == (4,) and bool(torch.isfinite(out).all()), name

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtl_jax import _validate
+from mtl_jax import _presence, _validate
 from mtl_jax._task_tree import MaskSpec
 from mtl_jax.balancers import _base, _state
 from mtl_jax.balancers._auto_lambda_hypergradient import METHODS, auto_lambda_hypergradient
@@ -22,10 +22,12 @@ __all__ = ["AutoLambdaState", "auto_lambda"]
 
 
 class AutoLambdaState(NamedTuple):
-    """Auto-Lambda's state: the task weights ``λ`` and their Adam state."""
+    """Auto-Lambda's state: the learned weights ``λ``, their Adam state and the weights
+    last applied (``λ`` with an absent task's weight 0)."""
 
-    weights: jax.Array  # [K] float32
+    lam: jax.Array  # [K] float32
     meta_opt_state: Any
+    weights: jax.Array  # [K] float32: the weights of the last update
 
 
 class AutoLambda(_base.Balancer):
@@ -55,9 +57,11 @@ def auto_lambda(
         λ ← \\mathrm{Adam}\\big(∂_λ Σ_{k∈P} L_k^{val}(θ'(λ))\\big), \\qquad
         ∂_{λ_k} = −α ∇L_k^{train}(θ)ᵀ ∇_{θ'} L^{val}_P(θ').
 
-    The balancer is a loss-only method that applies the current ``λ``, so any
-    training step takes it unchanged; the look-ahead is a separate call made
-    before each step, on the same training batch and a validation batch::
+    The balancer is a loss-only method (kind ``"loss"``) that applies the current
+    ``λ``, so any training step takes it unchanged, by default the one-backward
+    ``mode="loss"``; since no step gradient enters ``λ``, ``mode="jacobian"`` and
+    ``mode="representation"`` give the same update. The look-ahead is a separate
+    call made before each step, on the same training batch and a validation batch::
 
         bstate = tx.meta_update(state.balancer_state, state.params, batch, val_batch)
         state, metrics = step(state._replace(balancer_state=bstate), batch)
@@ -76,9 +80,10 @@ def auto_lambda(
     ``ε = 0.01 / ‖d‖`` is theirs, and the exact mixed derivative is an option
     they do not have; ``λ`` is not constrained (nor is it there).
 
-    Presence: an absent task gets weight 0 in the update and in the look-ahead, its
-    ``λ`` and its Adam moments stay unchanged; a task absent from the validation
-    batch (``val_presence``) is left out of the validation loss.
+    Presence: an absent task gets weight 0 in the update (and in the recorded
+    weights) and in the look-ahead, its ``λ`` and its Adam moments stay unchanged;
+    a task absent from the validation batch (``val_presence``) is left out of the
+    validation loss.
 
     Args:
       task_loss_fn: ``(params, batch) -> [K]`` per-task losses (the training step's
@@ -95,11 +100,13 @@ def auto_lambda(
     Returns:
       A balancer of kind ``"loss"`` (an ``AutoLambda``); its ``meta_update(state,
       params, train_batch, val_batch, *, task_presence=None, val_presence=None)``
-      returns the state with ``λ`` updated.
+      returns the state with ``λ`` (``state.lam``) updated; ``state.weights`` records
+      the weights of the last update (:func:`mtl_jax.balancers.task_weights`).
 
     Raises:
       ValueError: a bad ``num_tasks``, ``inner_lr``, ``meta_lr``, ``weight_init``,
-        ``eps``, ``method`` or ``primary``.
+        ``eps``, ``method`` or ``primary``; ``meta_update``: a ``task_presence`` or
+        ``val_presence`` that is not a ``[K]`` bool array.
 
     References:
       Liu, Davison & Johns, "Auto-Lambda: Disentangling Dynamic Task Relationships",
@@ -124,23 +131,25 @@ def auto_lambda(
     def init(params):
         del params
         w = jnp.full((num_tasks,), weight_init, jnp.float32)
-        return AutoLambdaState(w, meta_opt.init(w))
+        return AutoLambdaState(w, meta_opt.init(w), w)
 
     def weights_fn(losses, state, presence=None):
-        w = state.weights.astype(losses.dtype)
+        w = state.lam.astype(losses.dtype)
         if presence is not None:
             w = jnp.where(presence, w, 0.0)
-        return w, state
+        return w, state._replace(weights=w)
 
     def meta_update(
         state, params, train_batch, val_batch, *, task_presence=None, val_presence=None
     ):
+        task_presence = _presence.check_presence(task_presence, num_tasks, "task_presence")
+        val_presence = _presence.check_presence(val_presence, num_tasks, "val_presence")
         hyper, _ = auto_lambda_hypergradient(
             task_loss_fn,
             params,
             train_batch,
             val_batch,
-            state.weights,
+            state.lam,
             inner_lr=inner_lr,
             primary=primary,
             presence=task_presence,
@@ -148,8 +157,8 @@ def auto_lambda(
             method=method,
             eps=eps,
         )
-        upd, opt_state = meta_opt.update(hyper, state.meta_opt_state, state.weights)
-        new = AutoLambdaState(optax.apply_updates(state.weights, upd), opt_state)
+        upd, opt_state = meta_opt.update(hyper, state.meta_opt_state, state.lam)
+        new = state._replace(lam=optax.apply_updates(state.lam, upd), meta_opt_state=opt_state)
         if task_presence is not None:  # absent tasks: λ and their Adam moments unchanged
             keep = jnp.asarray(task_presence, bool)
 

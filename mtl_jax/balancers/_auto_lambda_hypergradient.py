@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mtl_jax import _validate
+from mtl_jax import _presence, _validate
 
 __all__ = ["auto_lambda_hypergradient"]
 
@@ -88,7 +88,8 @@ def auto_lambda_hypergradient(
       validation loss.
 
     Raises:
-      ValueError: a bad ``inner_lr``, ``eps`` or ``method``.
+      ValueError: a bad ``inner_lr``, ``eps``, ``method``, ``presence`` or
+        ``val_presence`` (not a ``[K]`` bool array).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -96,11 +97,13 @@ def auto_lambda_hypergradient(
     _validate.check_positive("eps", eps)
     weights = jnp.asarray(weights)
     k = weights.shape[0]
+    presence = _presence.check_presence(presence, k, "presence")
+    val_presence = _presence.check_presence(val_presence, k, "val_presence")
     ones = jnp.ones((k,), bool)
-    present = ones if presence is None else jnp.asarray(presence, bool)
+    present = ones if presence is None else presence
     val_mask = ones if primary is None else jnp.asarray(primary, bool)
     if val_presence is not None:
-        val_mask = val_mask & jnp.asarray(val_presence, bool)
+        val_mask = val_mask & val_presence
 
     def masked_losses(p, batch, mask):
         losses = task_loss_fn(p, batch)

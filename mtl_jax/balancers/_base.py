@@ -99,6 +99,11 @@ class BalancerSpec(NamedTuple):
       gram_diagonal: for ``kind="gram"``: the weights read only ``diag(G)`` (the
         per-task squared gradient norms), so a training step may skip the
         ``K × K`` contraction (DB-MTL, GradNorm).
+      offset: for ``kind="loss"``: ``state -> [update leaf per shared leaf]``, a
+        parameter-space term every route adds to the shared leaves of the update
+        ``Σ_k w_k ∇L_k``; it is read from the state the step receives and does not
+        depend on the step's gradients (FORUM's stored upper-level direction), so
+        the loss and representation routes stay exact. ``None``: no such term.
     """
 
     kind: Kind
@@ -109,6 +114,7 @@ class BalancerSpec(NamedTuple):
     gram_mask: MaskSpec = None
     representation: bool = False
     gram_diagonal: bool = False
+    offset: Callable[[Any], list] | None = None
 
 
 class Balancer(optax.GradientTransformationExtraArgs):
@@ -196,7 +202,11 @@ def _zero_absent_leaves(leaves: list, presence: jax.Array) -> list:
 
 
 def loss_balancer(
-    init: Callable[[PyTree], Any], weights_fn: LossWeightFn, *, shared: MaskSpec = None
+    init: Callable[[PyTree], Any],
+    weights_fn: LossWeightFn,
+    *,
+    shared: MaskSpec = None,
+    offset: Callable[[Any], list] | None = None,
 ) -> Balancer:
     """Builds a balancer whose weights depend on the losses (and its state) only.
 
@@ -215,6 +225,9 @@ def loss_balancer(
         jit-compatible. The losses it receives are not differentiated through;
         those of absent tasks are 0.
       shared: leaves to weight; the others receive the plain sum over tasks.
+      offset: ``state -> [update leaf per shared leaf]``, a term added to the
+        shared leaves' update, independent of the step's gradients
+        (:attr:`BalancerSpec.offset`).
 
     Returns:
       A :class:`Balancer` of kind ``"loss"``.
@@ -243,7 +256,9 @@ def loss_balancer(
             jac = _zero_absent_leaves(jac, jnp.asarray(presence))
         return _task_tree.combine(_routing.cast_like(w, losses), jac), state
 
-    spec = BalancerSpec("loss", shared, combine, loss_weights=checked, representation=True)
+    spec = BalancerSpec(
+        "loss", shared, combine, loss_weights=checked, representation=True, offset=offset
+    )
     return _make(spec, init)
 
 

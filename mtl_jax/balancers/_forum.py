@@ -26,22 +26,26 @@ class FORUMState(NamedTuple):
     """FORUM's state.
 
     ``logits`` ``α`` and their Adam state; ``lam`` the running average ``λ̄`` of the
-    upper-level weights and ``count`` the meta-updates so far; ``weights`` ``ν s``,
-    the weights the step applies to the training Jacobian; ``direction`` the
-    upper-level part ``Σ_i λ̄_i ∇F_i / ‖∇F_i‖`` of the update, one array per shared
-    leaf of the parameters.
+    upper-level weights and ``count`` the meta-updates so far; ``step_weights``
+    ``ν s``, set by the meta-update, the weights the step applies to the training
+    losses' gradients; ``weights`` those the last step applied (``ν s`` with an
+    absent task's weight 0); ``direction`` the upper-level part
+    ``Σ_i λ̄_i ∇F_i / ‖∇F_i‖`` of the update, one array per shared leaf of the
+    parameters.
     """
 
     logits: jax.Array  # [K] float32
     meta_opt_state: Any
     lam: jax.Array  # [K] float32
     count: jax.Array  # int32 scalar
-    weights: jax.Array  # [K] float32
+    step_weights: jax.Array  # [K] float32: ν s
+    weights: jax.Array  # [K] float32: the weights of the last update
     direction: tuple  # shared leaves of params
 
 
 class FORUM(_base.Balancer):
-    """A Jacobian-kind :class:`~mtl_jax.balancers.Balancer` with a ``meta_update``."""
+    """A loss-kind :class:`~mtl_jax.balancers.Balancer` with a stored direction (its
+    :attr:`~mtl_jax.balancers.BalancerSpec.offset`) and a ``meta_update``."""
 
     meta_update: Callable[..., FORUMState]
 
@@ -91,18 +95,31 @@ def forum(
         Σ_i λ̄_i \\frac{∇F_i}{‖∇F_i‖} + ν \\sum_k s_k ∇L_k(ω),
 
     the stored first part plus the weights ``ν s`` applied to the step's task
-    Jacobian (pass the step the training batch the meta-update saw)::
+    losses (pass the step the training batch the meta-update saw)::
 
         bstate = tx.meta_update(state.balancer_state, state.params, batch, val_batch)
         state, metrics = step(state._replace(balancer_state=bstate), batch)
 
     Before the first meta-update the update is zero.
 
+    Routes: ``ν s`` is fixed by the meta-update and no gradient of the step enters
+    it, so the step's part ``Σ_k ν s_k ∇L_k`` is the gradient of the weighted loss
+    ``Σ_k ν s_k L_k``: the balancer is of kind ``"loss"`` and every route of
+    :func:`mtl_jax.training.make_train_step` gives the same update, the stored
+    direction added to the shared leaves (its
+    :attr:`~mtl_jax.balancers.BalancerSpec.offset`). ``mode="loss"`` (what
+    ``mode="auto"`` picks) takes one backward pass; ``mode="representation"`` is
+    then the loss route on ``decode(encode(·))``, exact by the chain rule
+    (``J_encᵀ Σ_k ν s_k ∂L_k/∂z = Σ_k ν s_k ∇_enc L_k``), not an MGDA-UB-style
+    approximation: the weights that need the parameter-space gradients, ``λ̃`` and
+    ``ν``, come from the meta-update, which always takes them on the shared
+    parameters, as the paper does.
+
     Cost: bilevel (a validation batch), first order. Per meta-update: ``T + 1``
     backward passes on the training batch (the ``T`` inner steps and ``∇_ω f``), one
     forward pass at ``ω_T``, ``K`` backward passes on the validation batch, and a
-    ``(K + 1)``-variable quadratic programme; the training step builds the task
-    Jacobian (kind ``"jacobian"``). The state holds one copy of the shared parameters.
+    ``(K + 1)``-variable quadratic programme; the training step is one backward pass
+    of the weighted loss. The state holds one copy of the shared parameters.
 
     Resolved between the paper and LibMTL's trainer (``bacth_forward_FORUM``):
     the weights are ``softmax(α)`` and ``α`` trains with Adam, as there; the
@@ -122,7 +139,8 @@ def forum(
     moments and gets weight 0 in the step; a task absent from ``val_batch``
     (``val_presence``) is left out of the programme's simplex, keeps its ``λ̄`` and
     gets no share of the upper-level direction; with none present the update is zero
-    and ``α`` stays.
+    and ``α`` stays. A task absent from the step's batch gets weight 0 there (and in
+    the recorded ``weights``) whatever the meta-update was told.
 
     Args:
       task_loss_fn: ``(params, batch) -> [K]`` per-task losses (without extra keyword
@@ -140,9 +158,9 @@ def forum(
       shared: leaves to balance; the others receive the plain sum over tasks.
 
     Returns:
-      A balancer of kind ``"jacobian"`` (a ``FORUM``); its ``meta_update(state, params,
-      train_batch, val_batch, *, task_presence=None, val_presence=None)`` returns the
-      new state.
+      A balancer of kind ``"loss"`` with an offset (a ``FORUM``); its
+      ``meta_update(state, params, train_batch, val_batch, *, task_presence=None,
+      val_presence=None)`` returns the new state.
 
     Raises:
       ValueError: a bad ``num_tasks``, ``inner_lr``, ``meta_lr``, ``inner_steps``,
@@ -175,26 +193,19 @@ def forum(
             for x, m in zip(leaves, flags(params), strict=True)
             if m
         )
+        zeros = jnp.zeros((num_tasks,), jnp.float32)
         return FORUMState(
-            a,
-            meta_opt.init(a),
-            jnp.zeros((num_tasks,), jnp.float32),
-            jnp.zeros((), jnp.int32),
-            jnp.zeros((num_tasks,), jnp.float32),
-            direction,
+            a, meta_opt.init(a), zeros, jnp.zeros((), jnp.int32), zeros, zeros, direction
         )
 
-    def combine(leaves, losses, state, presence=None):
-        w = state.weights
+    def weights_fn(losses, state, presence=None):
+        w = state.step_weights.astype(losses.dtype)
         if presence is not None:
             w = jnp.where(presence, w, 0.0)
-        out = [
-            (
-                _task_tree.combine(w.astype(jnp.promote_types(x.dtype, jnp.float32)), [x])[0] + u
-            ).astype(x.dtype)
-            for x, u in zip(leaves, state.direction, strict=True)
-        ]
-        return out, state
+        return w, state._replace(weights=w)
+
+    def offset(state):
+        return state.direction
 
     def meta_update(
         state, params, train_batch, val_batch, *, task_presence=None, val_presence=None
@@ -251,10 +262,17 @@ def forum(
         logits, opt_state = _bilevel.meta_step(
             meta_opt, nu * grad_alpha, state.logits, state.meta_opt_state, keep
         )
-        new = FORUMState(logits, opt_state, lam, state.count + 1, nu * s, direction)
+        new = state._replace(
+            logits=logits,
+            meta_opt_state=opt_state,
+            lam=lam,
+            count=state.count + 1,
+            step_weights=nu * s,
+            direction=direction,
+        )
         return _state.like(new, state)
 
-    bal = _base.jacobian_balancer(init, combine, shared=shared, representation=False)
+    bal = _base.loss_balancer(init, weights_fn, shared=shared, offset=offset)
     out = FORUM(bal.init, bal.update, bal.spec)
     out.meta_update = meta_update
     return out

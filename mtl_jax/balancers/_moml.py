@@ -65,8 +65,11 @@ def moml(
         α ← \\mathrm{Adam}\\Big(\\sum_i γ_i \\frac{h_i}{‖h_i‖}\\Big), \\qquad
         γ = \\arg\\min_{γ ∈ Δ} \\Big\\|\\sum_i γ_i \\frac{h_i}{‖h_i‖}\\Big\\|.
 
-    The balancer applies the current ``s`` (a loss-only method), so any training step
-    takes it unchanged; the meta-update is a separate call before each step::
+    The balancer applies the current ``s`` (a loss-only method, kind ``"loss"``), so
+    any training step takes it unchanged, by default the one-backward ``mode="loss"``;
+    since no step gradient enters ``s``, ``mode="jacobian"`` and
+    ``mode="representation"`` give the same update. The meta-update is a separate
+    call before each step::
 
         bstate = tx.meta_update(state.balancer_state, state.params, batch, val_batch)
         state, metrics = step(state._replace(balancer_state=bstate), batch)
@@ -90,9 +93,11 @@ def moml(
 
     The softmax is shift-invariant, so the ``K`` hypergradients lie in a
     ``(K − 1)``-dimensional space; for ``K ≥ 3`` zero is often in their convex hull
-    (the logits are Pareto-stationary) and the MGDA direction is zero up to
-    rounding. Adam rescales such a direction by its running second moment, so the
-    logits keep moving on momentum and rounding noise there (as in LibMTL); pass
+    (the logits are Pareto-stationary) and the MGDA direction is zero; it is
+    returned as exactly 0 (:func:`mtl_jax.weighting.moml_direction`), where LibMTL
+    hands Adam the rounding residue, which Adam's division by its running second
+    moment turns into full ``meta_lr`` steps of arbitrary sign. Adam still moves the
+    logits there on the momentum of earlier steps; pass
     ``meta_optimizer=optax.sgd(...)`` for steps proportional to the direction.
 
     Presence: a task absent from ``train_batch`` (``task_presence``) takes no part in

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from mtl_jax import _presence, _task_tree, _validate
 from mtl_jax._task_tree import MaskSpec
 
-__all__ = ["route", "validate_task_inputs"]
+__all__ = ["add_offset", "route", "validate_task_inputs"]
 
 PyTree = Any
 
@@ -110,6 +110,7 @@ def route(
     """
     k = validate_task_inputs(task_grads, params, task_losses)
     presence = _presence.check_presence(task_presence, k)
+    state_in = state
     losses = jnp.asarray(task_losses)
     ref = _shape_tree(task_grads) if params is None else params
     treedef = jax.tree_util.tree_structure(task_grads)
@@ -140,7 +141,27 @@ def route(
         balanced, state = spec.combine(shared, losses, state, **extra)
     it = iter(balanced)
     out = [next(it) if m else _task_tree.sum_leading(x) for x, m in zip(leaves, flags)]
+    out = add_offset(spec, state_in, out, flags)
     return jax.tree_util.tree_unflatten(treedef, out), state
+
+
+def add_offset(spec: Any, state: Any, leaves: list, flags: Any) -> list:
+    """``leaves`` (one per params leaf) plus ``spec.offset(state)`` on the shared ones.
+
+    The offset is a parameter-space term of the update that no step gradient enters
+    (:attr:`~mtl_jax.balancers.BalancerSpec.offset`); without one, ``leaves`` as given.
+    """
+    if getattr(spec, "offset", None) is None:
+        return leaves
+    flags = list(flags)
+    offset = list(spec.offset(state))
+    if len(offset) != sum(flags):
+        raise ValueError(
+            f"the balancer's offset has {len(offset)} leaves for {sum(flags)} shared leaves: "
+            "build its state with the same shared= mask as the step"
+        )
+    it = iter(offset)
+    return [x + next(it).astype(jnp.result_type(x)) if m else x for x, m in zip(leaves, flags)]
 
 
 def cast_like(w: jax.Array, losses: jax.Array) -> jax.Array:

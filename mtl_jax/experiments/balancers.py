@@ -290,6 +290,13 @@ def _plot(results: dict, path: pathlib.Path) -> pathlib.Path:
                 ax, [j], [res[name]["values"]], color=colors[cost], label=label, horizontal=True,
                 seed_offset=0.15,
             )  # fmt: skip
+        # one margin for the whole panel (each method's own call pads only by its own spread,
+        # so a method with a tiny spread at the edge would have its marker clipped)
+        every = np.concatenate([np.ravel(res[name]["values"]) for name in methods])
+        spread = [_plots.mean_sd(res[name]["values"]) for name in methods]
+        lo = min(float(every.min()), min(m - s for m, s in spread))
+        hi = max(float(every.max()), max(m + s for m, s in spread))
+        _plots.contain(ax, lo, hi, axis="x")
         ax.set_yticks(range(len(methods)), methods if ax is axes[0, 0] else [""] * len(methods))
         ax.set_ylabel("method")
         ax.invert_yaxis()

@@ -16,6 +16,10 @@ One seed is one network initialisation, one random-order draw and one stream of
 mini-batches (shared by the four conditions, so the comparison is paired); the
 teacher, the split and the corruption follow the run's first seed. Every
 (condition, seed) pair is one lane of a single compiled, vmapped program.
+
+The fast form (200 steps, 6 seeds) tests the early parts; it records the final-accuracy
+comparison but cannot decide it, since it stops where the full form (800 steps) is
+still learning.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def corrupt(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 #: Seeds of the (fast, full) forms.
 NUM_SEEDS = (6, 16)
+#: Training steps of the full form (the fast form trains 200).
+FULL_ITERS = 800
 CLAIM = (
     "Curriculum by transfer learns faster early and ends better than vanilla training; "
     "anti-curriculum is the slowest early."
@@ -86,7 +92,7 @@ def run(
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
 ) -> ExperimentResult:
-    num_iters, step_length, eval_every = (200, 20, 20) if fast else (800, 60, 40)
+    num_iters, step_length, eval_every = (200, 20, 20) if fast else (FULL_ITERS, 60, 40)
     n_seeds = NUM_SEEDS[0] if fast else NUM_SEEDS[1]
     seeds = seeds_from(seed, n_seeds)
     batch = 32
@@ -179,7 +185,17 @@ def run(
     d_final_van = c["curriculum"][:, -1] - c["vanilla"][:, -1]
     others = np.stack([c[k][:, early] for k in CONDITIONS if k != "anti"])
     d_anti = c["anti"][:, early] - others.min(axis=0)
-    claims = [PARTS[0].test(d_early_van), PARTS[1].test(d_final_van), PARTS[2].test(d_anti)]
+    # "Ends better" is about the end of training. The fast form stops at a quarter of the
+    # full form's steps, where the full form is still learning: its last accuracy is
+    # recorded and tested, but it cannot decide the part.
+    short = (
+        f"the fast form trains {num_iters} of the full form's {FULL_ITERS} steps" if fast else None
+    )
+    claims = [
+        PARTS[0].test(d_early_van),
+        PARTS[1].test(d_final_van, untestable=short),
+        PARTS[2].test(d_anti),
+    ]
     held = _verdict.claim_held(claims)
 
     png = _plot(c, evals, early, out_dir / "transfer_curriculum.png")

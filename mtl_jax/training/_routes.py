@@ -55,6 +55,7 @@ from jax.sharding import PartitionSpec as P
 
 from mtl_jax import _presence, _task_tree
 from mtl_jax._jacobian import task_map, value_and_jacobian
+from mtl_jax.balancers._routing import add_offset
 from mtl_jax.training import _checks
 from mtl_jax.training._plan import StepPlan
 from mtl_jax.training._route_common import (
@@ -84,6 +85,7 @@ def loss_route(loss_fn, plan: StepPlan, params, bal_state, batch, *, name="loss_
     cannot be attributed in one backward pass (the step then skips).
     """
     spec, per_task = plan.spec, plan.per_task
+    state_in = bal_state
     loss_fn = with_presence(loss_fn, plan.has_aux, name)
     losses, vjp_fn, (presence, aux) = jax.vjp(lambda p: loss_fn(p, batch), params, has_aux=True)
     k = losses.shape[0]
@@ -98,6 +100,9 @@ def loss_route(loss_fn, plan: StepPlan, params, bal_state, batch, *, name="loss_
     w = jnp.asarray(w, jnp.promote_types(losses.dtype, jnp.float32))
     (g,) = vjp_fn(w.astype(losses.dtype))
     g = honour_shared(g, lambda: vjp_fn(plain_cotangent(used, losses))[0], plan.shared_tree())
+    if spec.offset is not None:  # a term no step gradient enters (FORUM's direction)
+        g_leaves = add_offset(spec, state_in, jax.tree_util.tree_leaves(g), plan.shared)
+        g = jax.tree_util.tree_unflatten(plan.treedef, g_leaves)
     present = all_true(k) if presence is None else presence
     return RouteOut(
         g,

@@ -99,6 +99,15 @@ def moml_direction(
     with the normalisers ``c_i`` of :func:`mgda_normalizers` (``"l2"``: ``‖h_i‖``,
     as LibMTL's trainer; ``"none"``: the paper's plain MGDA).
 
+    ``γ`` solves a programme on the Gram matrix of the rows, whose entries carry a
+    rounding error of about ``K ε max_i ‖h_i / c_i‖²`` (``ε`` the dtype's machine
+    epsilon); a min-norm point with ``‖d‖ ≤ √(K ε) max_i ‖h_i / c_i‖`` is
+    therefore zero to the programme's precision (zero lies in the hull: the logits are
+    Pareto-stationary), and ``d`` is returned as exactly 0. Returning the rounding
+    residue instead would let Adam, which divides by its running second moment,
+    turn it into full ``meta_lr`` steps of arbitrary sign (different from one
+    device to four, say).
+
     Args:
       hypergradients: ``[K, K]`` ``H`` (objectives × logits), e.g. from
         :func:`moml_hypergradients`.
@@ -107,7 +116,8 @@ def moml_direction(
         simplex spans those only and the others get ``γ_i = 0``.
 
     Returns:
-      ``(d [K], γ [K])``: the direction (zero if no objective is present) and the
+      ``(d [K], γ [K])``: the direction (exactly zero if no objective is present or
+      if zero is in the hull to the programme's precision) and the
       simplex weights of the normalised rows; NaN if ``H`` has a non-finite entry
       in a present row.
 
@@ -128,4 +138,8 @@ def moml_direction(
     c = jnp.where(norms > jnp.finfo(h.dtype).tiny, norms, 1.0) if normalization == "l2" else 1.0
     gamma = jnp.where(present, w * c, 0.0)
     d = jnp.where(present[:, None], w[:, None] * h, 0.0).sum(0)
+    # Below the Gram programme's resolution the min-norm point is 0 (see above).
+    scale = jnp.max(jnp.where(present, norms / c, 0.0))
+    floor = jnp.sqrt(h.shape[0] * jnp.finfo(h.dtype).eps) * scale
+    d = jnp.where(jnp.sqrt(jnp.sum(d * d)) <= floor, jnp.zeros_like(d), d)
     return d, gamma

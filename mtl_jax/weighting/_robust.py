@@ -143,6 +143,11 @@ def trimmed_mean(
     present = as_presence(presence, k)
     n = jnp.sum(present.astype(jnp.int32))
     p = jnp.reshape(present, (k,) + (1,) * (x.ndim - 1))
+    zero = jnp.zeros((), x.dtype)
+    if b == 0:  # nothing is trimmed: the mean over the present tasks, without a sort
+        total = jnp.sum(jnp.where(p, x, zero), axis=0)
+        count = jnp.maximum(n, 1).astype(x.dtype)
+        return nan_unless_finite(total / count, jnp.where(p, x, zero))
     top = jnp.asarray(jnp.inf, x.dtype)
     ordered = jnp.sort(jnp.where(p, x, top), axis=0)
     rank = jnp.reshape(jnp.arange(k), p.shape)
@@ -152,4 +157,4 @@ def trimmed_mean(
     keep = (rank >= lo) & (rank < hi)
     total = jnp.sum(jnp.where(keep, ordered, jnp.zeros_like(ordered)), axis=0)
     count = jnp.maximum(hi - lo, 1).astype(x.dtype)
-    return nan_unless_finite(total / count, jnp.where(p, x, jnp.zeros((), x.dtype)))
+    return nan_unless_finite(total / count, jnp.where(p, x, zero))

@@ -95,6 +95,7 @@ def test_primary_tasks_and_presence():
 def test_meta_update_is_adam_on_the_hypergradient_and_the_step_applies_lambda():
     tx = mtl.balancers.auto_lambda(task_losses, num_tasks=K, inner_lr=ALPHA, meta_lr=0.01)
     state = tx.init(PARAMS)
+    np.testing.assert_allclose(state.lam, 0.1)
     np.testing.assert_allclose(state.weights, 0.1)
     # NumPy Adam (b1=0.9, b2=0.999, eps=1e-8) on the closed-form hypergradient, 3 steps.
     lam, m, v = np.full(K, 0.1), np.zeros(K), np.zeros(K)
@@ -104,13 +105,14 @@ def test_meta_update_is_adam_on_the_hypergradient_and_the_step_applies_lambda():
         m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g**2
         lam = lam - 0.01 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
         state = update(state, PARAMS, TRAIN, VAL)
-    np.testing.assert_allclose(state.weights, lam, rtol=1e-4)
+    np.testing.assert_allclose(state.lam, lam, rtol=1e-4)
     # The training step applies λ: the update is Σ_k λ_k ∇L_k.
     jac = jax.jacrev(task_losses)(PARAMS, TRAIN)
-    upd, _ = tx.update(jac, state, task_losses=task_losses(PARAMS, TRAIN))
+    upd, new = tx.update(jac, state, task_losses=task_losses(PARAMS, TRAIN))
     np.testing.assert_allclose(
-        upd["theta"], np.asarray(state.weights) @ np.asarray(jac["theta"]), rtol=1e-5
+        upd["theta"], np.asarray(state.lam) @ np.asarray(jac["theta"]), rtol=1e-5
     )
+    np.testing.assert_array_equal(mtl.balancers.task_weights(new), state.lam)
 
 
 def test_absent_task_keeps_lambda_and_moments_and_gets_weight_zero():
@@ -118,16 +120,22 @@ def test_absent_task_keeps_lambda_and_moments_and_gets_weight_zero():
     state = tx.meta_update(tx.init(PARAMS), PARAMS, TRAIN, VAL)
     present = jnp.array([True, False, True])
     new = tx.meta_update(state, PARAMS, TRAIN, VAL, task_presence=present)
-    assert new.weights[1] == state.weights[1]
+    assert new.lam[1] == state.lam[1]
     mu_old, mu_new = state.meta_opt_state[0].mu, new.meta_opt_state[0].mu
     assert mu_new[1] == mu_old[1] and mu_new[0] != mu_old[0]
-    assert new.weights[0] != state.weights[0]
+    assert new.lam[0] != state.lam[0]
     losses = task_losses(PARAMS, TRAIN).at[1].set(jnp.nan)  # an absent task's NaN stays out
     jac = jax.tree_util.tree_map(
         lambda j: j.at[1].set(jnp.nan), jax.jacrev(task_losses)(PARAMS, TRAIN)
     )
-    upd, _ = tx.update(jac, new, task_losses=losses, task_presence=present)
+    upd, after = tx.update(jac, new, task_losses=losses, task_presence=present)
     assert np.all(np.isfinite(upd["theta"]))
+    # the recorded weights are those applied: 0 for the absent task (λ was recorded before)
+    recorded = np.asarray(mtl.balancers.task_weights(after))
+    np.testing.assert_array_equal(recorded, np.where(present, new.lam, 0.0))
+    np.testing.assert_allclose(
+        upd["theta"], recorded @ np.where(present[:, None], jac["theta"], 0.0), rtol=1e-5
+    )
 
 
 def test_trains_inside_a_jitted_step_with_a_validation_batch():

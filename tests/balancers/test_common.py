@@ -8,6 +8,11 @@ recorded weights are those of the update just returned; the state keeps its
 structure, shapes and dtypes (also under x64); and every state, with and without
 ``num_tasks``, round-trips through orbax and flax.serialization and continues
 bit-identically.
+
+The bilevel balancers (Auto-Lambda, MOML, FORUM) run their ``meta_update`` before
+every update of every check, as training does, on per-task losses whose gradients
+are the check's task Jacobian (:func:`bilevel_losses`), with the same batch as the
+validation batch; so each check covers the state a meta-update writes.
 """
 
 import inspect
@@ -56,6 +61,9 @@ NAMES = [
     "moco",
     "imtl_hybrid",
     "pcd",
+    "auto_lambda",
+    "moml",
+    "forum",
 ]
 
 
@@ -63,12 +71,75 @@ NAMES = [
 NEEDS_K = {"uncertainty_weighting", "gradnorm", "gradvac", "dwa", "rlw", "db_mtl", "famo", "stch"}
 NEEDS_K |= {"constant", "imtl_l", "imtl_hybrid", "cr_mogm", "modo", "sdmgrad", "excess_mtl", "moco"}
 NEEDS_K |= {"pcd"}
+# Balancers with a meta_update (a task_loss_fn and a validation batch).
+BILEVEL = {"auto_lambda", "moml", "forum"}
+NEEDS_K |= BILEVEL
 # Balancers whose update is not Σ_k w_k g_k: what they record instead (GradDrop: ones).
 NOT_WEIGHTED = {"graddrop", "trimmed_mean"}
 # MoCo's update is Σ_k λ_k Y_k on its tracked Jacobian Y; it records λ.
 WEIGHTS_TRACKED_JACOBIAN = {"moco"}
+# FORUM's update is Σ_k w_k g_k plus the upper-level direction its meta-update stored
+# (state.direction); it records w = ν s, the weights on the task Jacobian.
+STORED_DIRECTION = {"forum"}
+
+
+def _flat_rows(jac) -> jax.Array:
+    """The ``[K, 12]`` matrix of a task Jacobian over ``_params()`` (inverse of ``_jac``)."""
+    k = jac["heads"]["kernel"].shape[0]
+    return jnp.concatenate(
+        [
+            jac["encoder"]["kernel"].reshape(k, -1),
+            jac["encoder"]["bias"],
+            jac["heads"]["kernel"].reshape(k, -1),
+        ],
+        axis=1,
+    )
+
+
+def bilevel_losses(params, batch):
+    """``L_k(θ) = ⟨r_k, θ⟩ + ½‖A_k θ − b_k‖²`` on the flat ``θ`` of ``_params()``.
+
+    The batch is ``(r [K, 12], A [K, m, 12], b [K, m])``; with ``A = 0`` the task
+    gradients are exactly the rows ``r``, so a bilevel balancer's meta-update sees the
+    Jacobian the check hands its update (:func:`rows_batch`).
+    """
+    r, a, b = batch
+    theta = _flat(params).astype(r.dtype)
+    res = jnp.einsum("kij,j->ki", a, theta) - b
+    return r @ theta + 0.5 * jnp.sum(res * res, axis=1)
+
+
+def rows_batch(rows) -> tuple:
+    """The batch of :func:`bilevel_losses` whose task gradients are ``rows`` ``[K, 12]``."""
+    rows = jnp.asarray(rows)
+    k = rows.shape[0]
+    return rows, jnp.zeros((k, 1, 12), rows.dtype), jnp.zeros((k, 1), rows.dtype)
+
+
+_BILEVEL_ARGS = lambda k: {"task_loss_fn": bilevel_losses, "inner_lr": 0.1}
 # Required arguments other than num_tasks, by K.
 REQUIRED = {"constant": lambda k: {"weights": jnp.linspace(0.5, 1.5, k)}}
+REQUIRED |= dict.fromkeys(BILEVEL, _BILEVEL_ARGS)
+
+
+def with_meta_update(tx, update, params):
+    """``update(jac, state, losses, ...)`` preceded by ``tx.meta_update`` for a bilevel
+    balancer, on the batch whose task gradients are ``jac`` (also the validation batch).
+    ``meta_presence``: the tasks present in that batch (the rows of the absent tasks
+    must then be finite, as the bilevel balancers require of an absent task's loss)."""
+    if not hasattr(tx, "meta_update"):
+        return lambda jac, state, losses, *a, meta_rows=None, meta_presence=None: update(
+            jac, state, losses, *a
+        )
+
+    def fn(jac, state, losses, *args, meta_rows=None, meta_presence=None):
+        batch = rows_batch(_flat_rows(jac) if meta_rows is None else meta_rows)
+        state = tx.meta_update(
+            state, params, batch, batch, task_presence=meta_presence, val_presence=meta_presence
+        )
+        return update(jac, state, losses, *args)
+
+    return fn
 
 
 def make(name: str, k: int | None, **kwargs):
@@ -121,6 +192,7 @@ def _run(tx, jac, losses, steps=2, jit=True, update=None):
 def _updater(tx, jit=True):
     params = _params()
     fn = lambda jac, state, losses: tx.update(jac, state, params, task_losses=losses)
+    fn = with_meta_update(tx, fn, params)
     return jax.jit(fn) if jit else fn
 
 
@@ -201,12 +273,18 @@ def test_descends_on_two_task_problem(name):
         r = jnp.einsum("kij,j->ki", a, theta) - b
         return 0.5 * jnp.sum(r**2, axis=1)
 
-    tx = optax.chain(make(name, 2), optax.sgd(0.05))
+    bal = make(name, 2)
+    tx = optax.chain(bal, optax.sgd(0.05))
     params = _params()
     state = tx.init(params)
+    # the bilevel balancers learn their weights on the same two quadratics
+    batch = (jnp.zeros((2, 12)), a, b)
+    assert np.allclose(bilevel_losses(params, batch), losses(params))
 
     @jax.jit
     def step(p, s):
+        if name in BILEVEL:
+            s = (bal.meta_update(s[0], p, batch, batch), *s[1:])
         values, jac = mtl.value_and_jacobian(losses)(p)
         u, s = tx.update(jac, s, p, task_losses=values)
         return optax.apply_updates(p, u), s
@@ -246,6 +324,12 @@ def test_recorded_weights_are_the_weights_applied(name, rng):
             continue
         if name in WEIGHTS_TRACKED_JACOBIAN:
             continue
+        if name in STORED_DIRECTION:  # the weights apply to the Jacobian, beside the direction
+            stored = jax.tree_util.tree_unflatten(
+                jax.tree_util.tree_structure(out), state.direction
+            )
+            out = jax.tree_util.tree_map(jnp.subtract, out, stored)
+            assert np.abs(np.asarray(_flat(stored))).max() > 0.1, "no direction stored"
         applied = np.asarray(rows, np.float32) @ np.asarray(_flat(out))
         np.testing.assert_allclose(recorded, applied, rtol=2e-4, atol=2e-5, err_msg=f"step {i}")
 
@@ -324,11 +408,14 @@ def restrict_state(state, present_idx, k, template=None):
     """The state of a ``|S|``-task balancer: every leaf with a leading task axis of size
     ``k`` is sliced to the tasks in ``present_idx`` (both axes of a ``[K, K]`` pairwise
     leaf); the other leaves are copied. With ``template`` (the ``|S|``-task balancer's own
-    state) a second axis is sliced only where the template's is smaller, so a per-task
-    parameter-shaped leaf ``[K, P, ...]`` whose ``P`` happens to equal ``K`` is kept."""
+    state) an axis is sliced only where the template's is smaller, so a parameter-shaped
+    leaf ``[P, ...]`` or per-task leaf ``[K, P, ...]`` whose ``P`` happens to equal ``K``
+    is kept (FORUM's stored direction has the encoder kernel's ``[3, 2]``)."""
     idx = np.asarray(present_idx)
 
     def cut(x, t=None):
+        if t is not None and jnp.ndim(t) >= 1 and jnp.shape(t)[0] == k:
+            return x  # a parameter-shaped leaf whose leading axis happens to be K
         if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == k:
             x = jnp.asarray(x)[idx]
             pairwise = jnp.ndim(x) >= 2 and jnp.shape(x)[1] == k
@@ -368,16 +455,19 @@ def test_step_with_absent_task_equals_step_on_present_tasks(pname, rng):
     tx = make(pname, k)
     tx_s = make(pname, len(present_idx))
 
-    @jax.jit
-    def step(jac, state, losses, presence):
+    def update(jac, state, losses, presence):
         return tx.update(jac, state, params, task_losses=losses, task_presence=presence)
 
-    step_s = jax.jit(lambda jac, state, losses: tx_s.update(jac, state, params, task_losses=losses))
+    update_s = lambda jac, state, losses: tx_s.update(jac, state, params, task_losses=losses)
+    step = jax.jit(with_meta_update(tx, update, params))
+    step_s = jax.jit(with_meta_update(tx_s, update_s, params))
 
     state = tx.init(params)
     for i in range(2):
+        all_in = jnp.ones(k, bool)
+        r = rows * (1 + 0.3 * i)
         _, state = step(
-            _jac(rows * (1 + 0.3 * i)), state, losses * (1 - 0.2 * i), jnp.ones(k, bool)
+            _jac(r), state, losses * (1 - 0.2 * i), all_in, meta_rows=r, meta_presence=all_in
         )
 
     state_s = restrict_state(state, present_idx, k, tx_s.init(params))
@@ -389,14 +479,17 @@ def test_step_with_absent_task_equals_step_on_present_tasks(pname, rng):
         r_k = r.copy()
         r_k[absent] = np.nan
         before = state
-        out, state = step(_jac(r_k), state, l_k, presence)
+        # a bilevel meta-update needs the absent task's loss finite (its row zeroed)
+        r_meta = np.where(np.asarray(presence)[:, None], r, 0.0)
+        out, state = step(_jac(r_k), state, l_k, presence, meta_rows=r_meta, meta_presence=presence)
         out_s, state_s = step_s(_jac(r[present_idx]), state_s, l_k[np.asarray(present_idx)])
         for leaf in jax.tree_util.tree_leaves(out):
             assert np.all(np.isfinite(leaf)), (pname, i, out)
         w = np.asarray(mtl.balancers.task_weights(state))
         assert w[absent] == 0.0, (pname, i, w)
+        template = tx_s.init(params)
         if pname in PRESENCE_RANDOM:
-            _check_absent_state(tx, before, state, absent, k)
+            _check_absent_state(tx, before, state, absent, k, template)
             continue
         for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(out_s)):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"update, step {i}")
@@ -407,17 +500,20 @@ def test_step_with_absent_task_equals_step_on_present_tasks(pname, rng):
         got_s = jax.tree_util.tree_leaves(restrict_state(state, present_idx, k, tx_s.init(params)))
         for a, b in zip(got_s, jax.tree_util.tree_leaves(state_s)):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"state, step {i}")
-        _check_absent_state(tx, before, state, absent, k)
+        _check_absent_state(tx, before, state, absent, k, template)
 
 
-def _check_absent_state(tx, before, after, absent, k):
+def _check_absent_state(tx, before, after, absent, k, template):
     """Every task-axis leaf of the state keeps its absent slice, except the recorded
-    weights (which record the 0 just applied)."""
+    weights (which record the 0 just applied). A leaf has a task axis if its leading
+    axis is ``k`` and the fewer-task balancer's state (``template``) has a shorter one."""
     rec_b = mtl.balancers.task_weights(before, None)
-    for (path, a), b in zip(
-        jax.tree_util.tree_leaves_with_path(after), jax.tree_util.tree_leaves(before)
+    for (path, a), b, t in zip(
+        jax.tree_util.tree_leaves_with_path(after),
+        jax.tree_util.tree_leaves(before),
+        jax.tree_util.tree_leaves(template),
     ):
-        if not (jnp.ndim(a) >= 1 and jnp.shape(a)[0] == k):
+        if not (jnp.ndim(a) >= 1 and jnp.shape(a)[0] == k and jnp.shape(t)[0] != k):
             continue
         if jax.tree_util.keystr(path) in (".weights", "[0].weights") and rec_b is not None:
             continue
@@ -432,11 +528,16 @@ def test_all_tasks_absent_gives_zero_weights(pname, rng):
     tx = make(name, 3)
     params = _params()
     state = tx.init(params)
-    step = jax.jit(
-        lambda jac, s, p: tx.update(jac, s, params, task_losses=_losses(3), task_presence=p)
+    update = lambda jac, s, losses, p: tx.update(
+        jac, s, params, task_losses=losses, task_presence=p
     )
-    _, state = step(_jac(rng.normal(size=(3, 12))), state, jnp.ones(3, bool))
-    out, state = step(_jac(rng.normal(size=(3, 12))), state, jnp.zeros(3, bool))
+    step = jax.jit(with_meta_update(tx, update, params))
+    for present in (jnp.ones(3, bool), jnp.zeros(3, bool)):
+        rows = rng.normal(size=(3, 12))
+        rows_meta = rows if bool(present.all()) else np.zeros_like(rows)  # absent: finite
+        out, state = step(
+            _jac(rows), state, _losses(3), present, meta_rows=rows_meta, meta_presence=present
+        )
     for x in jax.tree_util.tree_leaves(out):
         np.testing.assert_array_equal(x, np.zeros_like(x))
     for x in jax.tree_util.tree_leaves(state):
@@ -454,3 +555,9 @@ def test_rejects_bad_task_presence(name, rng):
     for bad, what in [(jnp.ones(2, bool), "shape"), (jnp.ones(3), "dtype")]:
         with pytest.raises(ValueError, match=f"task_presence.*{what}"):
             tx.update(j, state, params, task_losses=_losses(3), task_presence=bad)
+    if name in BILEVEL:  # and the meta-update's presence arguments, by name
+        batch = rows_batch(_flat_rows(j))
+        for arg in ("task_presence", "val_presence"):
+            for bad, what in [(jnp.ones(2, bool), "shape"), (jnp.ones(3), "dtype")]:
+                with pytest.raises(ValueError, match=f"{arg}.*{what}"):
+                    tx.meta_update(state, params, batch, batch, **{arg: bad})

@@ -161,7 +161,7 @@ def test_meta_updates_and_step_match_the_float64_transcription():
         nus.append(nu)
         state = update(state, PARAMS, TRAIN, VAL)
         np.testing.assert_allclose(state.lam, ref[2], atol=2e-3)
-        np.testing.assert_allclose(state.weights, weights, rtol=5e-3, atol=1e-5)
+        np.testing.assert_allclose(state.step_weights, weights, rtol=5e-3, atol=1e-5)
         np.testing.assert_allclose(state.direction[0], direction, atol=2e-3)
         np.testing.assert_allclose(state.logits, ref[1], rtol=1e-3, atol=1e-6)
         upd, _ = tx.update(jac, state, PARAMS, task_losses=task_losses(PARAMS, TRAIN))
@@ -187,17 +187,17 @@ def test_presence_in_training_and_validation_batches():
         val_presence=jnp.asarray(val_present),
     )
     ref, (_, _, weights, direction, _) = np_meta_update(ref, present, val_present)
-    assert new.logits[1] == state.logits[1] and new.weights[1] == 0.0
+    assert new.logits[1] == state.logits[1] and new.step_weights[1] == 0.0
     assert new.meta_opt_state[0].mu[1] == state.meta_opt_state[0].mu[1]
     assert new.lam[2] == state.lam[2]  # absent from validation: λ̄ kept, no share
     np.testing.assert_allclose(new.lam, ref[2], atol=2e-3)
-    np.testing.assert_allclose(new.weights, weights, rtol=5e-3, atol=1e-5)
+    np.testing.assert_allclose(new.step_weights, weights, rtol=5e-3, atol=1e-5)
     np.testing.assert_allclose(new.direction[0], direction, atol=2e-3)
     # no validation task at all: a zero update, α and λ̄ as they were, nothing NaN
     none = update(state, PARAMS, TRAIN, VAL, task_presence=mask, val_presence=~mask)
     np.testing.assert_array_equal(none.logits, state.logits)
     np.testing.assert_array_equal(none.lam, state.lam)
-    assert not np.any(none.weights) and not np.any(none.direction[0])
+    assert not np.any(none.step_weights) and not np.any(none.direction[0])
     # the step: an absent task's NaN gradient and loss stay out
     jac = jax.tree_util.tree_map(
         lambda j: j.at[1].set(jnp.nan), jax.jacrev(task_losses)(PARAMS, TRAIN)
@@ -205,6 +205,16 @@ def test_presence_in_training_and_validation_batches():
     losses = task_losses(PARAMS, TRAIN).at[1].set(jnp.nan)
     upd, _ = tx.update(jac, new, PARAMS, task_losses=losses, task_presence=jnp.asarray(present))
     assert np.all(np.isfinite(upd["theta"]))
+    # absent from the step only (the meta-update had every task): weight 0, recorded 0
+    assert state.step_weights[1] > 0.0
+    upd, after = tx.update(
+        jac, state, PARAMS, task_losses=losses, task_presence=jnp.asarray(present)
+    )
+    recorded = np.asarray(mtl.balancers.task_weights(after))
+    np.testing.assert_array_equal(recorded, np.where(present, state.step_weights, 0.0))
+    rows = np.where(present[:, None], np.asarray(jac["theta"]), 0.0)
+    want = np.asarray(state.direction[0]) + recorded @ rows
+    np.testing.assert_allclose(upd["theta"], want, rtol=1e-5, atol=1e-6)
 
 
 def test_shared_leaves_get_the_direction_the_others_the_plain_sum():
@@ -218,7 +228,7 @@ def test_shared_leaves_get_the_direction_the_others_the_plain_sum():
     jac = jax.jacrev(losses2)(params, TRAIN)
     upd, _ = tx.update(jac, state, params, task_losses=losses2(params, TRAIN))
     np.testing.assert_allclose(upd["head"], np.asarray(jac["head"]).sum(0), rtol=1e-6)
-    want = np.asarray(state.direction[0]) + np.asarray(state.weights) @ np.asarray(jac["enc"])
+    want = np.asarray(state.direction[0]) + np.asarray(state.step_weights) @ np.asarray(jac["enc"])
     np.testing.assert_allclose(upd["enc"], want, rtol=1e-5, atol=1e-6)
 
 
@@ -226,7 +236,7 @@ def test_jitted_training_descends_checkpoints_and_resumes(tmp_path):
     tx = mtl.balancers.make(
         "forum", num_tasks=K, task_loss_fn=task_losses, inner_lr=ETA, inner_steps=T
     )
-    assert tx.spec.kind == "jacobian"
+    assert tx.spec.kind == "loss"
     step = mtl.training.make_train_step(task_losses, tx, optax.sgd(0.05))
 
     train = meta_train(tx, step)
@@ -287,3 +297,48 @@ def test_pure_function_rejects_bad_inputs():
         mtl.weighting.forum_weights(jnp.eye(2), jnp.zeros(3), 1.0)
     with pytest.raises(ValueError, match="q_sq_norm must be a scalar"):
         mtl.weighting.forum_weights(jnp.eye(2), jnp.zeros(2), jnp.ones(2))
+
+
+@pytest.mark.parametrize("name", ["forum", "moml", "auto_lambda"])
+def test_every_route_gives_the_same_step(name):
+    """FORUM's step applies ν s, fixed by the meta-update, plus a stored direction: a
+    linear combination of the task gradients whose weights no step gradient changes.
+    So the one-backward loss route and the representation route (exact by the chain
+    rule) give the Jacobian route's update; here with the representation the whole
+    shared part (``shared`` = the encoder) and with every leaf shared. Likewise for
+    MOML's softmax(α) and Auto-Lambda's λ."""
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "training"))
+    from step_problem import REPRESENTATION, loss_fn, make_batch, make_params
+
+    enc = lambda path, _: "enc" in jax.tree_util.keystr(path)
+    batch, val = make_batch(seed=0), make_batch(seed=1)
+    for shared in (enc, None):
+        # φ = 1: the constraint is active on this problem, so ν > 0 and the step's
+        # weighted part is not zero (with φ = 0.1 here ν = 0)
+        extra = {"phi": 1.0} if name == "forum" else {"meta_lr": 0.1}
+        tx = mtl.balancers.make(
+            name, num_tasks=K, task_loss_fn=loss_fn, inner_lr=0.1, shared=shared, **extra
+        )
+        params = make_params()
+        bstate = jax.jit(tx.meta_update)(tx.init(params), params, batch, val)
+        applied = (
+            bstate.step_weights if name == "forum" else tx.spec.loss_weights(jnp.ones(K), bstate)[0]
+        )
+        assert np.all(np.asarray(applied) > 0.05), applied
+        if name == "forum":
+            assert np.abs(np.asarray(bstate.direction[0])).max() > 0.05
+        out = {}
+        for mode in ("jacobian", "loss", "representation", "auto"):
+            step = mtl.training.make_train_step(
+                loss_fn, tx, optax.sgd(0.1), mode=mode, representation=REPRESENTATION
+            )
+            state = step.init(params)._replace(balancer_state=bstate)
+            state, metrics = step(state, batch)
+            np.testing.assert_array_equal(metrics["weights"], applied)
+            out[mode] = state.params
+        moved = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), out["jacobian"], params)
+        assert min(jax.tree_util.tree_leaves(moved)) > 1e-3
+        for mode in ("loss", "representation", "auto"):
+            for a, b in zip(*(jax.tree_util.tree_leaves(out[m]) for m in (mode, "jacobian"))):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=mode)
+    assert tx.spec.kind == "loss"  # auto: the single-backward route

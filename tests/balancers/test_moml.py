@@ -285,3 +285,32 @@ def test_bad_presence_and_shapes_raise():
         mtl.weighting.moml_hypergradients(jnp.eye(3), jnp.zeros(2), inner_lr=0.1)
     with pytest.raises(ValueError, match="hypergradients must be a square"):
         mtl.weighting.moml_direction(jnp.ones((3, 2)))
+
+
+def test_direction_is_exactly_zero_when_zero_is_in_the_hull():
+    # Hypergradients from a data-parallel run (K = 3): zero lies inside their convex
+    # hull, so MGDA's min-norm point is 0 and the logits are Pareto-stationary. A
+    # rounding residue (~5e-8 here) in place of 0 is what Adam, which divides by its
+    # running second moment, turns into full meta_lr steps whose signs depend on the
+    # summation order (one device against four).
+    h = jnp.asarray(
+        [
+            [-0.008366362, 0.005591201, 0.0027751615],
+            [0.029977417, -0.05560925, 0.025631836],
+            [0.0073883827, 0.0055990163, -0.012987399],
+        ],
+        jnp.float32,
+    )
+    hn = np.asarray(h, np.float64) / np.linalg.norm(np.asarray(h, np.float64), axis=1)[:, None]
+    gamma64 = np_min_norm(hn @ hn.T)
+    # 0 is inside the hull (up to the float32 rounding of the rows' entries)
+    assert np.all(gamma64 > 0.1) and np.linalg.norm(gamma64 @ hn) < 1e-7
+    for norm in ("l2", "none"):
+        d, gamma = jax.jit(lambda h, n=norm: mtl.weighting.moml_direction(h, normalization=n))(h)
+        np.testing.assert_array_equal(d, np.zeros(K))
+        assert np.all(np.isfinite(gamma)) and np.all(np.asarray(gamma) > 0)
+    # Adam on the exact 0 leaves the logits where they are
+    logits, _ = mtl.balancers._bilevel.meta_step(
+        optax.adam(1e-3), d, jnp.zeros(K), optax.adam(1e-3).init(jnp.zeros(K)), MASK
+    )
+    np.testing.assert_array_equal(logits, np.zeros(K))

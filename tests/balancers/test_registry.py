@@ -12,8 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 HELPERS = {"check_balancer", "gram_balancer", "jacobian_balancer", "loss_balancer", "task_weights"}
 HELPERS |= {"make", "names", "auto_lambda_hypergradient"}
 KIND = {"loss-only": "loss", "Gram": "gram", "Jacobian": "jacobian", "bilevel": "loss"}
-# FORUM's update adds a stored upper-level direction to weights on the task Jacobian.
-KIND_OF = {"forum": "jacobian"}
+# Exceptions to KIND by name (none: FORUM's stored direction is a loss-kind offset).
+KIND_OF: dict[str, str] = {}
 
 # The two peers' lists and the 2025 baseline set (NTKMTL, Table 1) the table must cover.
 LIBMTL = (
