@@ -15,9 +15,11 @@ if "xla_force_host_platform_device_count" not in _flags:
 # The suite compiles thousands of small programs and runs few large ones: LLVM at -O1
 # compiles them markedly faster than XLA CPU's default -O3 (tests/models plus the
 # scale-spread tests: 300 vs 323 CPU s), with the same IEEE float semantics (no
-# fast-math either way). Subprocesses the tests start inherit it.
+# fast-math either way). Subprocesses the tests start inherit it, and run_script's
+# fresh interpreters get it too.
+COMPILE_FLAGS = "--xla_backend_optimization_level=1"
 if "xla_backend_optimization_level" not in _flags:
-    _flags += " --xla_backend_optimization_level=1"
+    _flags += " " + COMPILE_FLAGS
 os.environ["XLA_FLAGS"] = _flags.strip()
 
 import jax  # noqa: E402
@@ -95,7 +97,7 @@ def run_script(tmp_path):
         script = tmp_path / "example.py"
         script.write_text(code)
         env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(root))
-        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4 " + COMPILE_FLAGS
         env.pop("MPLBACKEND", None)
         return subprocess.run(
             [sys.executable, str(script)],

@@ -38,6 +38,9 @@ def test_trains_with_every_kind_of_balancer(name):
     y = jnp.sin(jnp.arange(K * B * OUT, dtype=jnp.float32)).reshape(K, B, OUT)
     batch = {"x": x, "y": jnp.moveaxis(y, 0, 1), "step": jnp.zeros((B,), jnp.int32)}
     loss_fn = lambda p, b: _losses(_forward(model, p, b), jnp.moveaxis(b["y"], 1, 0))
+    # The summed loss before and after training, as one compiled program (evaluated eagerly,
+    # each of the model's operations would compile on its own).
+    total_loss = jax.jit(lambda p: jnp.sum(loss_fn(p, batch)))
     mask = model.shared_mask(variables)
     runs = {
         "dwa": (mtl.balancers.dwa(num_tasks=K, shared=mask), {}),
@@ -57,7 +60,7 @@ def test_trains_with_every_kind_of_balancer(name):
             mtl.balancers.mgda(num_tasks=K, shared=mask),
             {"mode": "representation", "representation": rep},
         )
-    start = np.sum(loss_fn(variables, batch))
+    start = float(total_loss(variables))
     for label, (balancer, kwargs) in runs.items():
         step = mtl.training.make_train_step(
             loss_fn, balancer, optax.adam(1e-2), mesh=mesh, **kwargs
@@ -67,5 +70,5 @@ def test_trains_with_every_kind_of_balancer(name):
             b = dict(batch, step=jnp.full((B,), i, jnp.int32))
             state, metrics = step(state, mtl.training.shard_batch(b, mesh))
         assert np.all(np.isfinite(metrics["losses"])), label
-        end = np.sum(loss_fn(state.params, batch))
+        end = float(total_loss(state.params))
         assert end < start, (label, start, end)

@@ -25,7 +25,11 @@ import time
 HEARTBEAT_S = int(os.environ.get("MTL_TEST_HEARTBEAT_S", "10"))
 MULTI = __name__ == "__main__" and len(sys.argv) > 6
 if MULTI:
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    # 1 CPU device; the test run's other XLA flags (its compile settings) carry over.
+    os.environ["XLA_FLAGS"] = " ".join(
+        ["--xla_force_host_platform_device_count=1"]
+        + [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    )
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

@@ -10,7 +10,11 @@ its half of every batch. Process 0 writes the final params of every case to
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+# 2 CPU devices; the test run's other XLA flags (its compile settings) carry over.
+os.environ["XLA_FLAGS"] = " ".join(
+    ["--xla_force_host_platform_device_count=2"]
+    + [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax
