@@ -110,3 +110,21 @@ def test_both_peers_lists_are_covered():
     assert {"Auto-Lambda", "MOML", "FORUM"} <= _covered("libmtl")
     assert set(TORCHJD) <= _covered("torchjd"), set(TORCHJD) - _covered("torchjd")
     assert len(LIBMTL) == 23
+
+
+def test_every_method_of_the_installed_torchjd_is_covered():
+    """Each aggregator, weighting and scalarizer the installed torchjd exports has a row."""
+    aggregation = pytest.importorskip("torchjd.aggregation")
+    scalarization = pytest.importorskip("torchjd.scalarization")
+    bases = {"Aggregator", "WeightedAggregator", "GramianWeightedAggregator", "Weighting"}
+    bases |= {"Scalarizer"}
+    exported = set()
+    for module in (aggregation, scalarization):
+        for name in getattr(module, "__all__", dir(module)):
+            if name.startswith("_") or name in bases or not isinstance(getattr(module, name), type):
+                continue
+            exported.add(name.removesuffix("Weighting"))
+    key = lambda n: n.replace("-", "").replace("_", "").lower()
+    ours = {key(n) for n in _covered("torchjd")}
+    missing = sorted(n for n in exported if key(n) not in ours)
+    assert not missing, missing
