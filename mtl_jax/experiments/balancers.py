@@ -281,21 +281,20 @@ def _plot(results: dict, path: pathlib.Path) -> pathlib.Path:
     height = 2.0 + 0.25 * len(methods)
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), height), squeeze=False)
     for ax, (ds, res) in zip(axes[0], results.items()):
-        seen = set()
+        seen, drawn = set(), []
         for j, name in enumerate(methods):
             cost = balancers.METHODS[name].cost
             label = None if cost in seen else cost
             seen.add(cost)
-            _plots.dots_and_intervals(
+            drawn += _plots.dots_and_intervals(
                 ax, [j], [res[name]["values"]], color=colors[cost], label=label, horizontal=True,
                 seed_offset=0.15,
             )  # fmt: skip
         # one margin for the whole panel (each method's own call pads only by its own spread,
         # so a method with a tiny spread at the edge would have its marker clipped)
         every = np.concatenate([np.ravel(res[name]["values"]) for name in methods])
-        spread = [_plots.mean_sd(res[name]["values"]) for name in methods]
-        lo = min(float(every.min()), min(m - s for m, s in spread))
-        hi = max(float(every.max()), max(m + s for m, s in spread))
+        lo = min(float(every.min()), min(a for a, _ in drawn))
+        hi = max(float(every.max()), max(b for _, b in drawn))
         _plots.contain(ax, lo, hi, axis="x")
         ax.set_yticks(range(len(methods)), methods if ax is axes[0, 0] else [""] * len(methods))
         ax.set_ylabel("method")

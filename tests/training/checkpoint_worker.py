@@ -25,11 +25,9 @@ import time
 HEARTBEAT_S = int(os.environ.get("MTL_TEST_HEARTBEAT_S", "10"))
 MULTI = __name__ == "__main__" and len(sys.argv) > 6
 if MULTI:
-    # 1 CPU device; the test run's other XLA flags (its compile settings) carry over.
-    os.environ["XLA_FLAGS"] = " ".join(
-        ["--xla_force_host_platform_device_count=1"]
-        + [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    )
+    from xla_flags import set_cpu_device_count
+
+    set_cpu_device_count(1)
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

@@ -10,14 +10,12 @@ its half of every batch. Process 0 writes the final params of every case to
 import os
 import sys
 
-# 2 CPU devices; the test run's other XLA flags (its compile settings) carry over.
-os.environ["XLA_FLAGS"] = " ".join(
-    ["--xla_force_host_platform_device_count=2"]
-    + [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
-)
+from xla_flags import set_cpu_device_count
+
+set_cpu_device_count(2)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
-import jax
+import jax  # noqa: E402
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.config.update("jax_numpy_rank_promotion", "raise")
