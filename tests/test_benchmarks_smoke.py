@@ -4,6 +4,7 @@ import pathlib
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -88,20 +89,21 @@ def test_peer_table_parses_peers_md():
     assert len({m for (_, m, _, _) in peers}) == 20
 
 
-def test_one_torchjd_table():
-    """Every comparison takes torchjd's aggregators from ``torch_workloads.AGGREGATORS``;
-    equal weighting is Mean in a training step and Sum on W3 (our W3 EW sums)."""
-    import importlib.util
-
-    import pytest
-
-    if importlib.util.find_spec("torchjd") is None:
-        pytest.skip("torchjd is not installed")
+@pytest.fixture
+def torch_workloads():
+    """``benchmarks.torch_workloads`` (the test is skipped where torchjd is not installed)."""
+    pytest.importorskip("torchjd")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    import torch
-
     from benchmarks import torch_workloads
+
+    return torch_workloads
+
+
+def test_one_torchjd_table(torch_workloads):
+    """Every comparison takes torchjd's aggregators from ``torch_workloads.AGGREGATORS``;
+    equal weighting is Mean in a training step and Sum on W3 (our W3 EW sums)."""
+    import torch
 
     jac = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
     w3 = torch_workloads.aggregator("equal_weighting", 2, workload="w3")
@@ -113,21 +115,13 @@ def test_one_torchjd_table():
         torch_workloads.aggregator("mgda", 2, workload="w4")
 
 
-def test_every_torchjd_counterpart_is_one_of_our_methods_and_runs():
+def test_every_torchjd_counterpart_is_one_of_our_methods_and_runs(torch_workloads):
     """Each entry of the same-run table names a registered balancer and aggregates a Jacobian."""
-    import importlib.util
     import warnings
 
-    import pytest
-
-    if importlib.util.find_spec("torchjd") is None:
-        pytest.skip("torchjd is not installed")
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     import torch
 
     import mtl_jax as mtl
-    from benchmarks import torch_workloads
 
     jac = torch.tensor([[1.0, 2.0, 0.5, -1.0], [3.0, -5.0, 1.0, 0.0], [0.5, 1.0, 2.0, 1.0]])
     for name in torch_workloads.AGGREGATORS:

@@ -151,7 +151,7 @@ def add_offset(spec: Any, state: Any, leaves: list, flags: Any) -> list:
     The offset is a parameter-space term of the update that no step gradient enters
     (:attr:`~mtl_jax.balancers.BalancerSpec.offset`); without one, ``leaves`` as given.
     """
-    if getattr(spec, "offset", None) is None:
+    if spec.offset is None:
         return leaves
     flags = list(flags)
     offset = list(spec.offset(state))
