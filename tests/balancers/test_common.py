@@ -83,19 +83,6 @@ WEIGHTS_TRACKED_JACOBIAN = {"moco"}
 STORED_DIRECTION = {"forum"}
 
 
-def _flat_rows(jac) -> jax.Array:
-    """The ``[K, 12]`` matrix of a task Jacobian over ``_params()`` (inverse of ``_jac``)."""
-    k = jac["heads"]["kernel"].shape[0]
-    return jnp.concatenate(
-        [
-            jac["encoder"]["kernel"].reshape(k, -1),
-            jac["encoder"]["bias"],
-            jac["heads"]["kernel"].reshape(k, -1),
-        ],
-        axis=1,
-    )
-
-
 def bilevel_losses(params, batch):
     """``L_k(θ) = ⟨r_k, θ⟩ + ½‖A_k θ − b_k‖²`` on the flat ``θ`` of ``_params()``.
 
@@ -133,7 +120,7 @@ def with_meta_update(tx, update, params):
         )
 
     def fn(jac, state, losses, *args, meta_rows=None, meta_presence=None):
-        batch = rows_batch(_flat_rows(jac) if meta_rows is None else meta_rows)
+        batch = rows_batch(jax.vmap(_flat)(jac) if meta_rows is None else meta_rows)
         state = tx.meta_update(
             state, params, batch, batch, task_presence=meta_presence, val_presence=meta_presence
         )
@@ -556,7 +543,7 @@ def test_rejects_bad_task_presence(name, rng):
         with pytest.raises(ValueError, match=f"task_presence.*{what}"):
             tx.update(j, state, params, task_losses=_losses(3), task_presence=bad)
     if name in BILEVEL:  # and the meta-update's presence arguments, by name
-        batch = rows_batch(_flat_rows(j))
+        batch = rows_batch(jax.vmap(_flat)(j))
         for arg in ("task_presence", "val_presence"):
             for bad, what in [(jnp.ones(2, bool), "shape"), (jnp.ones(3), "dtype")]:
                 with pytest.raises(ValueError, match=f"{arg}.*{what}"):
