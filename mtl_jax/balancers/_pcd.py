@@ -23,6 +23,9 @@ __all__ = ["PCDState", "pcd"]
 
 
 class PCDState(NamedTuple):
+    """PCD's state: the moving average of each task's squared gradient norm, the steps
+    each task has taken part in (for the bias correction) and the last weights."""
+
     sq_norm_ema: jax.Array  # [K] float32, moving average of ‖g_k‖² (kept for absent tasks)
     task_steps: jax.Array  # [K] int32, steps each task has taken part in
     weights: jax.Array  # [K] float32, weights applied at the last update
